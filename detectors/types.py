@@ -1,0 +1,62 @@
+"""Plain value types shared by every layer above the detectors."""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Direction(enum.StrEnum):
+    UP = "up"
+    DOWN = "down"
+    BOTH = "both"
+
+
+class DetectorState(enum.StrEnum):
+    WARMUP = "warmup"          # not enough data yet to judge
+    NORMAL = "normal"
+    ANOMALOUS = "anomalous"
+    INVALID_INPUT = "invalid_input"  # last input was NaN/inf or out of order; reported, never raised
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One point of one series; a series is its name plus labels, as in Prometheus."""
+
+    name: str
+    labels: tuple[tuple[str, str], ...]
+    timestamp: float
+    value: float
+
+    @property
+    def series_key(self) -> str:
+        return series_key(self.name, dict(self.labels))
+
+
+def series_key(name: str, labels: dict[str, str]) -> str:
+    """Canonical Prometheus-style identity: name{k="v",...} with sorted labels."""
+    if not labels:
+        return name
+    inner = ",".join(f'{k}="{labels[k]}"' for k in sorted(labels))
+    return f"{name}{{{inner}}}"
+
+
+@dataclass(frozen=True, slots=True)
+class Anomaly:
+    """A detector's finding on one series."""
+
+    detector: str
+    series: str                      # series_key(...)
+    signal: str                      # metric name, e.g. model_latency_seconds
+    labels: tuple[tuple[str, str], ...]
+    window_start: float
+    window_end: float
+    onset: float                     # first timestamp at which the score crossed the threshold
+    score: float                     # in [0, 1]
+    direction: Direction
+    value: float
+    statistic: float | None = None
+    p_value: float | None = None
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def label(self, key: str, default: str = "") -> str:
+        return dict(self.labels).get(key, default)

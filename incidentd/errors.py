@@ -1,0 +1,26 @@
+"""One error hierarchy for the service and its edges."""
+from __future__ import annotations
+
+
+class IncidentdError(Exception):
+    """Base of every error incidentd raises on purpose."""
+
+
+class ConfigError(IncidentdError):
+    """Settings or a rule pack are invalid; the message names the file and field."""
+
+
+class SourceUnavailable(IncidentdError):
+    """A metric source (embedded store, Prometheus) cannot be read right now."""
+
+
+class NotFound(IncidentdError):
+    """An incident, action or version that does not exist."""
+
+
+class Conflict(IncidentdError):
+    """A state transition that is not allowed (e.g. approving an executed action)."""
+
+
+class StorageError(IncidentdError):
+    """Evidence could not be stored durably; webhooks answer 5xx so the sender retries."""

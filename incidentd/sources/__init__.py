@@ -1,0 +1,1 @@
+"""Where detection reads metrics from: the embedded store or Prometheus, behind one interface."""
