@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 
-class IncidentdError(Exception):
-    """Base of every error incidentd raises on purpose."""
+from detectors.errors import IncidentdError, InvalidInput
+
+__all__ = ["IncidentdError", "InvalidInput", "ConfigError", "SourceUnavailable", "NotFound", "Conflict",
+           "StorageError"]
 
 
 class ConfigError(IncidentdError):

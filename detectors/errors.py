@@ -1,0 +1,10 @@
+"""The root of incidentd's error hierarchy; it lives in the bottom layer so every package can use it."""
+from __future__ import annotations
+
+
+class IncidentdError(Exception):
+    """Base of every error incidentd raises on purpose."""
+
+
+class InvalidInput(IncidentdError):
+    """Input data is malformed (wrong shape, NaN where not allowed, unknown column); the message names it."""
