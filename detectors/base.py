@@ -12,17 +12,20 @@ checkpointable. No clocks, I/O or metrics inside a detector.
 from __future__ import annotations
 
 import copy
+import enum
+import math
 from abc import ABC, abstractmethod
+from collections import deque
 from typing import Any, ClassVar
 
 import numpy as np
 
 from detectors.types import DetectorState, Direction
 
-REGISTRY: dict[str, type["Detector"]] = {}
+REGISTRY: dict[str, type[Detector]] = {}
 
 
-def register(cls: type["Detector"]) -> type["Detector"]:
+def register(cls: type[Detector]) -> type[Detector]:
     """Class decorator: make a detector available by its ``name`` (CLI, config, conformance suite)."""
     if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
         raise ValueError(f"detector name {cls.name!r} registered twice")
@@ -33,6 +36,8 @@ def register(cls: type["Detector"]) -> type["Detector"]:
 class Detector(ABC):
     name: ClassVar[str]
     state_keys: ClassVar[tuple[str, ...]]
+    # What the detector expects: "real" values, or "binary" 0/1 events (rates). The conformance suite uses it.
+    input_kind: ClassVar[str] = "real"
     # Score at or above which the service treats a point as anomalous (scores are calibrated to [0, 1]).
     alarm_threshold: ClassVar[float] = 0.99
 
@@ -50,9 +55,34 @@ class Detector(ABC):
     def update(self, value: float, timestamp: float | None = None) -> float:
         """Feed one point; return (and store in ``self.score``) its score in [0, 1]. Never raises on NaN."""
 
+    def _invalid(self) -> float:
+        """Record a NaN/inf (or non-numeric) point: score 0, state INVALID_INPUT, learned state untouched."""
+        self.score = 0.0
+        self.state = DetectorState.INVALID_INPUT
+        return 0.0
+
+    def _judge(self, score: float, warm: bool) -> float:
+        """Store ``score`` and derive the state from it (WARMUP until ``warm``)."""
+        self.score = score
+        if not warm:
+            self.state = DetectorState.WARMUP
+        elif score >= self.alarm_threshold:
+            self.state = DetectorState.ANOMALOUS
+        else:
+            self.state = DetectorState.NORMAL
+        return score
+
+    # Constructor arguments stored under another attribute name. ``direction`` is the usual one: the
+    # constructor's ``direction`` is the watched side, while ``self.direction`` reports the last deviation.
+    _param_attrs: ClassVar[dict[str, str]] = {"direction": "watch"}
+
     def params(self) -> dict[str, Any]:
         """Constructor arguments: the detector's whole configuration."""
-        return {k: getattr(self, k) for k in self._param_names()}
+        out = {}
+        for k in self._param_names():
+            v = getattr(self, self._param_attrs.get(k, k))
+            out[k] = v.value if isinstance(v, enum.Enum) else v
+        return out
 
     @classmethod
     def _param_names(cls) -> tuple[str, ...]:
@@ -61,7 +91,7 @@ class Detector(ABC):
         sig = inspect.signature(cls.__init__)
         return tuple(p for p in sig.parameters if p != "self")
 
-    def clone(self) -> "Detector":
+    def clone(self) -> Detector:
         """A fresh, untrained detector with the same configuration."""
         return type(self)(**self.params())
 
@@ -71,7 +101,7 @@ class Detector(ABC):
                 "score": self.score, "status": self.state.value, "direction": self.direction.value}
 
     @classmethod
-    def restore(cls, checkpoint: dict[str, Any]) -> "Detector":
+    def restore(cls, checkpoint: dict[str, Any]) -> Detector:
         det_cls = REGISTRY[checkpoint["detector"]]
         det = det_cls(**checkpoint["params"])
         for k, v in checkpoint["state"].items():
@@ -101,16 +131,22 @@ def _to_jsonable(obj: Any) -> Any:
         return obj.item()
     if isinstance(obj, dict):
         return {k: _to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
+    if isinstance(obj, (list, tuple, deque)):
         return [_to_jsonable(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return {"__float__": repr(obj)}
     return obj
 
 
 def _from_jsonable(obj: Any, like: Any = None) -> Any:
+    if isinstance(obj, dict) and "__float__" in obj:
+        return float(obj["__float__"])
     if isinstance(obj, dict) and "__ndarray__" in obj:
         return np.asarray(obj["__ndarray__"], dtype=obj["dtype"])
     if isinstance(obj, dict):
         return {k: _from_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list) and isinstance(like, deque):
+        return deque((_from_jsonable(v) for v in obj), maxlen=like.maxlen)
     if isinstance(obj, list) and isinstance(like, tuple):
         return tuple(_from_jsonable(v) for v in obj)
     if isinstance(obj, list):

@@ -1,0 +1,46 @@
+"""NAB scores of a detector on the shared NAB subset, on all files and on a fixed category split.
+
+    PYTHONPATH=. /work/venv-warm/bin/python benchmarks/nab_benchmark.py --data ../shared/nab/data \\
+        --labels ../shared/nab/labels/combined_windows.json [--detector surprise]
+
+The split is fixed in advance (not chosen by score): "tune" = artificialWithAnomaly, realAWSCloudwatch,
+realAdExchange; "check" = artificialNoAnomaly, realTraffic, realTweets. Each part is scored with its own
+optimized threshold, as NAB does for a corpus.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from detectors.evaluation.backtest import backtest_nab, nab_files
+from detectors.evaluation.nab import score_corpus
+
+TUNE = ("artificialWithAnomaly", "realAWSCloudwatch", "realAdExchange")
+CHECK = ("artificialNoAnomaly", "realTraffic", "realTweets")
+PROFILES = (("standard", "standard"), ("reward_low_FP_rate", "low FP"), ("reward_low_FN_rate", "low FN"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--data", default="../shared/nab/data")
+    ap.add_argument("--labels", default="../shared/nab/labels/combined_windows.json")
+    ap.add_argument("--detector", action="append", help="registered name (repeatable); default: the default")
+    args = ap.parse_args()
+    for det in args.detector or [None]:
+        t0 = time.perf_counter()
+        results = backtest_nab(args.data, None, det)
+        elapsed = time.perf_counter() - t0
+        files = nab_files(results, args.labels)
+        rows = sum(len(r[0]) for r in results.values())
+        line = [f"{det or 'default':<20}"]
+        for part, cats in (("all", None), ("tune", TUNE), ("check", CHECK)):
+            sel = [f for f in files if cats is None or f.key.split("/")[0] in cats]
+            sc = score_corpus(sel, [results[f.key][0] for f in sel])
+            line.append(f"{part}: " + " / ".join(f"{sc[p].normalized:5.1f}" for p, _ in PROFILES))
+        print("  ".join(line) + f"   ({rows / elapsed:,.0f} rows/s incl. CSV reading)", flush=True)
+    print("(scores: standard / low FP / low FN)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

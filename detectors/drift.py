@@ -1,0 +1,562 @@
+"""Distribution drift between a reference sample (fitted once per model version) and current data.
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> suite = DriftSuite(tests=("ks", "psi"), alpha=0.01)
+    >>> _ = suite.fit(rng.normal(size=(5000, 3)), feature_names=["a", "b", "c"])
+    >>> cur = rng.normal(size=(2000, 3)); cur[:, 1] += 0.5
+    >>> report = suite.compare(cur)
+    >>> report.drift, report.drifted_features
+    (True, ['b'])
+
+Tests (``tests=``): ``ks`` (two-sample Kolmogorov-Smirnov, numeric; statistic and p-value equal to
+``scipy.stats.ks_2samp`` with its default ``method='auto'``), ``psi`` (population stability index over
+reference-quantile bins, numeric and categorical; no p-value; drift when PSI >= ``psi_threshold``, 0.2 by
+default — the customary "significant shift" level), ``chi2`` (chi-square test of homogeneity on category
+counts, categorical), ``wasserstein`` (earth mover's distance divided by the reference standard deviation;
+drift when >= ``wasserstein_threshold``, 0.1), ``jsd`` (Jensen-Shannon distance, base 2, over the PSI bins or
+the categories; drift when >= ``jsd_threshold``, 0.1), ``mmd`` (maximum mean discrepancy with a Gaussian
+kernel, per numeric feature, permutation p-value; needs torch, imported only then) and ``pca`` (multivariate:
+PCA reconstruction error of current rows compared with held-out reference rows by KS; reported once under
+the name ``"(all features)"``).
+
+Dataset decision: a feature drifts when its p-value, corrected over *all* p-value tests of the report
+(Benjamini-Hochberg by default), is below ``alpha``, or when a threshold test passes its threshold; the
+dataset drifts when any feature does. Each numeric feature's test that has no test of its kind for a
+categorical feature falls back to ``chi2`` there.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from detectors.errors import InvalidInput
+
+NUMERIC_TESTS = ("ks", "psi", "wasserstein", "jsd", "mmd")
+CATEGORICAL_TESTS = ("chi2", "psi", "jsd")
+MULTIVARIATE_TESTS = ("pca",)
+ALL_TESTS = ("ks", "psi", "chi2", "wasserstein", "jsd", "mmd", "pca")
+P_VALUE_TESTS = ("ks", "chi2", "mmd", "pca")
+CORRECTIONS = ("fdr_bh", "bonferroni", "none")
+MULTIVARIATE_NAME = "(all features)"
+_KS_MAX_AUTO_N = 10000   # scipy's ks_2samp 'auto': exact p-values when both samples are at most this big
+_PSI_EPS = 1e-4          # proportions are clipped to this before the PSI/JSD logarithms
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureDrift:
+    """One test on one feature. ``p_value`` is the raw (uncorrected) p-value, None for threshold tests."""
+
+    name: str
+    test: str
+    statistic: float
+    p_value: float | None
+    drift: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "test": self.test, "statistic": float(self.statistic),
+                "p_value": None if self.p_value is None else float(self.p_value), "drift": bool(self.drift)}
+
+
+@dataclass(frozen=True, slots=True)
+class DriftReport:
+    """Result of ``DriftSuite.compare``: one ``FeatureDrift`` per feature and test, plus the decision.
+
+    ``adjusted_p_values`` lines up with ``features`` (None for threshold tests); ``missing`` counts the
+    NaN/None values of the current data that were ignored, per feature.
+    """
+
+    drift: bool
+    features: tuple[FeatureDrift, ...]
+    alpha: float = 0.01
+    correction: str = "fdr_bh"
+    adjusted_p_values: tuple[float | None, ...] = ()
+    n_reference: int = 0
+    n_current: int = 0
+    missing: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def drifted_features(self) -> list[str]:
+        """Names of the features with at least one drifting test, in column order."""
+        seen: dict[str, None] = {}
+        for f in self.features:
+            if f.drift:
+                seen.setdefault(f.name, None)
+        return list(seen)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape of ``incidentd drift --json``."""
+        return {"drift": bool(self.drift), "features": [f.to_dict() for f in self.features]}
+
+    def ranked(self) -> list[FeatureDrift]:
+        """Features from most to least drifted (smallest p-value first, then largest statistic)."""
+        return sorted(self.features, key=lambda f: (not f.drift, 1.0 if f.p_value is None else f.p_value,
+                                                    -f.statistic))
+
+
+@dataclass(slots=True)
+class _Numeric:
+    sorted_ref: np.ndarray      # finite reference values, ascending
+    cdf: np.ndarray             # (1..n)/n, cached for KS
+    edges: np.ndarray           # PSI/JSD bin edges (searchsorted side='left')
+    ref_props: np.ndarray       # reference proportion per bin
+    std: float
+
+
+@dataclass(slots=True)
+class _Categorical:
+    categories: list[Any]
+    index: dict[Any, int]
+    ref_counts: np.ndarray      # per category, plus one trailing "unseen" slot (0 in the reference)
+
+
+class DriftSuite:
+    """Drift tests of current data against a fitted reference, with multiple-testing correction.
+
+    Fit once per model version (the sorted reference is cached, which makes ``compare`` fast), then call
+    ``compare`` on every current window. See the module docstring for the tests and the decision rule.
+
+    >>> import numpy as np
+    >>> suite = DriftSuite(tests=("ks",), alpha=0.01)
+    >>> _ = suite.fit(np.arange(1000.0).reshape(-1, 1), feature_names=["x"])
+    >>> suite.compare(np.arange(1000.0).reshape(-1, 1) + 500).drift
+    True
+    """
+
+    def __init__(self, tests: Sequence[str] = ("ks", "psi"), alpha: float = 0.01, correction: str = "fdr_bh",
+                 psi_threshold: float = 0.2, psi_bins: int = 10, wasserstein_threshold: float = 0.1,
+                 jsd_threshold: float = 0.1, mmd_permutations: int = 500, mmd_max_samples: int = 500,
+                 pca_variance: float = 0.95, seed: int = 0) -> None:
+        if isinstance(tests, str):
+            tests = tuple(t.strip() for t in tests.split(",") if t.strip())
+        unknown = [t for t in tests if t not in ALL_TESTS]
+        if unknown or not tests:
+            raise InvalidInput(f"unknown drift test(s) {unknown or list(tests)}; known: {', '.join(ALL_TESTS)}")
+        if correction not in CORRECTIONS:
+            raise InvalidInput(f"correction must be one of {', '.join(CORRECTIONS)}, got {correction!r}")
+        if not 0.0 < alpha < 1.0:
+            raise InvalidInput(f"alpha must be in (0, 1), got {alpha}")
+        if psi_bins < 2:
+            raise InvalidInput(f"psi_bins must be >= 2, got {psi_bins}")
+        self.tests = tuple(dict.fromkeys(tests))
+        self.alpha = float(alpha)
+        self.correction = correction
+        self.psi_threshold = float(psi_threshold)
+        self.psi_bins = int(psi_bins)
+        self.wasserstein_threshold = float(wasserstein_threshold)
+        self.jsd_threshold = float(jsd_threshold)
+        self.mmd_permutations = int(mmd_permutations)
+        self.mmd_max_samples = int(mmd_max_samples)
+        self.pca_variance = float(pca_variance)
+        self.seed = int(seed)
+        self.feature_names: list[str] = []
+        self.categorical: frozenset[str] = frozenset()
+        self._num: dict[str, _Numeric] = {}
+        self._cat: dict[str, _Categorical] = {}
+        self._pca: dict[str, np.ndarray] | None = None
+        self._n_reference = 0
+        self._fitted = False
+
+    # -- fit -------------------------------------------------------------------------------------
+    def fit(self, reference: Any, feature_names: list[str] | None = None,
+            categorical: Iterable[str] = ()) -> DriftSuite:
+        """Learn the reference. DataFrame columns with a non-numeric dtype are categorical automatically."""
+        names, columns, cats = _columns(reference, feature_names, set(categorical), what="reference")
+        if not columns or len(columns[0]) == 0:
+            raise InvalidInput("reference has no rows")
+        self.feature_names = names
+        self.categorical = frozenset(cats)
+        self._num, self._cat = {}, {}
+        self._n_reference = len(columns[0])
+        for name, col in zip(names, columns):
+            if name in cats:
+                self._cat[name] = _fit_categorical(name, col)
+            else:
+                self._num[name] = self._fit_numeric(name, col)
+        self._pca = None
+        if "pca" in self.tests and self._num:
+            self._pca = self._fit_pca(np.column_stack([np.asarray(c, dtype=float) for n, c in
+                                                       zip(names, columns) if n not in cats]))
+        self._fitted = True
+        return self
+
+    def _fit_numeric(self, name: str, col: Any) -> _Numeric:
+        x = _as_float(col, name, "reference")
+        x = np.sort(x[np.isfinite(x)])
+        if len(x) == 0:
+            raise InvalidInput(f"reference feature {name!r} has no finite values")
+        n = len(x)
+        q = x[np.minimum(n - 1, (np.arange(1, self.psi_bins) * n) // self.psi_bins)]
+        edges = np.unique(np.concatenate([[np.nextafter(x[0], -np.inf)], q]))
+        props = _bin_props(edges, x)
+        std = float(np.std(x))
+        return _Numeric(x, np.arange(1, n + 1) / n, edges, props, std)
+
+    def _fit_pca(self, ref: np.ndarray) -> dict[str, np.ndarray]:
+        ref = ref[np.isfinite(ref).all(axis=1)]
+        if len(ref) < 4:
+            raise InvalidInput("the pca test needs at least 4 complete reference rows")
+        rng = np.random.default_rng(self.seed)
+        perm = rng.permutation(len(ref))
+        fit_rows, hold_rows = ref[perm[: len(ref) // 2]], ref[perm[len(ref) // 2:]]
+        mean = fit_rows.mean(axis=0)
+        std = fit_rows.std(axis=0)
+        std[std == 0] = 1.0
+        z = (fit_rows - mean) / std
+        _, s, vt = np.linalg.svd(z, full_matrices=False)
+        var = s**2 / max(1.0, (s**2).sum())
+        k = int(np.searchsorted(np.cumsum(var), self.pca_variance) + 1)
+        k = min(k, max(1, z.shape[1] - 1)) if z.shape[1] > 1 else 1
+        comp = vt[:k]
+        state = {"mean": mean, "std": std, "comp": comp}
+        state["ref_err"] = np.sort(_pca_error(hold_rows, state))
+        return state
+
+    # -- compare ---------------------------------------------------------------------------------
+    def compare(self, current: Any) -> DriftReport:
+        """Test current data (same columns as the reference) and return the report."""
+        if not self._fitted:
+            raise InvalidInput("DriftSuite.compare called before fit")
+        names, columns, _ = _columns(current, None if _is_frame(current) else self.feature_names,
+                                     set(self.categorical), what="current", expected=self.feature_names)
+        m = len(columns[0]) if columns else 0
+        if m == 0:
+            raise InvalidInput("current data has no rows")
+        by_name = dict(zip(names, columns))
+        rows: list[tuple[str, str, float, float | None, bool | None]] = []   # drift None = decided by p
+        missing: dict[str, int] = {}
+        num_names = [n for n in self.feature_names if n in self._num]
+        num_tests = [t for t in self.tests if t in NUMERIC_TESTS]
+        cat_tests = [t for t in self.tests if t in CATEGORICAL_TESTS] or ["chi2"]
+        results: dict[tuple[str, str], tuple[float, float | None, bool | None]] = {}
+        if num_names and num_tests:
+            block = np.empty((len(num_names), m))
+            for i, n in enumerate(num_names):
+                block[i] = _as_float(by_name[n], n, "current")
+            block[~np.isfinite(block)] = np.nan
+            block.sort(axis=1)                       # NaNs go last
+            counts = m - np.isnan(block).sum(axis=1)
+            for i, n in enumerate(num_names):
+                if counts[i] < m:
+                    missing[n] = int(m - counts[i])
+            if "ks" in num_tests:
+                for (n, stat, p) in self._ks(num_names, block, counts):
+                    results[(n, "ks")] = (stat, p, None)
+            for i, n in enumerate(num_names):
+                c = block[i, : counts[i]]
+                ref = self._num[n]
+                if "psi" in num_tests:
+                    results[(n, "psi")] = _threshold(_psi(ref.ref_props, _bin_props(ref.edges, c)),
+                                                     self.psi_threshold, len(c))
+                if "jsd" in num_tests:
+                    results[(n, "jsd")] = _threshold(_jsd(ref.ref_props, _bin_props(ref.edges, c)),
+                                                     self.jsd_threshold, len(c))
+                if "wasserstein" in num_tests:
+                    results[(n, "wasserstein")] = _threshold(_wasserstein(ref.sorted_ref, c, ref.std),
+                                                             self.wasserstein_threshold, len(c))
+            if "mmd" in num_tests:
+                from detectors._mmd import mmd_permutation_test
+
+                rng = np.random.default_rng(self.seed)
+                for i, n in enumerate(num_names):
+                    c = block[i, : counts[i]]
+                    if len(c) == 0:
+                        results[(n, "mmd")] = (0.0, 1.0, None)
+                        continue
+                    stat, p = mmd_permutation_test(self._num[n].sorted_ref, c, self.mmd_permutations,
+                                                   self.mmd_max_samples, rng)
+                    results[(n, "mmd")] = (stat, p, None)
+        for n in self.feature_names:
+            if n not in self._cat:
+                continue
+            fc = self._cat[n]
+            cur_counts, n_missing = _count_categories(fc, by_name[n])
+            if n_missing:
+                missing[n] = n_missing
+            for t in cat_tests:
+                if t == "chi2":
+                    results[(n, t)] = (*_chi2(fc.ref_counts, cur_counts), None)
+                else:
+                    rp = _props(fc.ref_counts)
+                    cp = _props(cur_counts)
+                    val = _psi(rp, cp) if t == "psi" else _jsd(rp, cp)
+                    thr = self.psi_threshold if t == "psi" else self.jsd_threshold
+                    results[(n, t)] = _threshold(val, thr, int(cur_counts.sum()))
+        for n in self.feature_names:
+            tests = num_tests if n in self._num else cat_tests
+            for t in tests:
+                if (n, t) in results:
+                    stat, p, d = results[(n, t)]
+                    rows.append((n, t, stat, p, d))
+        if self._pca is not None:
+            mat = np.column_stack([_as_float(by_name[n], n, "current") for n in num_names])
+            err = np.sort(_pca_error(mat[np.isfinite(mat).all(axis=1)], self._pca))
+            if len(err):
+                stat, p = _ks_pair(self._pca["ref_err"], err)
+            else:
+                stat, p = 0.0, 1.0
+            rows.append((MULTIVARIATE_NAME, "pca", stat, p, None))
+        adjusted = _adjust([r[3] for r in rows], self.correction)
+        feats = []
+        for (n, t, stat, p, d), adj in zip(rows, adjusted):
+            drift = bool(d) if p is None else bool(adj is not None and adj < self.alpha)
+            feats.append(FeatureDrift(n, t, float(stat), None if p is None else float(p), drift))
+        return DriftReport(drift=any(f.drift for f in feats), features=tuple(feats), alpha=self.alpha,
+                           correction=self.correction, adjusted_p_values=tuple(adjusted),
+                           n_reference=self._n_reference, n_current=m, missing=missing)
+
+    def _ks(self, names: list[str], block: np.ndarray, counts: np.ndarray) -> list[tuple[str, float, float]]:
+        from scipy import stats
+
+        out: list[tuple[str, float, float]] = []
+        asymp_idx, asymp_d, asymp_en = [], [], []
+        for i, n in enumerate(names):
+            ref = self._num[n]
+            m = int(counts[i])
+            if m == 0:
+                out.append((n, 0.0, 1.0))
+                continue
+            d = _ks_stat(ref.sorted_ref, ref.cdf, block[i, :m])
+            n1 = len(ref.sorted_ref)
+            if max(n1, m) <= _KS_MAX_AUTO_N:
+                ok, d_exact, p = _ks_exact(n1, m, d)
+                if ok:
+                    out.append((n, d_exact, p))
+                    continue
+            big, small = sorted([float(n1), float(m)], reverse=True)
+            asymp_idx.append(len(out))
+            asymp_d.append(d)
+            asymp_en.append(np.round(big * small / (big + small)))
+            out.append((n, d, math.nan))
+        if asymp_idx:
+            ps = np.clip(stats.kstwo.sf(np.asarray(asymp_d), np.asarray(asymp_en)), 0, 1)
+            for j, p in zip(asymp_idx, np.atleast_1d(ps)):
+                out[j] = (out[j][0], out[j][1], float(p))
+        return out
+
+
+# -- KS --------------------------------------------------------------------------------------------
+def _ks_stat(ref: np.ndarray, ref_cdf: np.ndarray, cur: np.ndarray) -> float:
+    """Two-sided KS statistic from two sorted samples, computed exactly as scipy does (same divisions)."""
+    n, m = len(ref), len(cur)
+    # max of F_ref - F_cur is reached at reference points, min at current points (right-continuous ECDFs)
+    max_s = float(np.max(ref_cdf - np.searchsorted(cur, ref, side="right") / m))
+    min_s = float(np.min(np.searchsorted(ref, cur, side="right") / n - np.arange(1, m + 1) / m))
+    min_s = min(max(-min_s, 0.0), 1.0)
+    return max(max_s, min_s)
+
+
+def _ks_exact(n1: int, n2: int, d: float) -> tuple[bool, float, float]:
+    from scipy.stats import _stats_py
+
+    g = math.gcd(n1, n2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ok, d2, p = _stats_py._attempt_exact_2kssamp(n1, n2, g, d, "two-sided")
+    return bool(ok), float(d2), float(np.clip(p, 0, 1))
+
+
+def _ks_pair(ref_sorted: np.ndarray, cur_sorted: np.ndarray) -> tuple[float, float]:
+    from scipy import stats
+
+    n1, m = len(ref_sorted), len(cur_sorted)
+    d = _ks_stat(ref_sorted, np.arange(1, n1 + 1) / n1, cur_sorted)
+    if max(n1, m) <= _KS_MAX_AUTO_N:
+        ok, d2, p = _ks_exact(n1, m, d)
+        if ok:
+            return d2, p
+    big, small = sorted([float(n1), float(m)], reverse=True)
+    return d, float(np.clip(stats.kstwo.sf(d, np.round(big * small / (big + small))), 0, 1))
+
+
+# -- threshold tests -------------------------------------------------------------------------------
+def _bin_props(edges: np.ndarray, x: np.ndarray) -> np.ndarray:
+    if len(x) == 0:
+        return np.zeros(len(edges) + 1)
+    idx = np.searchsorted(edges, x, side="left")
+    return np.bincount(idx, minlength=len(edges) + 1) / len(x)
+
+
+def _props(counts: np.ndarray) -> np.ndarray:
+    total = counts.sum()
+    return counts / total if total > 0 else np.zeros(len(counts))
+
+
+def _psi(ref: np.ndarray, cur: np.ndarray) -> float:
+    if cur.sum() == 0:
+        return 0.0
+    r = np.clip(ref, _PSI_EPS, None)
+    c = np.clip(cur, _PSI_EPS, None)
+    return float(np.sum((c - r) * np.log(c / r)))
+
+
+def _jsd(ref: np.ndarray, cur: np.ndarray) -> float:
+    if cur.sum() == 0:
+        return 0.0
+    from scipy.spatial.distance import jensenshannon
+
+    return float(jensenshannon(ref, cur, base=2.0))
+
+
+def _wasserstein(ref_sorted: np.ndarray, cur: np.ndarray, std: float) -> float:
+    if len(cur) == 0:
+        return 0.0
+    from scipy import stats
+
+    w = float(stats.wasserstein_distance(ref_sorted, cur))
+    # a constant reference has no spread: report the raw distance (0 when current is the same constant)
+    return w / std if std > 0 else w
+
+
+def _threshold(value: float, threshold: float, n: int) -> tuple[float, None, bool]:
+    value = float(min(value, 1e12))
+    return value, None, bool(n > 0 and value >= threshold)
+
+
+# -- categorical -----------------------------------------------------------------------------------
+def _is_missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _fit_categorical(name: str, col: Any) -> _Categorical:
+    vals = [v for v in _to_list(col) if not _is_missing(v)]
+    if not vals:
+        raise InvalidInput(f"reference feature {name!r} has no non-missing values")
+    cats: dict[Any, int] = {}
+    for v in vals:
+        cats[v] = cats.get(v, 0) + 1
+    categories = sorted(cats, key=lambda c: (str(type(c)), str(c)))
+    index = {c: i for i, c in enumerate(categories)}
+    counts = np.zeros(len(categories) + 1)
+    for c, k in cats.items():
+        counts[index[c]] = k
+    return _Categorical(categories, index, counts)
+
+
+def _count_categories(fc: _Categorical, col: Any) -> tuple[np.ndarray, int]:
+    counts = np.zeros(len(fc.categories) + 1)
+    unseen = len(fc.categories)
+    missing = 0
+    for v in _to_list(col):
+        if _is_missing(v):
+            missing += 1
+            continue
+        counts[fc.index.get(v, unseen)] += 1
+    return counts, missing
+
+
+def _chi2(ref_counts: np.ndarray, cur_counts: np.ndarray) -> tuple[float, float]:
+    from scipy import stats
+
+    table = np.vstack([ref_counts, cur_counts])
+    table = table[:, table.sum(axis=0) > 0]
+    if table.shape[1] < 2 or cur_counts.sum() == 0:
+        return 0.0, 1.0
+    res = stats.chi2_contingency(table)
+    return float(res.statistic), float(res.pvalue)
+
+
+# -- multivariate ----------------------------------------------------------------------------------
+def _pca_error(rows: np.ndarray, state: dict[str, np.ndarray]) -> np.ndarray:
+    z = (rows - state["mean"]) / state["std"]
+    recon = (z @ state["comp"].T) @ state["comp"]
+    return np.sqrt(((z - recon) ** 2).mean(axis=1))
+
+
+# -- correction ------------------------------------------------------------------------------------
+def benjamini_hochberg(p_values: Sequence[float]) -> np.ndarray:
+    """BH-adjusted p-values (step-up, monotone, capped at 1), in the input order."""
+    p = np.asarray(p_values, dtype=float)
+    m = len(p)
+    if m == 0:
+        return p
+    order = np.argsort(p, kind="stable")
+    ranked = p[order] * m / np.arange(1, m + 1)
+    ranked = np.minimum.accumulate(ranked[::-1])[::-1]
+    out = np.empty(m)
+    out[order] = np.minimum(ranked, 1.0)
+    return out
+
+
+def _adjust(p_values: list[float | None], correction: str) -> list[float | None]:
+    idx = [i for i, p in enumerate(p_values) if p is not None]
+    ps = np.array([p_values[i] for i in idx], dtype=float)
+    if correction == "fdr_bh":
+        adj = benjamini_hochberg(ps)
+    elif correction == "bonferroni":
+        adj = np.minimum(ps * len(ps), 1.0)
+    else:
+        adj = ps
+    out: list[float | None] = [None] * len(p_values)
+    for i, a in zip(idx, adj):
+        out[i] = float(a)
+    return out
+
+
+# -- input handling --------------------------------------------------------------------------------
+def _is_frame(obj: Any) -> bool:
+    return hasattr(obj, "columns") and hasattr(obj, "dtypes")
+
+
+def _to_list(col: Any) -> list[Any]:
+    if hasattr(col, "tolist"):
+        return col.tolist()
+    return list(col)
+
+
+def _as_float(col: Any, name: str, what: str) -> np.ndarray:
+    try:
+        return np.asarray(col, dtype=float)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{what} feature {name!r} is not numeric; declare it categorical") from None
+
+
+def _columns(data: Any, names: list[str] | None, categorical: set[str], what: str,
+             expected: list[str] | None = None) -> tuple[list[str], list[Any], set[str]]:
+    if _is_frame(data):
+        cols = [str(c) for c in data.columns]
+        if expected is not None:
+            missing = [c for c in expected if c not in cols]
+            if missing:
+                raise InvalidInput(f"{what} data lacks column(s) {missing}")
+            cols = list(expected)
+        elif names is not None and list(names) != cols:
+            raise InvalidInput(f"feature_names {names} do not match the {what} columns {cols}")
+        cats = set(categorical)
+        import pandas as pd
+
+        for c in cols:
+            s = data[c]
+            if not (pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype)):
+                cats.add(c)
+        unknown = cats - set(cols)
+        if unknown:
+            raise InvalidInput(f"categorical column(s) {sorted(unknown)} not in the {what} data")
+        out = []
+        for c in cols:
+            s = data[c]
+            out.append(s.to_numpy(dtype=float, na_value=np.nan) if c not in cats else s.astype(object).where(
+                s.notna(), None).to_numpy())
+        return cols, out, cats
+    arr = np.asarray(data) if not isinstance(data, np.ndarray) else data
+    if arr.ndim == 1:
+        arr = arr.reshape(-1, 1)
+    if arr.ndim != 2:
+        raise InvalidInput(f"{what} data must be 2-dimensional (rows x features), got shape {arr.shape}")
+    d = arr.shape[1]
+    if names is None:
+        names = [f"f{i}" for i in range(d)]
+    if len(names) != d:
+        raise InvalidInput(f"{what} data has {d} columns but {len(names)} feature names were given")
+    if len(set(names)) != len(names):
+        raise InvalidInput("feature names must be unique")
+    unknown = set(categorical) - set(names)
+    if unknown:
+        raise InvalidInput(f"categorical feature(s) {sorted(unknown)} not among the feature names")
+    cols = [arr[:, i] for i in range(d)]
+    return list(names), cols, set(categorical)

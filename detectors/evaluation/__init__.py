@@ -1,0 +1,1 @@
+"""Offline evaluation: the NAB-compatible scorer and backtest runners."""

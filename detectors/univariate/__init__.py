@@ -1,0 +1,14 @@
+"""Streaming univariate detectors; importing this package registers all of them."""
+from detectors.univariate.bocpd import BOCPD
+from detectors.univariate.cusum import CUSUM, PageHinkley
+from detectors.univariate.ewma import EWMA
+from detectors.univariate.likelihood import AnomalyLikelihood
+from detectors.univariate.robust_z import RobustZ
+from detectors.univariate.seasonal import Seasonal
+from detectors.univariate.spectral import SpectralResidual
+from detectors.univariate.surprise import Surprise
+
+__all__ = ["AnomalyLikelihood", "BOCPD", "CUSUM", "DEFAULT_DETECTOR", "EWMA", "PageHinkley", "RobustZ", "Seasonal", "SpectralResidual", "Surprise"]
+
+# The detector `incidentd backtest` uses when none is named.
+DEFAULT_DETECTOR = "surprise"

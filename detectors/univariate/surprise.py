@@ -1,0 +1,186 @@
+"""The default detector: surprise against a slow EWMA baseline, with a refractory period after alarms."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import signal, special
+
+from detectors.base import Detector, register
+from detectors.errors import InvalidInput
+from detectors.types import DetectorState, Direction
+from detectors.univariate._common import as_float_array
+
+_LOG2 = math.log(2.0)
+_SQRT2 = math.sqrt(2.0)
+
+
+def _tail_score(z: float, gamma: float) -> float:
+    # two-sided tail probability p = 2*Phi(-z) in log space; score = 1 - p**gamma
+    if z <= 0.0:
+        return 0.0
+    log_p = math.log(math.erfc(z / _SQRT2)) if z < 30.0 else float(special.log_ndtr(-z)) + _LOG2
+    return 1.0 - math.exp(gamma * log_p)
+
+
+@register
+class Surprise(Detector):
+    """How surprising a point is against a slow exponentially weighted baseline; NAB's default here.
+
+    Two experts share one slow baseline (EWMA mean and variance with weight ``alpha``): the point itself,
+    ``z1 = (x - mean) / sd``, and a short EWMA of recent points (weight ``alpha_short``),
+    ``z2 = (short - mean) / (sd * sqrt(alpha_short / (2 - alpha_short)))``, damped by ``short_weight``.
+    With ``z = max(|z1|, short_weight*|z2|)`` and the two-sided normal tail ``p = 2 Phi(-z)`` the score is
+    ``1 - p**gamma``: in [0, 1], monotone in the surprise, and equal to 0.99 exactly at ``p = p_alarm``
+    (``gamma = ln 0.01 / ln p_alarm``). After an alarm at ``refractory_p`` (a far stronger level), further
+    points that strong are reported with score 0 for ``refractory`` points: an incident is announced once,
+    at its onset (NAB rewards the earliest detection per window and charges every false positive).
+
+    >>> d = Surprise()
+    >>> for t in range(500):
+    ...     _ = d.update(100.0 + (t % 7), t)
+    >>> d.update(160.0) >= d.alarm_threshold
+    True
+    """
+
+    name = "surprise"
+    state_keys = ("_n", "_mean", "_var", "_short", "_since_alarm")
+
+    def __init__(self, alpha: float = 0.001, alpha_short: float = 0.05, short_weight: float = 0.5,
+                 p_alarm: float = 1e-4, refractory: int = 80, refractory_p: float = 1e-8,
+                 warmup: int = 100) -> None:
+        if not 0.0 < alpha < 1.0 or not 0.0 < alpha_short < 1.0:
+            raise InvalidInput(f"alpha and alpha_short must be in (0, 1), got {alpha}, {alpha_short}")
+        if not 0.0 < p_alarm < 1.0 or not 0.0 < refractory_p < 1.0:
+            raise InvalidInput(f"p_alarm and refractory_p must be in (0, 1), got {p_alarm}, {refractory_p}")
+        if refractory < 0 or warmup < 2:
+            raise InvalidInput(f"need refractory >= 0 and warmup >= 2, got {refractory}, {warmup}")
+        self.alpha = float(alpha)
+        self.alpha_short = float(alpha_short)
+        self.short_weight = float(short_weight)
+        self.p_alarm = float(p_alarm)
+        self.refractory = int(refractory)
+        self.refractory_p = float(refractory_p)
+        self.warmup = int(warmup)
+        self._gamma = math.log(0.01) / math.log(self.p_alarm)
+        self._refractory_score = 1.0 - self.refractory_p ** self._gamma
+        self._short_scale = math.sqrt(self.alpha_short / (2.0 - self.alpha_short))
+        super().__init__()
+
+    def reset(self) -> None:
+        self._n = 0
+        self._mean = 0.0
+        self._var = 0.0
+        self._short = 0.0
+        self._since_alarm = -1          # points since the last unsuppressed strong alarm; -1 = none yet
+        self.score = 0.0
+        self.state = DetectorState.WARMUP
+        self.direction = Direction.BOTH
+
+    def update(self, value: float, timestamp: float | None = None) -> float:
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            return self._invalid()
+        if not math.isfinite(x):
+            return self._invalid()
+        if self._n == 0:
+            self._mean = self._short = x
+            self._n = 1
+            if self._since_alarm >= 0:
+                self._since_alarm += 1
+            return self._judge(0.0, False)
+        a, b = self.alpha, 1.0 - self.alpha
+        mean, var = self._mean, self._var
+        d = x - mean
+        short = self.alpha_short * x + (1.0 - self.alpha_short) * self._short
+        warm = self._n >= self.warmup
+        score = 0.0
+        suppressed = False
+        if warm:
+            sd = math.sqrt(var)
+            floor = 1e-9 * max(1.0, abs(mean))
+            sd = sd if sd > floor else floor
+            z1 = abs(d / sd)
+            z2 = self.short_weight * abs((short - mean) / (sd * self._short_scale))
+            score = _tail_score(z1 if z1 >= z2 else z2, self._gamma)
+            if d != 0.0:
+                self.direction = Direction.UP if d > 0 else Direction.DOWN
+        if self._since_alarm >= 0:
+            self._since_alarm += 1
+        if score >= self._refractory_score:
+            if 0 <= self._since_alarm <= self.refractory:
+                score, suppressed = 0.0, True
+            else:
+                self._since_alarm = 0
+        self._mean = a * x + b * mean
+        self._var = (a * b) * (d * d) + b * var
+        self._short = short
+        self._n += 1
+        self._judge(score, warm)
+        if suppressed:
+            self.state = DetectorState.ANOMALOUS
+        return score
+
+    def score_batch(self, values: np.ndarray, timestamps: np.ndarray | None = None) -> np.ndarray:
+        """Vectorized equivalent of ``update`` on every value: three lfilter passes and a sparse loop."""
+        values = as_float_array(values)
+        out = np.zeros(len(values))
+        valid = np.isfinite(values)
+        pos = np.flatnonzero(valid)
+        if len(pos) == 0:
+            if len(values):
+                self._invalid()
+            return out
+        v = values[pos]
+        off = 0
+        if self._n == 0:
+            out[pos[0]] = self.update(v[0])
+            off = 1
+        rest = v[off:]
+        if len(rest):
+            a, b = self.alpha, 1.0 - self.alpha
+            means, _ = signal.lfilter([a], [1.0, -b], rest, zi=[b * self._mean])
+            prev_mean = np.concatenate([[self._mean], means[:-1]])
+            d = rest - prev_mean
+            vars_, _ = signal.lfilter([a * b], [1.0, -b], d * d, zi=[b * self._var])
+            prev_var = np.concatenate([[self._var], vars_[:-1]])
+            a_s = self.alpha_short
+            shorts, _ = signal.lfilter([a_s], [1.0, -(1.0 - a_s)], rest, zi=[(1.0 - a_s) * self._short])
+            sd = np.sqrt(prev_var)
+            floor = 1e-9 * np.maximum(1.0, np.abs(prev_mean))
+            sd = np.where(sd > floor, sd, floor)
+            z1 = np.abs(d / sd)
+            z2 = self.short_weight * np.abs((shorts - prev_mean) / (sd * self._short_scale))
+            z = np.where(z1 >= z2, z1, z2)
+            warm = (self._n + np.arange(len(rest))) >= self.warmup
+            z[~warm] = 0.0
+            with np.errstate(divide="ignore"):
+                log_p = np.where(z < 30.0, np.log(special.erfc(z / _SQRT2)), special.log_ndtr(-z) + _LOG2)
+            s = np.where(z > 0.0, 1.0 - np.exp(self._gamma * log_p), 0.0)
+            # refractory period: a sparse sequential pass over the strong alarms only
+            since = self._since_alarm
+            last_alarm = None if since < 0 else -since      # index (in `rest`) of the last strong alarm
+            suppressed_last = False
+            for i in np.flatnonzero(s >= self._refractory_score):
+                if last_alarm is not None and i - last_alarm <= self.refractory:
+                    s[i] = 0.0
+                    suppressed_last = i == len(rest) - 1
+                else:
+                    last_alarm = int(i)
+            n_rest = len(rest)
+            self._since_alarm = -1 if last_alarm is None else n_rest - 1 - last_alarm
+            nz = np.flatnonzero(warm & (d != 0.0))
+            if len(nz):
+                self.direction = Direction.UP if d[nz[-1]] > 0 else Direction.DOWN
+            self._mean = float(means[-1])
+            self._var = float(vars_[-1])
+            self._short = float(shorts[-1])
+            self._n += n_rest
+            out[pos[off:]] = s
+            self._judge(float(s[-1]), bool(warm[-1]))
+            if suppressed_last:
+                self.state = DetectorState.ANOMALOUS
+        if not valid[-1]:
+            self._invalid()
+        return out

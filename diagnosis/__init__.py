@@ -1,0 +1,1 @@
+"""Evidence, the rules engine and rule packs, fault localization and the incident lifecycle. Executes nothing."""

@@ -1,0 +1,67 @@
+"""The default signal catalog: which metric, detector and guards make each signal of the vocabulary."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from diagnosis.signals import CounterIncreaseSpec, GaugeThresholdSpec, LevelSpec, ProportionSpec, SignalSpec
+from diagnosis.vocabulary import SIGNALS
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogSettings:
+    """Knobs that differ between a production cadence and the demo's fast mode."""
+
+    accuracy_window_seconds: float = 120.0
+    error_window_seconds: float = 60.0
+    counter_window_seconds: float = 60.0
+    label_stall_seconds: float = 300.0
+    latency_quantile: str = "0.99"
+    confirm_points: int = 2
+
+
+def default_catalog(cfg: CatalogSettings | None = None) -> list[SignalSpec]:
+    cfg = cfg or CatalogSettings()
+    c = cfg.confirm_points
+    specs: list[SignalSpec] = [
+        LevelSpec("latency", "model_latency_seconds", {"quantile": cfg.latency_quantile},
+                  min_ratio=3.0, min_delta=0.05, confirm=c + 1, clear=3, unit="s"),
+        ProportionSpec("error_rate", "model_request_errors_total", "model_requests_total", direction="rise",
+                       window_seconds=cfg.error_window_seconds, margin=0.02, min_count=50,
+                       what="error ratio"),
+        ProportionSpec("accuracy", "model_predictions_correct_total", "model_predictions_labeled_total",
+                       direction="drop", window_seconds=cfg.accuracy_window_seconds, margin=0.05,
+                       min_count=30, what="accuracy"),
+        CounterIncreaseSpec("nonfinite_outputs", "model_nonfinite_outputs_total",
+                            window_seconds=cfg.counter_window_seconds, what="non-finite outputs"),
+        GaugeThresholdSpec("weights_nonfinite", "model_weights_nonfinite", op="gt", threshold=0,
+                           describe="{value} non-finite weight values"),
+        LevelSpec("weights_exploding", "model_weights_abs_max", min_ratio=10.0, min_delta=1.0, confirm=1,
+                  detector_params={"window": 60, "z_alarm": 4.0, "direction": "up", "min_periods": 5}),
+        GaugeThresholdSpec("input_drift", "model_drifted_features", op="gt", threshold=0, confirm=c,
+                           clear=3, describe="{value} features drift (KS/PSI, Benjamini-Hochberg corrected)"),
+        GaugeThresholdSpec("prediction_drift", "model_prediction_drift_statistic", {"test": "psi"},
+                           op="gt", threshold=0.25, confirm=c, clear=3,
+                           describe="PSI of predicted classes {value} (threshold {threshold})"),
+        GaugeThresholdSpec("missing_inputs", "model_input_missing_ratio", op="gt", threshold=0.05,
+                           confirm=c, describe="{value} of input features are null"),
+        GaugeThresholdSpec("label_stall", "model_label_lag_seconds", op="gt",
+                           threshold=cfg.label_stall_seconds, confirm=c,
+                           describe="newest label is {value}s old (threshold {threshold}s)"),
+        LevelSpec("process_cpu", "model_process_cpu_usage_ratio", min_ratio=2.0, min_delta=0.35,
+                  confirm=c, clear=3),
+        LevelSpec("process_memory", "model_process_resident_memory_bytes", min_ratio=1.5,
+                  min_delta=512 * 2**20, confirm=c, clear=3, unit="B"),
+        GaugeThresholdSpec("host_cpu", "model_host_cpu_usage_ratio", op="gt", threshold=0.97,
+                           confirm=c * 5, clear=3, describe="host CPU at {value}"),
+        GaugeThresholdSpec("host_memory", "model_host_memory_usage_ratio", op="gt", threshold=0.95,
+                           confirm=c, describe="host memory at {value}"),
+        GaugeThresholdSpec("target_down", "model_up", op="lt", threshold=1, confirm=c + 1, clear=2,
+                           describe="model_up = {value}"),
+        GaugeThresholdSpec("gpu_thermal", "model_gpu_throttled", op="gt", threshold=0, confirm=c,
+                           describe="throttle flag {value}"),
+        CounterIncreaseSpec("gpu_errors", "model_gpu_ecc_errors_total",
+                            window_seconds=cfg.counter_window_seconds, what="ECC errors"),
+    ]
+    unknown = {s.name for s in specs} - set(SIGNALS)
+    assert not unknown, f"catalog names signals outside the vocabulary: {unknown}"
+    return specs

@@ -1,0 +1,403 @@
+"""Declarative rule packs (YAML) and the engine that scores hypotheses from evidence.
+
+A rule is data over the vocabulary in ``diagnosis.vocabulary``:
+
+    rules:
+      - name: nonfinite-weights
+        when: {all: [{fact: signal.nonfinite_outputs, op: active},
+                     {fact: signal.weights_nonfinite, op: active}]}
+        then: {domain: model, root_cause: model.nonfinite_weights, weight: 0.95, action: clamp,
+               explanation: "Outputs of {context.model} turned non-finite ..."}
+
+Every matching rule contributes its weight (plus any matched ``boosts``) to its root cause; weights of
+one root cause combine as independent evidence, 1 - prod(1 - w). The output is a ranked list, never a
+first match. Packs are validated at load time; errors name the file, the rule and the field.
+"""
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
+
+from detectors.errors import IncidentdError
+from diagnosis.types import FaultDomain, Hypothesis
+from diagnosis.vocabulary import ACTIONS, CHANGES, CONTEXT, SIGNALS
+
+DEFAULT_PACK = Path(__file__).parent / "rules" / "default.yaml"
+
+
+class RuleError(IncidentdError):
+    """A rule pack is invalid; the message names the file, the rule and the field."""
+
+
+# ---------------------------------------------------------------- schema
+
+SIGNAL_OPS = {"active", "inactive"}
+SIGNAL_NUMERIC_OPS = {"gt", "gte", "lt", "lte"}
+ORDER_OPS = {"before", "after"}
+CHANGE_OPS = {"within", "not_within"}
+CONTEXT_OPS = {"eq", "ne", "is_true", "is_false"}
+ALL_OPS = SIGNAL_OPS | SIGNAL_NUMERIC_OPS | ORDER_OPS | CHANGE_OPS | CONTEXT_OPS
+
+
+class Fact(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    fact: str
+    op: str
+    value: Any = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "Fact":
+        check_fact(self.fact, self.op, self.value)
+        return self
+
+
+class All(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    all: list["Condition"] = Field(min_length=1)
+
+
+class AnyOf(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    any: list["Condition"] = Field(min_length=1)
+
+
+class Not(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    not_: "Condition" = Field(alias="not")
+
+
+def _condition_kind(v: Any) -> str:
+    if isinstance(v, dict):
+        for key in ("all", "any", "not"):
+            if key in v:
+                return key
+        return "fact"
+    return {All: "all", AnyOf: "any", Not: "not"}.get(type(v), "fact")
+
+
+# Dispatch on the key so that an error names the field that is wrong, not every union branch.
+Condition = Annotated[Union[Annotated[Fact, Tag("fact")], Annotated[All, Tag("all")],
+                            Annotated[AnyOf, Tag("any")], Annotated[Not, Tag("not")]],
+                      Discriminator(_condition_kind)]
+All.model_rebuild()
+AnyOf.model_rebuild()
+Not.model_rebuild()
+
+
+class Boost(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    when: Condition
+    weight: float = Field(gt=0, le=1)
+
+
+class Then(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    domain: FaultDomain
+    root_cause: str = Field(pattern=r"^(model|data|hardware)\.[a-z0-9_]+$")
+    weight: float = Field(gt=0, le=1)
+    action: Literal["clamp", "rollback", "restart", "notify"]
+    explanation: str
+
+    @model_validator(mode="after")
+    def _check(self) -> "Then":
+        if not self.root_cause.startswith(self.domain.value + "."):
+            raise ValueError(f"root_cause {self.root_cause!r} must start with its domain {self.domain.value!r}")
+        check_template(self.explanation)
+        return self
+
+
+class Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    description: str = ""
+    when: Condition
+    boosts: list[Boost] = []
+    then: Then
+
+
+class RulePackModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    pack: str
+    rules: list[Rule] = Field(min_length=1)
+
+
+def check_fact(fact: str, op: str, value: Any) -> None:
+    root, _, rest = fact.partition(".")
+    if op not in ALL_OPS:
+        raise ValueError(f"unknown op {op!r}; known: {sorted(ALL_OPS)}")
+    if root == "signal":
+        name, _, attr = rest.partition(".")
+        if name not in SIGNALS:
+            raise ValueError(f"unknown signal {name!r} in fact {fact!r}; known: {sorted(SIGNALS)}")
+        if attr in ("", ):
+            if op in SIGNAL_OPS:
+                return
+            if op in ORDER_OPS:
+                other = str(value or "")
+                if not other.startswith("signal.") or other.removeprefix("signal.") not in SIGNALS:
+                    raise ValueError(f"op {op!r} needs value 'signal.<name>', got {value!r}")
+                return
+            raise ValueError(f"op {op!r} does not apply to {fact!r} (use active, inactive, before, after)")
+        if attr in ("score", "value"):
+            if op not in SIGNAL_NUMERIC_OPS or not isinstance(value, (int, float)):
+                raise ValueError(f"{fact!r} needs a numeric op {sorted(SIGNAL_NUMERIC_OPS)} and a number")
+            return
+        raise ValueError(f"unknown signal attribute {attr!r} in {fact!r} (score, value)")
+    if root == "change":
+        if rest not in CHANGES:
+            raise ValueError(f"unknown change kind {rest!r}; known: {sorted(CHANGES)}")
+        if op not in CHANGE_OPS or not isinstance(value, (int, float)) or value <= 0:
+            raise ValueError(f"{fact!r} needs op within/not_within and a positive number of seconds")
+        return
+    if root == "context":
+        if rest not in CONTEXT:
+            raise ValueError(f"unknown context key {rest!r}; known: {sorted(CONTEXT)}")
+        if op not in CONTEXT_OPS:
+            raise ValueError(f"op {op!r} does not apply to context facts ({sorted(CONTEXT_OPS)})")
+        return
+    if root == "alert":
+        if not rest or op not in SIGNAL_OPS:
+            raise ValueError(f"{fact!r}: alert facts are 'alert.<alertname>' with op active/inactive")
+        return
+    raise ValueError(f"unknown fact {fact!r}: facts start with signal., change., context. or alert.")
+
+
+def check_template(template: str) -> None:
+    for _, field_name, _, _ in string.Formatter().parse(template):
+        if field_name is None:
+            continue
+        root, _, rest = field_name.partition(".")
+        if root == "context" and rest in CONTEXT:
+            continue
+        if root == "signal":
+            name, _, attr = rest.partition(".")
+            if name in SIGNALS and attr in ("summary", "value", "score"):
+                continue
+        raise ValueError(f"unknown placeholder {{{field_name}}} in explanation "
+                         "(use {context.<key>} or {signal.<name>.summary|value|score})")
+
+
+# ---------------------------------------------------------------- facts and evaluation
+
+
+@dataclass(frozen=True, slots=True)
+class SignalFact:
+    name: str
+    onset: float
+    score: float
+    value: float
+    summary: str
+    evidence_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeFact:
+    kind: str
+    at: float
+    evidence_id: str
+
+
+@dataclass(slots=True)
+class Facts:
+    """What the engine evaluates rules against: active signals, recent changes, firing alerts, context."""
+
+    model: str
+    signals: dict[str, SignalFact] = field(default_factory=dict)
+    changes: list[ChangeFact] = field(default_factory=list)
+    alerts: dict[str, str] = field(default_factory=dict)          # alertname -> evidence id
+    context: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def first_onset(self) -> float | None:
+        return min((s.onset for s in self.signals.values()), default=None)
+
+
+# Changes may be noticed a little after the first symptom (scrape and label delays).
+CHANGE_SLACK_SECONDS = 15.0
+
+
+class _Missing:
+    def __getattr__(self, _: str) -> str:
+        return "n/a"
+
+    def __format__(self, spec: str) -> str:
+        return "n/a"
+
+
+class _Namespace:
+    def __init__(self, values: dict[str, Any]):
+        self._values = values
+
+    def __getattr__(self, key: str) -> Any:
+        v = self._values.get(key)
+        return _Missing() if v is None else v
+
+
+def _eval(cond: Any, facts: Facts, used: set[str]) -> bool:
+    if isinstance(cond, All):
+        return all(_eval(c, facts, used) for c in cond.all)
+    if isinstance(cond, AnyOf):
+        return any(_eval(c, facts, used) for c in cond.any)
+    if isinstance(cond, Not):
+        return not _eval(cond.not_, facts, set())
+    return _eval_fact(cond, facts, used)
+
+
+def _eval_fact(f: Fact, facts: Facts, used: set[str]) -> bool:
+    root, _, rest = f.fact.partition(".")
+    if root == "signal":
+        name, _, attr = rest.partition(".")
+        sig = facts.signals.get(name)
+        if f.op == "inactive":
+            return sig is None
+        if sig is None:
+            return False
+        ok = True
+        if f.op in ORDER_OPS:
+            other = facts.signals.get(str(f.value).removeprefix("signal."))
+            # A signal that never moved is "after" any that did.
+            ok = (other is None or sig.onset < other.onset) if f.op == "before" else \
+                 (other is not None and sig.onset > other.onset)
+        elif attr:
+            x = sig.score if attr == "score" else sig.value
+            ok = {"gt": x > f.value, "gte": x >= f.value, "lt": x < f.value, "lte": x <= f.value}[f.op]
+        if ok:
+            used.add(sig.evidence_id)
+        return ok
+    if root == "change":
+        anchor = facts.first_onset
+        hits = [c for c in facts.changes if c.kind == rest and anchor is not None
+                and anchor - float(f.value) <= c.at <= anchor + CHANGE_SLACK_SECONDS]
+        if f.op == "within":
+            used.update(c.evidence_id for c in hits)
+            return bool(hits)
+        return not hits
+    if root == "context":
+        v = facts.context.get(rest)
+        return {"eq": v == f.value, "ne": v != f.value, "is_true": v is True, "is_false": v is False}[f.op]
+    if root == "alert":
+        eid = facts.alerts.get(rest)
+        if f.op == "inactive":
+            return eid is None
+        if eid is not None:
+            used.add(eid)
+        return eid is not None
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedRule:
+    pack: str
+    source: str
+    rule: Rule
+
+
+class RuleEngine:
+    """Scores hypotheses from facts with one or more validated rule packs.
+
+        >>> engine = RuleEngine.load([DEFAULT_PACK])
+        >>> engine.evaluate(facts)[0].root_cause
+        'model.nonfinite_weights'
+    """
+
+    def __init__(self, rules: list[LoadedRule]):
+        names = [r.rule.name for r in rules]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise RuleError(f"rule names must be unique across packs; repeated: {dupes}")
+        self.rules = rules
+
+    @classmethod
+    def load(cls, paths: list[Path | str]) -> "RuleEngine":
+        rules: list[LoadedRule] = []
+        for p in paths:
+            pack = load_pack(p)
+            rules.extend(LoadedRule(pack.pack, str(p), r) for r in pack.rules)
+        return cls(rules)
+
+    def evaluate(self, facts: Facts) -> list[Hypothesis]:
+        by_cause: dict[str, dict[str, Any]] = {}
+        for lr in self.rules:
+            rule = lr.rule
+            used: set[str] = set()
+            if not _eval(rule.when, facts, used):
+                continue
+            weight = rule.then.weight
+            for b in rule.boosts:
+                if _eval(b.when, facts, used):
+                    weight = min(0.99, weight + b.weight)
+            entry = by_cause.setdefault(rule.then.root_cause, {
+                "then": rule.then, "miss": 1.0, "best": 0.0, "rules": [], "evidence": set(),
+                "explanation": ""})
+            entry["miss"] *= (1.0 - weight)
+            entry["rules"].append(rule.name)
+            entry["evidence"].update(used)
+            if weight > entry["best"]:
+                entry["best"] = weight
+                entry["then"] = rule.then
+                entry["explanation"] = render(rule.then.explanation, facts)
+        hyps = [Hypothesis(domain=e["then"].domain, root_cause=cause, confidence=round(1.0 - e["miss"], 4),
+                           recommended_action=e["then"].action, explanation=e["explanation"],
+                           evidence_ids=tuple(sorted(e["evidence"])), rules=tuple(e["rules"]))
+                for cause, e in by_cause.items()]
+        hyps.sort(key=lambda h: (-h.confidence, h.root_cause))
+        return hyps
+
+
+def render(template: str, facts: Facts) -> str:
+    signals = {name: _Namespace({"summary": s.summary, "value": round(s.value, 4), "score": round(s.score, 3)})
+               for name, s in facts.signals.items()}
+    ctx = {"model": facts.model, **facts.context}
+    return template.format_map({"context": _Namespace(ctx), "signal": _Namespace(signals)})
+
+
+def load_pack(path: Path | str) -> RulePackModel:
+    """Read and validate one YAML rule pack; raise RuleError naming file, rule and field."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError as e:
+        raise RuleError(f"{path}: rule pack not found") from e
+    except yaml.YAMLError as e:
+        raise RuleError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise RuleError(f"{path}: a rule pack is a mapping with keys 'pack' and 'rules'")
+    try:
+        return RulePackModel.model_validate(raw)
+    except ValidationError as e:
+        raise RuleError(_describe(path, raw, e)) from None
+
+
+def _yaml_path(loc: list[Any]) -> list[str]:
+    """pydantic locations repeat the union tag (when.all.all.0.fact); keep the YAML keys only."""
+    out: list[str] = []
+    for x in loc:
+        s = str(x)
+        if out and s in ("fact", "all", "any", "not") and out[-1] == s:
+            continue
+        if s.startswith("function-after["):
+            continue
+        out.append(s)
+    return out
+
+
+def _describe(path: Path, raw: dict[str, Any], err: ValidationError) -> str:
+    lines = []
+    for item in err.errors()[:5]:
+        loc = list(item["loc"])
+        rule = ""
+        if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
+            rules = raw.get("rules") or []
+            name = rules[loc[1]].get("name") if loc[1] < len(rules) and isinstance(rules[loc[1]], dict) else None
+            rule = f"rule {name!r}" if name else f"rule #{loc[1] + 1}"
+            loc = loc[2:]
+        # Drop pydantic's union-branch names so the field path reads like the YAML.
+        field_path = ".".join(_yaml_path(loc))
+        msg = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{path}: {rule + ': ' if rule else ''}field '{field_path or '<root>'}': {msg}")
+    return "\n".join(dict.fromkeys(lines))

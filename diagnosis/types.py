@@ -1,0 +1,150 @@
+"""The types diagnosis reasons over and produces: Evidence, Hypothesis, Incident and its timeline."""
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+class FaultDomain(enum.StrEnum):
+    MODEL = "model"
+    DATA = "data"
+    HARDWARE = "hardware"
+
+
+class EvidenceKind(enum.StrEnum):
+    ANOMALY = "anomaly"
+    ALERT = "alert"
+    CHANGE = "change"
+
+
+class ChangeKind(enum.StrEnum):
+    DEPLOY = "deploy"                  # a version switch nobody in incidentd asked for
+    VERSION_SWITCH = "version_switch"  # reported by a pipeline without saying deploy or rollback
+    ROLLBACK = "rollback"              # a version switch incidentd made
+    RESTART = "restart"
+    CONFIG_CHANGE = "config_change"
+
+
+class IncidentStatus(enum.StrEnum):
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    MITIGATED = "mitigated"
+    RESOLVED = "resolved"
+
+
+class Severity(enum.StrEnum):
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """One thing diagnosis knows: an anomaly episode on a signal, an alert, or a change event."""
+
+    id: str
+    kind: EvidenceKind
+    model: str
+    name: str                    # signal name (anomaly), alertname (alert) or change kind (change)
+    at: float                    # onset / startsAt / when the change happened
+    summary: str
+    score: float = 1.0
+    ended_at: float | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["kind"] = self.kind.value
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Evidence":
+        return cls(**{**d, "kind": EvidenceKind(d["kind"])})
+
+
+@dataclass(frozen=True, slots=True)
+class Hypothesis:
+    """A ranked explanation of a fault: where it is, why, how sure, and what to do."""
+
+    domain: FaultDomain
+    root_cause: str
+    confidence: float
+    recommended_action: str
+    explanation: str
+    evidence_ids: tuple[str, ...] = ()
+    rules: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["domain"] = self.domain.value
+        d["evidence_ids"] = list(self.evidence_ids)
+        d["rules"] = list(self.rules)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Hypothesis":
+        return cls(domain=FaultDomain(d["domain"]), root_cause=d["root_cause"],
+                   confidence=float(d["confidence"]), recommended_action=d["recommended_action"],
+                   explanation=d["explanation"], evidence_ids=tuple(d.get("evidence_ids", ())),
+                   rules=tuple(d.get("rules", ())))
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    at: float
+    kind: str          # opened, evidence, hypotheses, action_planned, action_executed, verified, escalated, ...
+    message: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class Incident:
+    """An incident: one per model fault episode, with ranked hypotheses and an append-only timeline."""
+
+    id: str
+    model: str
+    dedup_key: str
+    status: IncidentStatus
+    severity: Severity
+    opened_at: float
+    updated_at: float
+    title: str = ""
+    resolved_at: float | None = None
+    hypotheses: list[Hypothesis] = field(default_factory=list)
+    evidence_ids: list[str] = field(default_factory=list)
+    action_ids: list[str] = field(default_factory=list)
+    escalated: bool = False
+
+    @property
+    def top(self) -> Hypothesis | None:
+        return self.hypotheses[0] if self.hypotheses else None
+
+    @property
+    def active(self) -> bool:
+        return self.status is not IncidentStatus.RESOLVED
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "model": self.model, "dedup_key": self.dedup_key, "status": self.status.value,
+            "severity": self.severity.value, "opened_at": self.opened_at, "updated_at": self.updated_at,
+            "title": self.title, "resolved_at": self.resolved_at,
+            "hypotheses": [h.to_dict() for h in self.hypotheses], "evidence_ids": list(self.evidence_ids),
+            "action_ids": list(self.action_ids), "escalated": self.escalated,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Incident":
+        return cls(id=d["id"], model=d["model"], dedup_key=d["dedup_key"], status=IncidentStatus(d["status"]),
+                   severity=Severity(d["severity"]), opened_at=d["opened_at"], updated_at=d["updated_at"],
+                   title=d.get("title", ""), resolved_at=d.get("resolved_at"),
+                   hypotheses=[Hypothesis.from_dict(h) for h in d.get("hypotheses", [])],
+                   evidence_ids=list(d.get("evidence_ids", [])), action_ids=list(d.get("action_ids", [])),
+                   escalated=bool(d.get("escalated", False)))

@@ -1,0 +1,40 @@
+"""The fixed vocabulary that rule packs are written in. Rules are data; this is the code they refer to."""
+from __future__ import annotations
+
+from diagnosis.types import ChangeKind
+
+# Signals diagnosis can reason over (one per kind of anomaly the watcher produces).
+SIGNALS: dict[str, str] = {
+    "latency": "request latency (p99) above its learned baseline",
+    "error_rate": "share of failed requests above its baseline (binomial test)",
+    "accuracy": "accuracy on delayed labels below its baseline (exact binomial test)",
+    "nonfinite_outputs": "the model returned NaN or infinite outputs",
+    "weights_nonfinite": "the loaded weights contain NaN or infinite values",
+    "weights_exploding": "the largest weight magnitude is far above the known-good version's",
+    "input_drift": "input features drift from the running version's reference (KS/PSI, BH-corrected)",
+    "prediction_drift": "the distribution of predicted classes drifts from the reference (PSI)",
+    "missing_inputs": "share of null input features above its baseline",
+    "label_stall": "delayed labels stopped arriving",
+    "process_cpu": "model-server process CPU above its baseline",
+    "process_memory": "model-server process resident memory above its baseline",
+    "host_cpu": "host CPU above its baseline",
+    "host_memory": "host memory usage high",
+    "target_down": "the model server does not answer",
+    "gpu_thermal": "a GPU is throttling or running hot",
+    "gpu_errors": "a GPU reported ECC or Xid errors",
+}
+
+CHANGES: frozenset[str] = frozenset(k.value for k in ChangeKind)
+
+CONTEXT: dict[str, str] = {
+    "model": "the model's name",
+    "running_version": "the version the model server runs now",
+    "running_version_known_good": "whether the running version is the registry's known-good version",
+}
+
+ACTIONS: dict[str, str] = {
+    "clamp": "repair non-finite weights and clamp every tensor into the known-good version's bounds",
+    "rollback": "switch to the last known-good version (checksum verified, atomic)",
+    "restart": "restart the model-server process",
+    "notify": "open the incident and tell people; change nothing on the model",
+}

@@ -1,0 +1,1 @@
+"""The HTTP edge of the service: incidents, webhooks, change events, health and metrics."""

@@ -1,0 +1,42 @@
+"""`incidentd serve`: the incident service (API, webhooks, scheduler)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def serve(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML settings file."),
+    host: Optional[str] = typer.Option(None, help="Listen address (default 127.0.0.1)."),
+    port: Optional[int] = typer.Option(None, help="Listen port (default 8080)."),
+    target: list[str] = typer.Option([], "--target", help="Sidecar URL to scrape (repeatable)."),
+    prometheus: Optional[str] = typer.Option(None, "--prometheus", help="Read metrics from this Prometheus."),
+    model_server: Optional[str] = typer.Option(None, "--model-server", help="Model server admin base URL."),
+    database: Optional[Path] = typer.Option(None, help="SQLite file (default incidentd.db)."),
+    log_level: str = typer.Option("INFO", help="Log level."),
+) -> None:
+    """Run the incident service: scrape, detect, diagnose, remediate, verify; serve the REST API."""
+    import uvicorn
+
+    from incidentd import logs
+    from incidentd.api.app import create_app
+    from incidentd.config import Settings
+    from incidentd.errors import ConfigError
+    from diagnosis.rules import RuleError
+
+    logs.setup(log_level)
+    try:
+        settings = Settings.load(config, host=host, port=port, scrape_targets=target or None,
+                                 prometheus_url=prometheus, model_server_url=model_server, database=database)
+        app = create_app(settings)
+    except (ConfigError, RuleError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"incidentd serving on http://{settings.host}:{settings.port}", err=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level.lower(), access_log=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)

@@ -1,0 +1,90 @@
+"""Settings: validated at start-up, passed in, never read from globals. YAML file and/or INCIDENTD_* env."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from incidentd.errors import ConfigError
+from remediation.types import ActionKind, ActionMode
+
+
+class RemediationSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    default_mode: ActionMode = ActionMode.AUTO
+    modes: dict[ActionKind, ActionMode] = Field(default_factory=dict)
+    cooldown_seconds: float = Field(300.0, ge=0)
+    max_actions_per_incident: int = Field(2, ge=1)
+    verify_seconds: float = Field(120.0, gt=0)
+    min_confidence: float = Field(0.6, ge=0, le=1)
+    act_after_cycles: int = Field(2, ge=1)
+    restart_grace_seconds: float = Field(30.0, ge=0)
+    clamp_bounds: str = "minmax"
+    clamp_margin: float = Field(0.1, ge=0)
+
+
+class DetectionSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    accuracy_window_seconds: float = Field(120.0, gt=0)
+    error_window_seconds: float = Field(60.0, gt=0)
+    counter_window_seconds: float = Field(60.0, gt=0)
+    label_stall_seconds: float = Field(300.0, gt=0)
+    confirm_points: int = Field(2, ge=1)
+    resolve_after_seconds: float = Field(120.0, ge=0)
+
+
+class Settings(BaseSettings):
+    """Everything the service needs to run. Unknown keys are errors, not silently ignored."""
+
+    model_config = SettingsConfigDict(env_prefix="INCIDENTD_", env_nested_delimiter="__", extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    database: Path = Path("incidentd.db")
+    scrape_targets: list[str] = Field(default_factory=list)
+    scrape_interval_seconds: float = Field(10.0, gt=0)
+    detect_interval_seconds: float = Field(10.0, gt=0)
+    retention_seconds: float = Field(1800.0, gt=0)
+    prometheus_url: str | None = None
+    elasticsearch_url: str | None = None
+    webhook_token: str | None = None
+    rules: list[Path] = Field(default_factory=list)
+    use_default_rules: bool = True
+    models: list[str] = Field(default_factory=list)
+    model_server_url: str | None = None
+    supervise_command: list[str] | None = None
+    supervise_log: Path = Path("model-server.log")
+    detection: DetectionSettings = Field(default_factory=DetectionSettings)
+    remediation: RemediationSettings = Field(default_factory=RemediationSettings)
+
+    @field_validator("scrape_targets", "prometheus_url", "model_server_url", "elasticsearch_url")
+    @classmethod
+    def _urls(cls, v: Any) -> Any:
+        for u in ([v] if isinstance(v, str) else v or []):
+            if not str(u).startswith(("http://", "https://")):
+                raise ValueError(f"{u!r} is not an http(s) URL")
+        return v
+
+    @classmethod
+    def load(cls, path: Path | str | None = None, **overrides: Any) -> "Settings":
+        data: dict[str, Any] = {}
+        if path is not None:
+            p = Path(path)
+            try:
+                data = yaml.safe_load(p.read_text()) or {}
+            except FileNotFoundError:
+                raise ConfigError(f"{p}: settings file not found") from None
+            except yaml.YAMLError as e:
+                raise ConfigError(f"{p}: not valid YAML: {e}") from None
+            if not isinstance(data, dict):
+                raise ConfigError(f"{p}: settings must be a mapping")
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls(**data)
+        except ValidationError as e:
+            where = f"{path}: " if path else ""
+            msgs = "; ".join(f"field '{'.'.join(str(x) for x in err['loc'])}': {err['msg']}" for err in e.errors())
+            raise ConfigError(f"{where}invalid settings: {msgs}") from None

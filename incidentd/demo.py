@@ -1,0 +1,376 @@
+"""`incidentd demo`: the whole loop on one machine, with faults injected one at a time.
+
+model server (supervised by the service) -> sidecar -> service (embedded store, detectors, rules,
+remediation, verification) while a traffic driver sends requests and delayed labels. Each fault is
+injected, then the demo watches the incident API until the fault was localized, remediated and
+verified (or not), and the incident resolved.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+import yaml
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    scrape: float
+    detect: float
+    warmup: float
+    control: float
+    phase_timeout: float
+    settle: float
+    window_seconds: float
+    detection: dict[str, Any]
+    remediation: dict[str, Any]
+
+
+FAST = Timing(scrape=1.0, detect=2.0, warmup=30.0, control=25.0, phase_timeout=75.0, settle=4.0, window_seconds=12.0,
+              detection={"accuracy_window_seconds": 15, "error_window_seconds": 15, "counter_window_seconds": 8,
+                         "label_stall_seconds": 30, "confirm_points": 2, "resolve_after_seconds": 8},
+              remediation={"cooldown_seconds": 60, "verify_seconds": 40, "act_after_cycles": 2,
+                           "restart_grace_seconds": 12, "max_actions_per_incident": 2})
+NORMAL = Timing(scrape=2.0, detect=5.0, warmup=60.0, control=60.0, phase_timeout=240.0, settle=10.0, window_seconds=30.0,
+                detection={"accuracy_window_seconds": 40, "error_window_seconds": 30, "counter_window_seconds": 20,
+                           "label_stall_seconds": 60, "confirm_points": 2, "resolve_after_seconds": 30},
+                remediation={"cooldown_seconds": 120, "verify_seconds": 90, "act_after_cycles": 2,
+                             "restart_grace_seconds": 20, "max_actions_per_incident": 2})
+
+
+@dataclass(slots=True)
+class FaultResult:
+    fault: str
+    expected_domain: str
+    detected: bool = False
+    detect_seconds: float | None = None
+    domain: str | None = None
+    root_cause: str | None = None
+    action: str | None = None
+    remediated: bool = False
+    recover_seconds: float | None = None
+    incident_id: str | None = None
+    expected_action: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def public(self) -> dict[str, Any]:
+        keys = ("fault", "expected_domain", "detected", "detect_seconds", "domain", "root_cause", "action",
+                "remediated", "recover_seconds")
+        d = asdict(self)
+        return {k: d[k] for k in keys}
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    name: str
+    expected_domain: str
+    expected_action: str | None        # None: the incident must not act on the model
+    inject: Callable[["Demo"], None]
+    clear: Callable[["Demo"], None]
+
+
+DRIFT_FEATURES = [19, 20, 21, 26, 27, 28, 35, 36, 43, 44]
+
+
+def _faults() -> list[Fault]:
+    def post(path: str, body: dict) -> Callable[["Demo"], None]:
+        return lambda d: d.model_admin("POST", path, body)
+
+    noop: Callable[["Demo"], None] = lambda d: None
+    return [
+        Fault("nonfinite_weights", "model", "clamp",
+              post("/admin/faults", {"fault": "nonfinite_weights", "params": {"count": 12, "value": "nan"}}), noop),
+        Fault("bad_version_deploy", "model", "rollback", post("/admin/load", {"version": "v2"}), noop),
+        Fault("input_drift", "data", None,
+              lambda d: d.traffic.set_drift(0.6, DRIFT_FEATURES, scale=1.0, shift=7.0),
+              lambda d: d.traffic.set_drift(0.0)),
+        Fault("cpu_starvation", "hardware", "restart",
+              post("/admin/faults", {"fault": "starvation", "params": {"threads": 3, "seconds": 300}}), noop),
+    ]
+
+
+class Demo:
+    def __init__(self, fast: bool = True, workdir: Path | None = None, progress: Callable[[str], None] | None = None,
+                 plots: bool = True):
+        self.t = FAST if fast else NORMAL
+        self.fast = fast
+        self._owned = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="incidentd-demo-")).resolve()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.t0 = time.monotonic()
+        self._progress = progress or (lambda msg: None)
+        self.plots = plots
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.model_port, self.sidecar_port, self.service_port = _free_port(), _free_port(), _free_port()
+        self.model_url = f"http://127.0.0.1:{self.model_port}"
+        self.sidecar_url = f"http://127.0.0.1:{self.sidecar_port}"
+        self.service_url = f"http://127.0.0.1:{self.service_port}"
+        self.http = httpx.Client(timeout=10.0)
+        self.traffic: Any = None
+
+    def say(self, msg: str) -> None:
+        self._progress(f"[{time.monotonic() - self.t0:6.1f}s] {msg}")
+
+    # ------------------------------------------------------------------ processes
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
+        log = open(self.workdir / f"{name}.log", "ab")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        p = subprocess.Popen([sys.executable, "-m", "incidentd.cli", *args], stdout=log, stderr=subprocess.STDOUT,
+                             env=env, start_new_session=True)
+        log.close()
+        self.procs.append((name, p))
+        return p
+
+    def _wait_http(self, url: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"{url} exited with {proc.returncode} during start; see {self.workdir}")
+            try:
+                if self.http.get(url, timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"{url} did not become healthy in {timeout:.0f}s; logs in {self.workdir}")
+
+    def model_admin(self, method: str, path: str, body: dict | None = None) -> dict:
+        r = self.http.request(method, self.model_url + path, json=body)
+        r.raise_for_status()
+        return r.json()
+
+    def api(self, method: str, path: str, body: dict | None = None) -> Any:
+        r = self.http.request(method, self.service_url + path, json=body)
+        r.raise_for_status()
+        return r.json()
+
+    def start(self) -> None:
+        from incidentd.model_server.model import train_version
+        from remediation.registry import ModelRegistry
+
+        registry_dir = self.workdir / "registry"
+        reg = ModelRegistry(registry_dir)
+        if not reg.exists("v1"):
+            self.say("training v1 (digits MLP) into the model registry")
+            meta = train_version(reg, "v1", seed=0, mark_known_good=True, make_current=True)
+            self.say(f"v1 holdout accuracy {meta.get('holdout_accuracy')}")
+        if not reg.exists("v2"):
+            self.say("training v2, a bad release (shuffled labels), for the deploy fault")
+            train_version(reg, "v2", seed=1, shuffle_labels=True, parent="v1", notes="bad release for the demo")
+        t = self.t
+        cfg = {
+            "host": "127.0.0.1", "port": self.service_port, "database": str(self.workdir / "incidentd.db"),
+            "scrape_targets": [self.sidecar_url], "scrape_interval_seconds": t.scrape,
+            "detect_interval_seconds": t.detect, "retention_seconds": 900, "models": ["digits"],
+            "model_server_url": self.model_url,
+            "supervise_command": [sys.executable, "-m", "incidentd.cli", "model-server", "--registry",
+                                  str(registry_dir), "--port", str(self.model_port), "--enable-fault-injection",
+                                  "--model-name", "digits", "--device", "cpu", "--log-level", "warning"],
+            "supervise_log": str(self.workdir / "model-server.log"),
+            "detection": t.detection, "remediation": t.remediation,
+        }
+        (self.workdir / "incidentd.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        self.say("starting the service (it supervises the model server)")
+        svc = self._spawn("service", ["serve", "--config", str(self.workdir / "incidentd.yaml"),
+                                      "--log-level", "INFO"])
+        self._wait_http(self.service_url + "/healthz", 120, svc)
+        self._wait_http(self.model_url + "/healthz", 60)
+        self.say(f"service {self.service_url}, model server {self.model_url}")
+        gpu_state = self.workdir / "gpu-sim.json"
+        gpu_state.write_text("{}")
+        side = self._spawn("sidecar", ["sidecar", "--target", self.model_url, "--port", str(self.sidecar_port),
+                                       "--interval", str(t.scrape), "--gpu", "simulated",
+                                       "--gpu-sim-state", str(gpu_state), "--model-name", "digits",
+                                       "--window-seconds", str(t.window_seconds), "--window-rows", "400",
+                                       "--drift-min-rows", "200",
+                                       "--drift-alpha", "0.001", "--drift-psi-threshold", "0.3", "--log-level", "WARNING"])
+        self._wait_http(self.sidecar_url + "/metrics", 60, side)
+        self.say(f"sidecar {self.sidecar_url}")
+        from incidentd.model_server.traffic import TrafficDriver
+
+        self.traffic = TrafficDriver(self.model_url, rate_per_second=20.0, label_delay_seconds=1.0 if self.fast else 3.0,
+                                     batch_size=2, seed=7, timeout_seconds=2.0).start()
+
+    def stop(self) -> None:
+        if self.traffic is not None:
+            self.traffic.stop()
+        for name, p in reversed(self.procs):
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                    p.wait(20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait(5)
+                except ProcessLookupError:
+                    pass
+        self.http.close()
+
+    def cleanup(self) -> None:
+        if self._owned:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # ------------------------------------------------------------------ observing
+
+    def incidents_since(self, since_wall: float) -> list[dict]:
+        return [i for i in self.api("GET", "/incidents?limit=200")["incidents"] if i["opened_at"] >= since_wall]
+
+    def wait(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if any(p.poll() is not None for _, p in self.procs):
+                dead = [n for n, p in self.procs if p.poll() is not None]
+                raise RuntimeError(f"{', '.join(dead)} exited; logs in {self.workdir}")
+            time.sleep(min(0.5, max(0.0, end - time.monotonic())))
+
+    def run_fault(self, fault: Fault) -> FaultResult:
+        res = FaultResult(fault.name, fault.expected_domain, expected_action=fault.expected_action)
+        self.say(f"fault {fault.name}: injecting (expect {fault.expected_domain}"
+                 f"{', ' + fault.expected_action if fault.expected_action else ', no action on the model'})")
+        injected = time.time()
+        fault.inject(self)
+        deadline = time.monotonic() + self.t.phase_timeout
+        inc: dict | None = None
+        stable_data = 0
+        while time.monotonic() < deadline:
+            self.wait(0.5)
+            if inc is None:
+                new = self.incidents_since(injected - 1.0)
+                if not new:
+                    continue
+                inc = min(new, key=lambda i: i["opened_at"])
+                res.detected, res.incident_id = True, inc["id"]
+                res.detect_seconds = round(max(0.0, inc["opened_at"] - injected), 2)
+                self.say(f"fault {fault.name}: incident {inc['id']} opened after {res.detect_seconds:.1f}s")
+            detail = self.api("GET", f"/incidents/{inc['id']}")
+            top = detail["hypotheses"][0] if detail["hypotheses"] else None
+            actions = detail["actions"]
+            done = [a for a in actions if a["status"] in ("verified", "not_recovered", "failed")]
+            if fault.expected_action is None and top and top["domain"] == fault.expected_domain:
+                stable_data += 1
+                if stable_data >= 3:
+                    break
+            if done or detail["escalated"]:
+                break
+        if inc is None:
+            self.say(f"fault {fault.name}: NOT detected within {self.t.phase_timeout:.0f}s")
+            fault.clear(self)
+            return res
+        fault.clear(self)
+        # Let the incident resolve on its own before the next fault, so each fault gets its own incident.
+        resolve_deadline = time.monotonic() + self.t.phase_timeout
+        detail = self.api("GET", f"/incidents/{inc['id']}")
+        while detail["status"] != "resolved" and time.monotonic() < resolve_deadline:
+            self.wait(1.0)
+            detail = self.api("GET", f"/incidents/{inc['id']}")
+        if detail["status"] != "resolved":
+            res.notes.append("incident did not resolve by itself in time; resolved by the demo")
+            self.api("POST", f"/incidents/{inc['id']}/resolve", {"actor": "demo", "note": "phase timeout"})
+        top = detail["hypotheses"][0] if detail["hypotheses"] else None
+        res.domain = top["domain"] if top else None
+        res.root_cause = top["root_cause"] if top else None
+        executed = [a for a in detail["actions"] if a["status"] not in ("dry_run", "denied", "awaiting_approval")]
+        if executed:
+            res.action = executed[0]["kind"]
+        verified = [a for a in executed if a["status"] == "verified"]
+        if verified:
+            res.remediated = True
+            res.recover_seconds = round(verified[0]["verified_at"] - detail["opened_at"], 2)
+        self.say(f"fault {fault.name}: {res.domain} / {res.root_cause}; action {res.action or 'none'}; "
+                 f"{'verified' if res.remediated else 'not remediated'}"
+                 + (f" {res.recover_seconds:.1f}s after detection" if res.recover_seconds is not None else "")
+                 + f"; incident {detail['status']}")
+        if self.plots:
+            self._save_plot(inc["id"], fault.name)
+        return res
+
+    def _save_plot(self, incident_id: str, name: str) -> None:
+        try:
+            r = self.http.get(f"{self.service_url}/incidents/{incident_id}/plot.png")
+            if r.status_code == 200:
+                out = self.workdir / f"incident-{name}.png"
+                out.write_bytes(r.content)
+                self.say(f"plot: {out}")
+        except httpx.HTTPError:
+            pass
+
+    # ------------------------------------------------------------------ the whole run
+
+    def run(self) -> dict[str, Any]:
+        self.start()
+        self.say(f"warming up for {self.t.warmup:.0f}s (detectors learn their baselines)")
+        self.wait(self.t.warmup)
+        self.say(f"healthy control period: {self.t.control:.0f}s without any fault")
+        control_start = time.time()
+        self.wait(self.t.control)
+        false_incidents = len(self.incidents_since(control_start))
+        self.say(f"healthy control: {false_incidents} incident(s) opened")
+        for inc in self.incidents_since(control_start):
+            self.api("POST", f"/incidents/{inc['id']}/resolve", {"actor": "demo", "note": "false incident"})
+        results = []
+        for fault in _faults():
+            phase_start = time.time()
+            res = self.run_fault(fault)
+            # More than one incident for one fault counts the extras as false incidents.
+            false_incidents += max(0, len(self.incidents_since(phase_start)) - (1 if res.detected else 0))
+            results.append(res)
+            self.wait(self.t.settle)
+        stats = self.traffic.stats()
+        self.say(f"traffic: {stats.requests_sent} requests, {stats.labels_sent} labels, "
+                 f"{stats.requests_failed} failed requests")
+        return {"faults": [r.public() for r in results], "false_incidents": false_incidents,
+                "details": {"workdir": str(self.workdir), "notes": {r.fault: r.notes for r in results if r.notes},
+                            "expected_actions": {r.fault: r.expected_action for r in results},
+                            "incidents": {r.fault: r.incident_id for r in results}}}
+
+
+def format_table(report: dict[str, Any]) -> str:
+    head = ["fault", "expected", "detected", "detect s", "domain", "root cause", "action", "remediated", "recover s"]
+    rows = [head]
+    for f in report["faults"]:
+        rows.append([f["fault"], f["expected_domain"], "yes" if f["detected"] else "NO",
+                     "-" if f["detect_seconds"] is None else f"{f['detect_seconds']:.1f}", f["domain"] or "-",
+                     f["root_cause"] or "-", f["action"] or "none", "yes" if f["remediated"] else "no",
+                     "-" if f["recover_seconds"] is None else f"{f['recover_seconds']:.1f}"])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append("")
+    lines.append(f"false incidents (healthy control and extras): {report['false_incidents']}")
+    return "\n".join(lines)
+
+
+def passed(report: dict[str, Any]) -> bool:
+    """Every fault detected in its domain, remediated where an action is expected, none where not."""
+    expected = report["details"]["expected_actions"]
+    for f in report["faults"]:
+        want = expected[f["fault"]]
+        if not f["detected"] or f["domain"] != f["expected_domain"]:
+            return False
+        if want is None and f["action"] is not None:
+            return False
+        if want is not None and (f["action"] != want or not f["remediated"]):
+            return False
+    return report["false_incidents"] == 0
+
+
+def to_json(report: dict[str, Any]) -> str:
+    return json.dumps({"faults": report["faults"], "false_incidents": report["false_incidents"]})

@@ -1,0 +1,63 @@
+"""Pictures people would rather see than read: an incident's signals with its timeline marked."""
+from __future__ import annotations
+
+import io
+import math
+
+from diagnosis.signals import SourceLike
+from diagnosis.types import Incident
+from incidentd.store import Store
+
+# signal -> (metric, matchers, y label)
+PANELS = {
+    "latency": ("model_latency_seconds", {"quantile": "0.99"}, "p99 latency (s)"),
+    "accuracy": ("model_accuracy_ratio", {}, "accuracy"),
+    "error_rate": ("model_error_ratio", {}, "error ratio"),
+    "nonfinite_outputs": ("model_nonfinite_output_ratio", {}, "non-finite outputs"),
+    "weights_nonfinite": ("model_weights_nonfinite", {}, "non-finite weights"),
+    "input_drift": ("model_drifted_features", {}, "drifted features"),
+    "prediction_drift": ("model_prediction_drift_statistic", {"test": "psi"}, "prediction PSI"),
+    "process_cpu": ("model_process_cpu_usage_ratio", {}, "process CPU"),
+    "target_down": ("model_up", {}, "model up"),
+}
+TIMELINE_COLORS = {"opened": "tab:red", "action_started": "tab:orange", "action_executed": "tab:orange",
+                   "mitigated": "tab:green", "resolved": "tab:blue", "escalated": "black"}
+
+
+def render_incident(inc: Incident, store: Store, source: SourceLike, step: float, pad: float = 120.0) -> bytes:
+    """A PNG: one panel per signal behind the incident (or the core signals), timeline events as lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    evidence = store.evidence(inc.evidence_ids)
+    names = [e.name for e in evidence if e.name in PANELS] or ["latency", "accuracy", "input_drift"]
+    names = list(dict.fromkeys(names))[:5]
+    start = min([inc.opened_at] + [e.at for e in evidence]) - pad
+    end = (inc.resolved_at or inc.updated_at) + pad / 2
+    timeline = store.timeline(inc.id)
+    fig, axes = plt.subplots(len(names), 1, figsize=(9, 2.1 * len(names) + 0.8), sharex=True, squeeze=False)
+    for ax, name in zip(axes[:, 0], names):
+        metric, matchers, ylabel = PANELS[name]
+        for s in source.read(metric, {"model": inc.model, **matchers}, start, end, step):
+            xs = [t - inc.opened_at for t in s.timestamps]
+            ys = [v if math.isfinite(v) else float("nan") for v in s.values]
+            ax.plot(xs, ys, lw=1.2, label=s.label("version") or metric)
+        for t in timeline:
+            color = TIMELINE_COLORS.get(t.kind)
+            if color:
+                ax.axvline(t.at - inc.opened_at, color=color, ls="--", lw=0.9)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.legend(loc="upper left", fontsize=7)
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("seconds since the incident opened (red: opened, orange: action, "
+                           "green: verified, blue: resolved)", fontsize=8)
+    top = inc.top
+    fig.suptitle(f"{inc.id} · {inc.title}" + (f" · {top.recommended_action} ({top.confidence:.2f})" if top else ""),
+                 fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()

@@ -1,0 +1,133 @@
+"""The actions incidentd may take, registered by kind. Each plans, executes (idempotently) and reverts.
+
+    >>> act = ACTIONS[ActionKind.ROLLBACK]
+    >>> plan = act.plan(ctx, model="digits")
+    >>> result = act.execute(ctx, plan)        # a second call with the same plan is a no-op
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+from remediation.executors import LocalProcess, ModelServerAdmin
+from remediation.types import ActionFailed, ActionKind, Plan
+
+
+@dataclass(slots=True)
+class ActionContext:
+    """What actions act through. ``process`` is set in embedded mode, where incidentd supervises the server."""
+
+    admin: ModelServerAdmin
+    process: LocalProcess | None = None
+    clamp_params: dict[str, Any] | None = None
+
+
+class Action(Protocol):
+    kind: ActionKind
+
+    def plan(self, ctx: ActionContext, model: str) -> Plan: ...
+
+    def execute(self, ctx: ActionContext, plan: Plan) -> dict[str, Any]: ...
+
+    def simulate(self, ctx: ActionContext, plan: Plan) -> dict[str, Any]: ...
+
+    def revert(self, ctx: ActionContext, plan: Plan, result: dict[str, Any]) -> dict[str, Any] | None: ...
+
+
+ACTIONS: dict[ActionKind, Action] = {}
+
+
+def action(kind: ActionKind) -> Callable[[type], type]:
+    def deco(cls: type) -> type:
+        cls.kind = kind
+        ACTIONS[kind] = cls()
+        return cls
+    return deco
+
+
+@action(ActionKind.CLAMP)
+class Clamp:
+    """Repair non-finite weights from the known-good version, clamp every tensor into its bounds."""
+
+    def _params(self, ctx: ActionContext) -> dict[str, Any]:
+        return dict(ctx.clamp_params or {"bounds": "minmax", "margin": 0.1})
+
+    def plan(self, ctx: ActionContext, model: str) -> Plan:
+        preview = ctx.admin.clamp(dry_run=True, **self._params(ctx))
+        tensors = [t for t in preview.get("tensors", []) if t.get("nonfinite_repaired") or t.get("clamped")]
+        desc = (f"repair {sum(t.get('nonfinite_repaired', 0) for t in tensors)} non-finite values and clamp "
+                f"{sum(t.get('clamped', 0) for t in tensors)} values in {len(tensors)} tensors of {model} "
+                f"into the known-good version's bounds")
+        return Plan(ActionKind.CLAMP, ctx.admin.base_url, {**self._params(ctx), "preview": tensors}, desc,
+                    noop=not preview.get("changed", bool(tensors)))
+
+    def execute(self, ctx: ActionContext, plan: Plan) -> dict[str, Any]:
+        # Clamping is idempotent by construction: a second call finds nothing to change.
+        params = {k: v for k, v in plan.params.items() if k != "preview"}
+        return ctx.admin.clamp(dry_run=False, **params)
+
+    def simulate(self, ctx: ActionContext, plan: Plan) -> dict[str, Any]:
+        params = {k: v for k, v in plan.params.items() if k != "preview"}
+        return ctx.admin.clamp(dry_run=True, **params)
+
+    def revert(self, ctx: ActionContext, plan: Plan, result: dict[str, Any]) -> dict[str, Any] | None:
+        # The clamped weights are the known-good bounds; reloading the running version's checkpoint from
+        # the registry is the way back.
+        current = ctx.admin.versions().get("current")
+        if not current:
+            return None
+        return ctx.admin.load(current)
+
+
+@action(ActionKind.ROLLBACK)
+class Rollback:
+    """Switch to the last known-good version (the server verifies its checksum; the swap is atomic)."""
+
+    def plan(self, ctx: ActionContext, model: str) -> Plan:
+        v = ctx.admin.versions()
+        current, good = v.get("current"), v.get("known_good")
+        if not good:
+            raise ActionFailed(f"{model} has no known-good version to roll back to", retryable=False)
+        return Plan(ActionKind.ROLLBACK, ctx.admin.base_url, {"from": current, "to": good},
+                    f"roll {model} back from {current} to known-good {good}", noop=current == good)
+
+    def execute(self, ctx: ActionContext, plan: Plan) -> dict[str, Any]:
+        now = ctx.admin.versions().get("current")
+        if now == plan.params["to"]:
+            return {"noop": True, "current": now, "reason": "already on the known-good version"}
+        res = ctx.admin.load(plan.params["to"])
+        return {"noop": False, "from": now, "to": plan.params["to"], "server": res}
+
+    def simulate(self, ctx: ActionContext, plan: Plan) -> dict[str, Any]:
+        return {"would_switch": {"from": plan.params["from"], "to": plan.params["to"]}}
+
+    def revert(self, ctx: ActionContext, plan: Plan, result: dict[str, Any]) -> dict[str, Any] | None:
+        if result.get("noop") or not result.get("from"):
+            return None
+        return ctx.admin.load(result["from"])
+
+
+@action(ActionKind.RESTART)
+class Restart:
+    """Restart the supervised model-server process (embedded mode)."""
+
+    def plan(self, ctx: ActionContext, model: str) -> Plan:
+        if ctx.process is None:
+            raise ActionFailed("restart needs a supervised process (embedded mode) or an executor "
+                               "configured for the model", retryable=False)
+        return Plan(ActionKind.RESTART, " ".join(ctx.process.command[:3]), {"pid": ctx.process.pid},
+                    f"restart the model server of {model} (pid {ctx.process.pid})")
+
+    def execute(self, ctx: ActionContext, plan: Plan) -> dict[str, Any]:
+        assert ctx.process is not None
+        if plan.params.get("pid") is not None and ctx.process.pid not in (plan.params["pid"], None):
+            # The process planned for is gone already: a retried request must not restart twice.
+            return {"noop": True, "pid": ctx.process.pid, "reason": "already restarted"}
+        old, new = ctx.process.restart()
+        return {"noop": False, "old_pid": old, "new_pid": new}
+
+    def simulate(self, ctx: ActionContext, plan: Plan) -> dict[str, Any]:
+        return {"would_restart_pid": plan.params.get("pid")}
+
+    def revert(self, ctx: ActionContext, plan: Plan, result: dict[str, Any]) -> dict[str, Any] | None:
+        return None   # a restart cannot be undone, and needs no undoing

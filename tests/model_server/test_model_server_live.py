@@ -1,0 +1,81 @@
+"""Fault injection against a real uvicorn server process on a free loopback port."""
+from __future__ import annotations
+
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from incidentd.model_server.model import load_digits_split
+
+from .conftest import LiveServer, start_server
+
+ROWS = load_digits_split().x_holdout[:4].tolist()
+
+
+def _latency(url: str, n: int = 8) -> float:
+    out = []
+    with httpx.Client(base_url=url, timeout=10) as c:
+        for _ in range(n):
+            t = time.perf_counter()
+            assert c.post("/predict", json={"inputs": ROWS}).status_code == 200
+            out.append(time.perf_counter() - t)
+    return statistics.median(out)
+
+
+def test_starvation_raises_latency(live_server: LiveServer) -> None:
+    base = _latency(live_server.url)
+    r = httpx.post(live_server.url + "/admin/faults", json={"fault": "starvation",
+                                                            "params": {"threads": 4, "seconds": 3}}, timeout=10)
+    assert r.status_code == 200 and r.json()["applied"]["threads"] == 4
+    starved = _latency(live_server.url, n=5)
+    assert starved > max(3 * base, base + 0.02), (base, starved)
+    # starvation is not a runtime fault DELETE clears: only its deadline (or a restart) ends it
+    assert httpx.delete(live_server.url + "/admin/faults", timeout=10).json()["still_active"].get("starvation")
+    time.sleep(3.2)
+    assert httpx.get(live_server.url + "/admin/faults", timeout=5).json()["active"] == {}
+
+
+def _post_quietly(url: str, timeout: float) -> bool:
+    try:
+        return httpx.post(url + "/predict", json={"inputs": ROWS}, timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_hang_stalls_predict_until_cleared(live_server: LiveServer) -> None:
+    url = live_server.url
+    assert httpx.post(url + "/admin/faults", json={"fault": "hang", "params": {"seconds": 60}},
+                      timeout=5).status_code == 200
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(url + "/predict", json={"inputs": ROWS}, timeout=1.0)
+    # many stalled requests hold no worker threads: sync admin endpoints still answer
+    with ThreadPoolExecutor(60) as pool:
+        futures = [pool.submit(_post_quietly, url, 0.5) for _ in range(60)]
+        time.sleep(0.3)
+        assert httpx.get(url + "/admin/versions", timeout=2).status_code == 200
+        assert httpx.get(url + "/predictions", params={"after": 0, "limit": 1}, timeout=2).status_code == 200
+        assert not any(f.result() for f in futures)
+    assert httpx.get(url + "/healthz", timeout=2).status_code == 200      # the process is alive
+    assert httpx.get(url + "/metrics", timeout=2).status_code == 200
+    assert "hang" in httpx.delete(url + "/admin/faults", timeout=5).json()["cleared"]
+    assert httpx.post(url + "/predict", json={"inputs": ROWS}, timeout=5).status_code == 200
+
+
+def test_crash_exits_after_answering_and_restart_serves_same_version(live_server: LiveServer) -> None:
+    url = live_server.url
+    assert httpx.post(url + "/admin/load", json={"version": "v2"}, timeout=10).json()["current"] == "v2"
+    r = httpx.post(url + "/admin/faults", json={"fault": "crash", "params": {}}, timeout=5)
+    assert r.status_code == 200 and r.json()["fault"] == "crash"
+    live_server.proc.wait(10)
+    assert live_server.proc.returncode == 3
+    with pytest.raises(httpx.TransportError):
+        httpx.get(url + "/healthz", timeout=1)
+    restarted = start_server(live_server.registry, port=live_server.port)
+    try:
+        h = httpx.get(url + "/healthz", timeout=2).json()
+        assert h["version"] == "v2" and h["pid"] == restarted.proc.pid
+    finally:
+        restarted.stop()

@@ -1,0 +1,84 @@
+"""TrafficDriver against a real uvicorn server (in a thread) and against a dead port."""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from incidentd.model_server.traffic import TrafficDriver
+
+from .conftest import free_port
+
+
+@pytest.fixture()
+def threaded_server(registry_dir: Path) -> Iterator[str]:
+    import uvicorn
+
+    from incidentd.model_server.app import ModelServerSettings, create_app
+
+    app = create_app(ModelServerSettings(registry_dir=registry_dir, device="cpu"))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    th = threading.Thread(target=server.run, daemon=True)
+    th.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield url
+    server.should_exit = True
+    th.join(10)
+
+
+def _wait(pred, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_sends_predictions_and_delayed_labels(threaded_server: str) -> None:
+    d = TrafficDriver(threaded_server, rate_per_second=40, label_delay_seconds=0.3, batch_size=2, seed=1,
+                      label_fraction=0.5)
+    with d:
+        assert _wait(lambda: d.stats().labels_sent >= 5)
+        d.set_label_stall(True)
+        time.sleep(0.4)
+        stalled_at = d.stats().labels_sent
+        time.sleep(0.6)
+        assert d.stats().labels_sent == stalled_at and d.stats().labels_pending > 0
+        d.set_label_stall(False)
+        assert _wait(lambda: d.stats().labels_sent > stalled_at)
+    s = d.stats()
+    assert s.requests_sent >= 5 and s.requests_failed == 0 and s.rows_sent == 2 * s.requests_sent
+    assert 0 < s.labels_sent + s.labels_pending < s.rows_sent      # label_fraction 0.5
+    fb = httpx.get(threaded_server + "/feedback", params={"after": 0, "limit": 10_000}).json()["records"]
+    assert len(fb) == s.labels_sent and s.labels_failed == 0
+
+
+def test_drift_shifts_the_chosen_features(threaded_server: str) -> None:
+    d = TrafficDriver(threaded_server, rate_per_second=50, label_delay_seconds=60, batch_size=8, seed=2)
+    d.set_drift(1.0, features=[3, 4], scale=1.0, shift=100.0)
+    with d:
+        assert _wait(lambda: d.stats().requests_sent >= 3)
+    recs = httpx.get(threaded_server + "/predictions", params={"after": 0, "limit": 10_000}).json()["records"]
+    x = np.array([r["inputs"] for r in recs])
+    assert (x[:, [3, 4]] >= 100).all() and (x[:, 5] <= 16).all()
+    with pytest.raises(ValueError):
+        d.set_drift(0.5, features=[64])
+
+
+def test_survives_a_dead_server() -> None:
+    d = TrafficDriver(f"http://127.0.0.1:{free_port()}", rate_per_second=20, label_delay_seconds=0.1,
+                      timeout_seconds=0.5)
+    with d:
+        assert _wait(lambda: d.stats().requests_failed >= 3)
+        assert d._thread is not None and d._thread.is_alive()
+    assert d.stats().requests_sent == 0
