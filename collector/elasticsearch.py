@@ -38,7 +38,7 @@ import time
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -85,9 +85,9 @@ def _iso(value: Any) -> str | None:
     if value is None:
         return None
     if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return datetime.fromtimestamp(float(value), tz=timezone.utc).isoformat()
+        return datetime.fromtimestamp(float(value), tz=UTC).isoformat()
     return str(value)
 
 
@@ -102,7 +102,7 @@ def _version_of(value: Any) -> int | None:
     except ValueError:
         return None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return int(dt.timestamp() * 1000)
 
 
@@ -658,9 +658,10 @@ class ElasticsearchSink:
         else:
             raise ElasticsearchSinkError("Elasticsearch rejected every variant of the incidentd index templates")
         for kind in DocKind:
-            if not kind.is_stream or not self.data_streams:
-                if not self.client.indices.exists(index=self.index_name(kind)):
-                    self.client.options(ignore_status=400).indices.create(index=self.index_name(kind))
+            plain_index = not kind.is_stream or not self.data_streams
+            if plain_index and not self.client.indices.exists(index=self.index_name(kind)):
+                # 400 = created meanwhile by another writer (resource_already_exists): fine.
+                self.client.options(ignore_status=400).indices.create(index=self.index_name(kind))
         self._templates_ready = True
 
     # -- intake -----------------------------------------------------------------------------
@@ -758,21 +759,27 @@ class ElasticsearchSink:
         retry.extend(recs[n:])
         return retry
 
-    def drain(self, max_batches: int | None = None) -> int:
+    def drain(self, max_batches: int | None = None, timeout: float | None = None) -> int:
         """Ship spooled documents until the spool is empty; returns how many records were settled.
 
-        Retries 429/5xx/connection failures with capped exponential backoff until they succeed or
-        the sink is stopped; permanent errors go to the dead letter.
+        Retries 429/5xx/connection failures with capped exponential backoff until they succeed, the
+        sink is stopped or ``timeout`` seconds pass (what is unsent stays in the spool); permanent
+        errors go to the dead letter.
         """
         settled = 0
         batches = 0
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def expired() -> bool:
+            return deadline is not None and time.monotonic() >= deadline
+
         with self._drain_lock:
-            while not self._stop.is_set():
+            while not self._stop.is_set() and not expired():
                 records = self.spool.read(self.batch_size)
                 if not records:
                     break
                 if not self._templates_ready:
-                    self._with_backoff(self.ensure_templates)
+                    self._with_backoff(self.ensure_templates, expired)
                     if not self._templates_ready:
                         break
                 recs = []
@@ -785,7 +792,7 @@ class ElasticsearchSink:
                         self.spool.corrupt += 1
                 pending = recs
                 delay = self.backoff_initial
-                while pending and not self._stop.is_set():
+                while pending and not self._stop.is_set() and not expired():
                     try:
                         pending = self._ship(pending)
                     except Exception as exc:  # noqa: BLE001 - transport errors of every kind are retried
@@ -795,7 +802,7 @@ class ElasticsearchSink:
                         self._stop.wait(delay)
                         delay = min(delay * 2, self.backoff_max)
                 if pending:
-                    break  # stopped while retrying: keep the batch in the spool
+                    break  # stopped or out of time while retrying: the batch stays in the spool
                 self.spool.commit(records[-1])
                 self._sync_spool_metrics()
                 settled += len(records)
@@ -804,9 +811,9 @@ class ElasticsearchSink:
                     break
         return settled
 
-    def _with_backoff(self, fn: Any) -> None:
+    def _with_backoff(self, fn: Any, expired: Any = lambda: False) -> None:
         delay = self.backoff_initial
-        while not self._stop.is_set():
+        while not self._stop.is_set() and not expired():
             try:
                 fn()
                 return
@@ -822,7 +829,7 @@ class ElasticsearchSink:
         while not self._stop.is_set():
             try:
                 self.drain()
-            except Exception:  # noqa: BLE001 - the flusher must survive; counted and logged
+            except Exception:
                 self.metrics.errors.inc()
                 log.exception("elasticsearch flusher error")
                 self._stop.wait(self.backoff_max)
@@ -835,7 +842,7 @@ class ElasticsearchSink:
         """Wait until the spool is drained (True) or ``timeout`` passes (False)."""
         deadline = time.monotonic() + timeout
         if self._thread is None:
-            self.drain()
+            self.drain(timeout=timeout)
             return self.spool.is_empty()
         while time.monotonic() < deadline:
             if self.spool.is_empty():

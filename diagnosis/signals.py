@@ -203,8 +203,9 @@ class CounterIncreaseSpec(SignalSpec):
     """Active while a counter that should stay flat (non-finite outputs, GPU errors) increased recently."""
 
     def __init__(self, name: str, metric: str, matchers: dict[str, str] | None = None, *,
-                 window_seconds: float = 30.0, what: str = "events"):
+                 window_seconds: float = 30.0, what: str = "events", quiet_seconds: float = 5.0):
         super().__init__(name)
+        self.quiet_seconds = quiet_seconds
         self.metric = metric
         self.matchers = dict(matchers or {})
         self.window = window_seconds
@@ -249,10 +250,15 @@ class CounterIncreaseSpec(SignalSpec):
 
     def recovered(self, source: SourceLike, model: str, since: float, now: float,
                   version: str | None = None) -> bool | None:
+        # Increments keep arriving for a few scrapes after a fix (requests served before it, scrape lag),
+        # so recovery means: no increase for ``quiet_seconds`` after the action.
         inc = self._increments.get(model, ())
-        if now - since < min(self.window, 5.0):
+        if now - since < self.quiet_seconds:
             return None
-        return not any(t > since for t, _ in inc)
+        last = max((t for t, _ in inc), default=None)
+        if last is None or last <= since:
+            return True
+        return now - last >= self.quiet_seconds
 
 
 # ---------------------------------------------------------------- gauges with a fixed meaning

@@ -24,6 +24,8 @@ from remediation.types import ActionFailed, ActionKind, ActionStatus
 
 log = logging.getLogger(__name__)
 
+HOST_SIGNALS = frozenset({"host_cpu", "host_memory"})
+
 
 @dataclass(slots=True)
 class _ModelState:
@@ -240,7 +242,8 @@ class DetectionLoop:
             return
         # Verify on the signals that supported the hypothesis; those are what must recover.
         by_id = {f.evidence_id: n for n, f in facts.signals.items()}
-        signals = sorted({by_id[e] for e in top.evidence_ids if e in by_id})
+        # Host-wide signals are context, not something this model's fix can be judged by.
+        signals = sorted({by_id[e] for e in top.evidence_ids if e in by_id} - HOST_SIGNALS)
         before = len(inc.action_ids)
         rec = self.remediator.consider(inc, top, signals, now)
         if rec is not None and len(inc.action_ids) != before:

@@ -208,18 +208,11 @@ class Remediator:
             elif rec.verify_deadline is not None and now > rec.verify_deadline:
                 rec.status = ActionStatus.NOT_RECOVERED
                 rec.log("not_recovered", signals={k: v for k, v in verdicts.items()})
-                reverted = None
-                try:
-                    reverted = ACTIONS[rec.kind].revert(self.ctx, _plan_from(rec), rec.result) if self.ctx else None
-                except ActionFailed as e:
-                    rec.log("revert_failed", error=str(e))
-                if reverted is not None:
-                    rec.log("reverted", result=reverted)
                 self._save(rec)
                 entries.append(lifecycle.escalate(
                     inc, now, f"{rec.kind.value} did not bring {', '.join(verdicts) or 'the signals'} back within "
-                              f"{self.policy.verify_seconds:g}s; {'reverted it; ' if reverted else ''}"
-                              "incidentd stops acting on this incident and escalates"))
+                              f"{self.policy.verify_seconds:g}s; the change is left in place and incidentd stops "
+                              "acting on this incident: a person decides"))
                 self.on_outcome(rec.kind.value, "not_recovered")
         return entries
 

@@ -162,7 +162,7 @@ def incidents_view() -> dict[str, Any]:
                                 "pending", width=6))
     d = d.with_panel(stat_panel("Models up", "none", f"sum(model_up{{{SEL}}})", "up", width=6))
     d = d.with_panel(stat_panel("Sidecar scrape errors (1h)", "none",
-                                f"sum(increase(incidentd_sidecar_scrape_errors_total[1h])) or vector(0)", "errors",
+                                "sum(increase(incidentd_sidecar_scrape_errors_total[1h])) or vector(0)", "errors",
                                 width=6))
     d = d.with_panel(ts_panel("Model alerts by name", "none", [
         (f'count by (alertname) (ALERTS{{alertstate="firing",component="model",{SEL}}}) or vector(0)',

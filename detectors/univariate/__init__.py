@@ -8,7 +8,7 @@ from detectors.univariate.seasonal import Seasonal
 from detectors.univariate.spectral import SpectralResidual
 from detectors.univariate.surprise import Surprise
 
-__all__ = ["AnomalyLikelihood", "BOCPD", "CUSUM", "DEFAULT_DETECTOR", "EWMA", "PageHinkley", "RobustZ", "Seasonal", "SpectralResidual", "Surprise"]
+__all__ = ["BOCPD", "CUSUM", "DEFAULT_DETECTOR", "EWMA", "AnomalyLikelihood", "PageHinkley", "RobustZ", "Seasonal", "SpectralResidual", "Surprise"]
 
 # The detector `incidentd backtest` uses when none is named.
 DEFAULT_DETECTOR = "surprise"

@@ -5,6 +5,8 @@ Streaming uses ``y = a*x + (1-a)*y_prev``; batch runs the same first-order filte
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy import signal
 
@@ -49,3 +51,18 @@ def cusum_path(y: np.ndarray, s0: float, chunk: int = 1024) -> np.ndarray:
 def scale_floor(center: np.ndarray | float) -> np.ndarray | float:
     """Smallest standard deviation used, so constant series give finite z-scores."""
     return 1e-9 * np.maximum(1.0, np.abs(center))
+
+
+def bias_correction(b: float, counts: np.ndarray) -> np.ndarray:
+    """``1 - b**counts`` elementwise, as the streaming path computes it; exactly 1.0 once b**n < 2**-54.
+
+    Only the leading counts need the power (the rest round to 1.0), which keeps long batches cheap.
+    """
+    out = np.ones(len(counts))
+    if len(counts) == 0 or b <= 0.0:
+        return out
+    limit = math.ceil(-54.0 * math.log(2.0) / math.log(b)) + 1
+    head = counts < limit
+    if head.any():
+        out[head] = 1.0 - b ** counts[head].astype(float)
+    return out

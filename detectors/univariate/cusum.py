@@ -70,12 +70,12 @@ class _CumulativeSum(Detector):
         if warm:
             sd = math.sqrt(var)
             floor = 1e-9 * max(1.0, abs(mean))
-            z = d / (sd if sd > floor else floor)
+            z = d / (max(floor, sd))
             k = getattr(self, self._allowance_attr)
             up = self._up + (z - k)
             down = self._down + (-z - k)
-            self._up = up if up > 0.0 else 0.0
-            self._down = down if down > 0.0 else 0.0
+            self._up = max(0.0, up)
+            self._down = max(0.0, down)
             if self._up > 0.0 or self._down > 0.0:
                 self.direction = Direction.UP if self._up >= self._down else Direction.DOWN
         self._mean = a * x + b * self._mean

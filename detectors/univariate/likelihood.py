@@ -107,7 +107,7 @@ class AnomalyLikelihood(Detector):
         if warm:
             var = self._var / (1.0 - b ** (n - 1)) if n > 1 else 0.0
             sd = math.sqrt(var)
-            z = d / (sd if sd > 1e-6 else 1e-6)
+            z = d / (max(1e-06, sd))
             score = self._score(z)
             self.direction = lead.direction
         if n > 0:
@@ -163,7 +163,10 @@ class AnomalyLikelihood(Detector):
         warm = counts >= self.warmup
         z = np.where(warm, z, 0.0)
         with np.errstate(divide="ignore"):
-            log_p = np.where(z < 30.0, np.log(0.5 * special.erfc(z / _SQRT2)), special.log_ndtr(-z))
+            log_p = np.log(0.5 * special.erfc(z / _SQRT2))
+            big = z >= 30.0
+            if big.any():
+                log_p[big] = special.log_ndtr(-z[big])
         s = np.where(z > 0.0, 1.0 - np.exp(self._gamma * log_p), 0.0)
         out[pos] = s
         if warm.any():

@@ -10,6 +10,7 @@ from detectors.base import Detector, register
 from detectors.errors import InvalidInput
 from detectors.types import DetectorState, Direction
 from detectors.univariate._common import as_float_array, check_direction, z_to_score, z_to_score_array
+from detectors.univariate._ewm import bias_correction
 
 
 @register
@@ -54,6 +55,8 @@ class Seasonal(Detector):
         super().__init__()
 
     def reset(self) -> None:
+        self.last_z = 0.0        # z of the last point (0 while warming up); not state
+        self.last_z_batch = np.zeros(0)
         self._means = np.zeros(self.buckets)
         self._counts = np.zeros(self.buckets, dtype=np.int64)
         self._var = 0.0          # raw EWMA of squared residuals (bias-corrected when read)
@@ -76,6 +79,7 @@ class Seasonal(Detector):
         ts = float(timestamp) if timestamp is not None else self._n * self.step
         k = self._bucket(ts)
         self._n += 1
+        self.last_z = 0.0
         c = int(self._counts[k])
         if c == 0:
             self._means[k] = x
@@ -89,7 +93,8 @@ class Seasonal(Detector):
             var = self._var / (1.0 - (1.0 - self.alpha_var) ** self._n_res)
             sd = math.sqrt(var)
             floor = 1e-9 * max(1.0, abs(mean))
-            z = d / (sd if sd > floor else floor)
+            z = d / (max(floor, sd))
+            self.last_z = z
             score = z_to_score(z, self.watch, self.z_alarm)
             if d != 0.0:
                 self.direction = Direction.UP if d > 0 else Direction.DOWN
@@ -117,14 +122,19 @@ class Seasonal(Detector):
             if n:
                 self._invalid()
             return out
+        self.last_z_batch = np.zeros(n)
         v = values[pos]
         ts = ts_all[pos] if timestamps is not None else (self._n + np.arange(len(v))) * self.step
         kb = ((ts % self.period) / self.period * self.buckets).astype(np.int64) % self.buckets
         prev_mean = np.empty(len(v))
         count_before = np.empty(len(v), dtype=np.int64)
         a = self.alpha
-        for k in np.unique(kb):
-            idx = np.flatnonzero(kb == k)
+        order = np.argsort(kb, kind="stable")
+        bounds = np.searchsorted(kb[order], np.arange(self.buckets + 1))
+        for k in range(self.buckets):
+            idx = order[bounds[k]: bounds[k + 1]]
+            if len(idx) == 0:
+                continue
             xs = v[idx]
             c0 = int(self._counts[k])
             if c0 == 0:
@@ -153,7 +163,7 @@ class Seasonal(Detector):
             prev_var = np.concatenate([[self._var], vars_[:-1]])
             n_res = self._n_res + np.arange(len(res_idx))
             with np.errstate(divide="ignore", invalid="ignore"):
-                var = prev_var / (1.0 - (1.0 - av) ** n_res.astype(float))
+                var = prev_var / bias_correction(1.0 - av, n_res)
             pm = prev_mean[res_idx]
             sd = np.sqrt(np.where(n_res > 0, var, 0.0))
             floor = 1e-9 * np.maximum(1.0, np.abs(pm))
@@ -161,6 +171,11 @@ class Seasonal(Detector):
             warm = (count_before[res_idx] >= self.min_per_bucket) & (n_res >= self.warmup)
             s = np.where(warm, z_to_score_array(z, self.watch, self.z_alarm), 0.0)
             scores[res_idx] = s
+            zfull = np.zeros(len(v))
+            zfull[res_idx] = np.where(warm, z, 0.0)
+            zb = np.zeros(n)
+            zb[pos] = zfull
+            self.last_z_batch = zb
             moved = np.flatnonzero(warm & (dr != 0))
             if len(moved):
                 self.direction = Direction.UP if dr[moved[-1]] > 0 else Direction.DOWN

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from scipy import signal, special
@@ -10,6 +11,7 @@ from detectors.base import Detector, register
 from detectors.errors import InvalidInput
 from detectors.types import DetectorState, Direction
 from detectors.univariate._common import as_float_array
+from detectors.univariate.seasonal import Seasonal
 
 _LOG2 = math.log(2.0)
 _SQRT2 = math.sqrt(2.0)
@@ -30,7 +32,10 @@ class Surprise(Detector):
     Two experts share one slow baseline (EWMA mean and variance with weight ``alpha``): the point itself,
     ``z1 = (x - mean) / sd``, and a short EWMA of recent points (weight ``alpha_short``),
     ``z2 = (short - mean) / (sd * sqrt(alpha_short / (2 - alpha_short)))``, damped by ``short_weight``.
-    With ``z = max(|z1|, short_weight*|z2|)`` and the two-sided normal tail ``p = 2 Phi(-z)`` the score is
+    A third expert knows the daily cycle: a ``Seasonal`` z-score (``season_buckets`` phases of
+    ``season_period`` seconds; phases from timestamps, else from the point count times ``step``),
+    damped by ``season_weight`` (0 turns it off).
+    With ``z = max(|z1|, short_weight*|z2|, season_weight*|z3|)`` and the two-sided normal tail ``p = 2 Phi(-z)`` the score is
     ``1 - p**gamma``: in [0, 1], monotone in the surprise, and equal to 0.99 exactly at ``p = p_alarm``
     (``gamma = ln 0.01 / ln p_alarm``). After an alarm at ``refractory_p`` (a far stronger level), further
     points that strong are reported with score 0 for ``refractory`` points: an incident is announced once,
@@ -44,11 +49,13 @@ class Surprise(Detector):
     """
 
     name = "surprise"
-    state_keys = ("_n", "_mean", "_var", "_short", "_since_alarm")
+    state_keys = ("_n", "_mean", "_var", "_short", "_since_alarm", "seasonal_state")
 
     def __init__(self, alpha: float = 0.001, alpha_short: float = 0.05, short_weight: float = 0.5,
                  p_alarm: float = 1e-4, refractory: int = 80, refractory_p: float = 1e-8,
-                 warmup: int = 100) -> None:
+                 warmup: int = 100, season_weight: float = 0.8, season_period: float = 86400.0,
+                 season_buckets: int = 24, season_alpha: float = 0.05, season_alpha_var: float = 0.002,
+                 step: float = 300.0) -> None:
         if not 0.0 < alpha < 1.0 or not 0.0 < alpha_short < 1.0:
             raise InvalidInput(f"alpha and alpha_short must be in (0, 1), got {alpha}, {alpha_short}")
         if not 0.0 < p_alarm < 1.0 or not 0.0 < refractory_p < 1.0:
@@ -62,12 +69,35 @@ class Surprise(Detector):
         self.refractory = int(refractory)
         self.refractory_p = float(refractory_p)
         self.warmup = int(warmup)
+        if season_weight < 0:
+            raise InvalidInput(f"season_weight must be >= 0, got {season_weight}")
+        self.season_weight = float(season_weight)
+        self.season_period = float(season_period)
+        self.season_buckets = int(season_buckets)
+        self.season_alpha = float(season_alpha)
+        self.season_alpha_var = float(season_alpha_var)
+        self.step = float(step)
         self._gamma = math.log(0.01) / math.log(self.p_alarm)
         self._refractory_score = 1.0 - self.refractory_p ** self._gamma
         self._short_scale = math.sqrt(self.alpha_short / (2.0 - self.alpha_short))
         super().__init__()
 
+    def _new_seasonal(self) -> Seasonal | None:
+        if self.season_weight == 0:
+            return None
+        return Seasonal(period=self.season_period, buckets=self.season_buckets, step=self.step,
+                        alpha=self.season_alpha, alpha_var=self.season_alpha_var)
+
+    @property
+    def seasonal_state(self) -> dict[str, Any] | None:
+        return None if self._seasonal is None else self._seasonal.checkpoint()
+
+    @seasonal_state.setter
+    def seasonal_state(self, state: dict[str, Any] | None) -> None:
+        self._seasonal = None if state is None else Detector.restore(state)
+
     def reset(self) -> None:
+        self._seasonal = self._new_seasonal()
         self._n = 0
         self._mean = 0.0
         self._var = 0.0
@@ -84,6 +114,12 @@ class Surprise(Detector):
             return self._invalid()
         if not math.isfinite(x):
             return self._invalid()
+        if timestamp is not None and not math.isfinite(float(timestamp)):
+            timestamp = None
+        zs = 0.0
+        if self._seasonal is not None:
+            self._seasonal.update(x, timestamp)
+            zs = self.season_weight * abs(self._seasonal.last_z)
         if self._n == 0:
             self._mean = self._short = x
             self._n = 1
@@ -100,10 +136,11 @@ class Surprise(Detector):
         if warm:
             sd = math.sqrt(var)
             floor = 1e-9 * max(1.0, abs(mean))
-            sd = sd if sd > floor else floor
+            sd = max(floor, sd)
             z1 = abs(d / sd)
             z2 = self.short_weight * abs((short - mean) / (sd * self._short_scale))
-            score = _tail_score(z1 if z1 >= z2 else z2, self._gamma)
+            z = max(z1, z2)
+            score = _tail_score(max(z, zs), self._gamma)
             if d != 0.0:
                 self.direction = Direction.UP if d > 0 else Direction.DOWN
         if self._since_alarm >= 0:
@@ -122,6 +159,13 @@ class Surprise(Detector):
             self.state = DetectorState.ANOMALOUS
         return score
 
+    def _first(self, x: float) -> float:
+        self._mean = self._short = x
+        self._n = 1
+        if self._since_alarm >= 0:
+            self._since_alarm += 1
+        return self._judge(0.0, False)
+
     def score_batch(self, values: np.ndarray, timestamps: np.ndarray | None = None) -> np.ndarray:
         """Vectorized equivalent of ``update`` on every value: three lfilter passes and a sparse loop."""
         values = as_float_array(values)
@@ -133,9 +177,30 @@ class Surprise(Detector):
                 self._invalid()
             return out
         v = values[pos]
+        zs_all = np.zeros(len(v))
+        if timestamps is not None:
+            ts = np.asarray(timestamps, dtype=float)
+            if ts.shape != values.shape:
+                raise InvalidInput(f"{len(ts)} timestamps for {len(values)} values")
+            ts_v = ts[pos]
+            ts_v = np.where(np.isfinite(ts_v), ts_v, np.nan)
+        else:
+            ts_v = None
+        if self._seasonal is not None:
+            if ts_v is not None and not np.all(np.isfinite(ts_v)):
+                # rare: fall back to the per-point path for the seasonal member (same numbers)
+                zsl = []
+                for x, t in zip(v, ts_v):
+                    self._seasonal.update(x, None if not np.isfinite(t) else t)
+                    zsl.append(self._seasonal.last_z)
+                zs_raw = np.asarray(zsl)
+            else:
+                self._seasonal.score_batch(v, ts_v)
+                zs_raw = self._seasonal.last_z_batch
+            zs_all = self.season_weight * np.abs(zs_raw)
         off = 0
         if self._n == 0:
-            out[pos[0]] = self.update(v[0])
+            out[pos[0]] = self._first(v[0])
             off = 1
         rest = v[off:]
         if len(rest):
@@ -153,10 +218,15 @@ class Surprise(Detector):
             z1 = np.abs(d / sd)
             z2 = self.short_weight * np.abs((shorts - prev_mean) / (sd * self._short_scale))
             z = np.where(z1 >= z2, z1, z2)
+            zs = zs_all[off:]
+            z = np.where(z >= zs, z, zs)
             warm = (self._n + np.arange(len(rest))) >= self.warmup
             z[~warm] = 0.0
             with np.errstate(divide="ignore"):
-                log_p = np.where(z < 30.0, np.log(special.erfc(z / _SQRT2)), special.log_ndtr(-z) + _LOG2)
+                log_p = np.log(special.erfc(z / _SQRT2))
+                big = z >= 30.0
+                if big.any():
+                    log_p[big] = special.log_ndtr(-z[big]) + _LOG2
             s = np.where(z > 0.0, 1.0 - np.exp(self._gamma * log_p), 0.0)
             # refractory period: a sparse sequential pass over the strong alarms only
             since = self._since_alarm

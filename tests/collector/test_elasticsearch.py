@@ -185,3 +185,15 @@ def test_templates_use_data_streams_with_lifecycle_for_append_only_kinds():
     assert "data_stream" not in tpl["incidentd-incidents"]
     plain = index_templates("incidentd", data_streams=False)
     assert all("data_stream" not in t for t in plain.values())
+
+
+def test_unreachable_server_keeps_everything_in_the_spool(tmp_path):
+    reg = CollectorRegistry()
+    sink = ElasticsearchSink("http://127.0.0.1:9", spool_dir=tmp_path, registry=reg, start=False, fsync=False,
+                             backoff_initial=0.05, backoff_max=0.1, request_timeout=0.5)
+    sink.emit([make_event(EventType.SCRAPE_FAILED, model="m", version="v1", at=float(i)) for i in range(7)])
+    assert sink.flush(timeout=1.0) is False
+    assert sink.spool.pending() == 7
+    assert reg.get_sample_value("incidentd_es_bulk_retries_total") > 0
+    assert reg.get_sample_value("incidentd_es_spool_dropped_total") == 0
+    sink.close()

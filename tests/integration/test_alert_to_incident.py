@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from .conftest import DASHBOARDS, AlertmanagerServer, PrometheusServer, free_port, http, wait_until
+from .conftest import AlertmanagerServer, PrometheusServer, free_port, http, wait_until
 from .test_prometheus import ALERTS, AM_CONFIG, exporter  # noqa: F401  (fixture)
 
 TOKEN = "alert-to-incident-test-token"
@@ -79,5 +79,3 @@ def test_alert_opens_one_incident_that_resolves(prometheus: PrometheusServer, al
         prometheus.configure([])
         alertmanager.configure({"route": {"receiver": "null"}, "receivers": [{"name": "null"}]})
 
-
-_ = DASHBOARDS

@@ -6,7 +6,6 @@ import threading
 import time
 import uuid
 
-import pytest
 from prometheus_client import CollectorRegistry
 
 from collector.elasticsearch import ElasticsearchSink
@@ -162,8 +161,7 @@ def test_outage_under_load_loses_and_duplicates_nothing(elasticsearch, es_client
     sink.close()
 
 
-@pytest.mark.parametrize("restart_between", [True])
-def test_sink_restart_resumes_from_spool(elasticsearch, es_client, tmp_path, restart_between):
+def test_sink_restart_resumes_from_spool(elasticsearch, es_client, tmp_path):
     """A sink closed with undelivered documents delivers them after it is reopened."""
     sink = ElasticsearchSink("http://127.0.0.1:9", index_prefix="resume", spool_dir=tmp_path / "spool",
                              start=False, request_timeout=1.0)

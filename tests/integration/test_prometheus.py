@@ -24,7 +24,7 @@ AM_CONFIG = DASHBOARDS / "alertmanager" / "alertmanager.yml"
 
 
 def _run(argv: list[str], cwd: Path | None = None) -> str:
-    proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, f"{' '.join(argv)} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout + proc.stderr
 
@@ -59,10 +59,10 @@ def test_every_alert_routes_to_incidentd(amtool):
     for rule in alerts:
         labels = [f"{k}={v}" for k, v in {"alertname": rule["alert"], **rule["labels"]}.items()]
         proc = subprocess.run([amtool, "config", "routes", "test", f"--config.file={AM_CONFIG}", *labels],
-                              capture_output=True, text=True, timeout=60)
+                              capture_output=True, text=True, timeout=60, check=False)
         assert proc.stdout.strip() == "incidentd", f"{rule['alert']} routes to {proc.stdout.strip()!r}"
     other = subprocess.run([amtool, "config", "routes", "test", f"--config.file={AM_CONFIG}", "alertname=Other"],
-                           capture_output=True, text=True, timeout=60)
+                           capture_output=True, text=True, timeout=60, check=False)
     assert other.stdout.strip() == "default"
 
 
@@ -90,7 +90,7 @@ def exporter():
         "weights": Gauge("model_weights_nonfinite", "Non-finite weights.", ["model", "version"], registry=reg),
         "requests": Counter("model_requests", "Requests.", ["model", "version"], registry=reg),
     }
-    server, thread = start_http_server(port, addr="127.0.0.1", registry=reg)
+    server, _thread = start_http_server(port, addr="127.0.0.1", registry=reg)
     yield port, gauges
     server.shutdown()
     server.server_close()
@@ -139,7 +139,7 @@ class _Receiver(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: _Receiver
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         if self.headers.get("Authorization") != f"Bearer {self.server.token}":
             self.server.rejected += 1

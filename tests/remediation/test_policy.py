@@ -1,0 +1,51 @@
+"""The safety policy: cooldowns, caps, modes and escalation decide whether an action may run."""
+from __future__ import annotations
+
+from remediation.policy import Policy
+from remediation.types import ActionKind, ActionMode, ActionRecord, ActionStatus
+
+
+def rec(kind=ActionKind.RESTART, status=ActionStatus.VERIFIED, executed_at=100.0, incident="inc-1"):
+    return ActionRecord(id=f"act-{executed_at}", incident_id=incident, model="digits", kind=kind,
+                        mode=ActionMode.AUTO, status=status, target="t", plan={}, reason="r",
+                        idempotency_key="k", created_at=executed_at, executed_at=executed_at)
+
+
+def test_allowed_by_default():
+    d = Policy().decide(ActionKind.ROLLBACK, 0.9, [], [], escalated=False, now=1000.0)
+    assert d.allowed and d.mode is ActionMode.AUTO
+
+
+def test_never_mode_and_low_confidence_block():
+    p = Policy(modes={ActionKind.RESTART: ActionMode.NEVER}, min_confidence=0.6)
+    assert not p.decide(ActionKind.RESTART, 0.99, [], [], False, 0.0).allowed
+    d = p.decide(ActionKind.CLAMP, 0.5, [], [], False, 0.0)
+    assert not d.allowed and "confidence" in d.reason
+
+
+def test_cooldown_per_model_and_kind():
+    p = Policy(cooldown_seconds=300)
+    earlier = [rec(executed_at=1000.0, incident="inc-0")]
+    d = p.decide(ActionKind.RESTART, 0.9, [], earlier, False, now=1100.0)
+    assert not d.allowed and "cooldown" in d.reason and "200s" in d.reason
+    assert p.decide(ActionKind.RESTART, 0.9, [], earlier, False, now=1301.0).allowed
+    assert p.decide(ActionKind.ROLLBACK, 0.9, [], earlier, False, now=1100.0).allowed
+
+
+def test_cap_per_incident_and_one_action_in_flight():
+    p = Policy(max_actions_per_incident=2, cooldown_seconds=0)
+    two = [rec(ActionKind.CLAMP), rec(ActionKind.ROLLBACK, executed_at=200.0)]
+    assert not p.decide(ActionKind.RESTART, 0.9, two, two, False, 1000.0).allowed
+    flying = [rec(ActionKind.CLAMP, status=ActionStatus.VERIFYING)]
+    d = p.decide(ActionKind.ROLLBACK, 0.9, [], flying, False, 1000.0)
+    assert not d.allowed and "in flight" in d.reason
+
+
+def test_escalated_incident_stops_acting():
+    d = Policy().decide(ActionKind.RESTART, 0.99, [], [], escalated=True, now=0.0)
+    assert not d.allowed and "escalated" in d.reason
+
+
+def test_approve_mode_is_reported():
+    d = Policy(default_mode=ActionMode.APPROVE).decide(ActionKind.CLAMP, 0.9, [], [], False, 0.0)
+    assert d.allowed and d.mode is ActionMode.APPROVE
