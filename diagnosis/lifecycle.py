@@ -54,14 +54,14 @@ class Update:
 
 def update_incident(inc: Incident, hyps: list[Hypothesis], evidence_ids: list[str], now: float) -> Update:
     entries: list[TimelineEntry] = []
-    new_ev = [e for e in evidence_ids if e not in inc.evidence_ids]
+    # Once incidentd acted, the diagnosis it acted on stays on the incident: symptoms fading after the fix
+    # (weights repaired, outputs still counted) match weaker rules and must not rewrite the story.
+    frozen = bool(inc.action_ids) or inc.status is IncidentStatus.MITIGATED
+    new_ev = [] if frozen else [e for e in evidence_ids if e not in inc.evidence_ids]
     if new_ev:
         inc.evidence_ids.extend(new_ev)
     old = [(h.root_cause, round(h.confidence, 2)) for h in inc.hypotheses]
     new = [(h.root_cause, round(h.confidence, 2)) for h in hyps]
-    # Once incidentd acted, the diagnosis it acted on stays on the incident: symptoms fading after the fix
-    # (weights repaired, outputs still counted) match weaker rules and must not rewrite the story.
-    frozen = bool(inc.action_ids) or inc.status is IncidentStatus.MITIGATED
     if hyps and old != new and not frozen:
         old_top = inc.top.root_cause if inc.top else None
         inc.hypotheses = list(hyps)
@@ -78,6 +78,7 @@ def update_incident(inc: Incident, hyps: list[Hypothesis], evidence_ids: list[st
 def mitigate(inc: Incident, now: float, message: str) -> TimelineEntry:
     if inc.status in (IncidentStatus.OPEN, IncidentStatus.ACKNOWLEDGED):
         inc.status = IncidentStatus.MITIGATED
+        inc.mitigated_at = now
     inc.updated_at = now
     return TimelineEntry(now, "mitigated", message)
 

@@ -238,17 +238,33 @@ class _Namespace:
         return _Missing() if v is None else v
 
 
-def _eval(cond: Any, facts: Facts, used: set[str]) -> bool:
+def _eval(cond: Any, facts: Facts, used: set[str], anchor: float | None) -> bool:
     if isinstance(cond, All):
-        return all(_eval(c, facts, used) for c in cond.all)
+        return all(_eval(c, facts, used, anchor) for c in cond.all)
     if isinstance(cond, AnyOf):
-        return any(_eval(c, facts, used) for c in cond.any)
+        return any(_eval(c, facts, used, anchor) for c in cond.any)
     if isinstance(cond, Not):
-        return not _eval(cond.not_, facts, set())
-    return _eval_fact(cond, facts, used)
+        return not _eval(cond.not_, facts, set(), anchor)
+    return _eval_fact(cond, facts, used, anchor)
 
 
-def _eval_fact(f: Fact, facts: Facts, used: set[str]) -> bool:
+def _active_refs(cond: Any) -> set[str]:
+    """Signals a condition requires to be active (not under a ``not``)."""
+    if isinstance(cond, (All, AnyOf)):
+        return set().union(*(_active_refs(c) for c in (cond.all if isinstance(cond, All) else cond.any)))
+    if isinstance(cond, Fact) and cond.fact.startswith("signal.") and cond.op in ("active", "before", "after",
+                                                                              "gt", "gte", "lt", "lte"):
+        return {cond.fact.split(".")[1]}
+    return set()
+
+
+def _anchor(rule: "Rule", facts: Facts) -> float | None:
+    """Changes correlate with the onset of the symptoms the rule is about, not with unrelated noise."""
+    onsets = [facts.signals[n].onset for n in _active_refs(rule.when) if n in facts.signals]
+    return min(onsets) if onsets else facts.first_onset
+
+
+def _eval_fact(f: Fact, facts: Facts, used: set[str], anchor: float | None) -> bool:
     root, _, rest = f.fact.partition(".")
     if root == "signal":
         name, _, attr = rest.partition(".")
@@ -270,7 +286,6 @@ def _eval_fact(f: Fact, facts: Facts, used: set[str]) -> bool:
             used.add(sig.evidence_id)
         return ok
     if root == "change":
-        anchor = facts.first_onset
         hits = [c for c in facts.changes if c.kind == rest and anchor is not None
                 and anchor - float(f.value) <= c.at <= anchor + CHANGE_SLACK_SECONDS]
         if f.op == "within":
@@ -325,11 +340,12 @@ class RuleEngine:
         for lr in self.rules:
             rule = lr.rule
             used: set[str] = set()
-            if not _eval(rule.when, facts, used):
+            anchor = _anchor(rule, facts)
+            if not _eval(rule.when, facts, used, anchor):
                 continue
             weight = rule.then.weight
             for b in rule.boosts:
-                if _eval(b.when, facts, used):
+                if _eval(b.when, facts, used, anchor):
                     weight = min(0.99, weight + b.weight)
             entry = by_cause.setdefault(rule.then.root_cause, {
                 "then": rule.then, "miss": 1.0, "best": 0.0, "rules": [], "evidence": set(),

@@ -429,7 +429,7 @@ class ProportionSpec(SignalSpec):
             st.significant_run = 0
             st.clear_run += 1
         if st.onset is None and st.significant_run >= self.confirm:
-            st.onset = window[0][0] if window else now
+            st.onset = now   # when the test first became significant: the window start would predate it
         elif st.onset is not None and st.clear_run >= self.clear:
             st.onset = None
         if st.onset is None and not res.significant:

@@ -118,6 +118,7 @@ class Incident:
     updated_at: float
     title: str = ""
     resolved_at: float | None = None
+    mitigated_at: float | None = None
     hypotheses: list[Hypothesis] = field(default_factory=list)
     evidence_ids: list[str] = field(default_factory=list)
     action_ids: list[str] = field(default_factory=list)
@@ -135,7 +136,7 @@ class Incident:
         return {
             "id": self.id, "model": self.model, "dedup_key": self.dedup_key, "status": self.status.value,
             "severity": self.severity.value, "opened_at": self.opened_at, "updated_at": self.updated_at,
-            "title": self.title, "resolved_at": self.resolved_at,
+            "title": self.title, "resolved_at": self.resolved_at, "mitigated_at": self.mitigated_at,
             "hypotheses": [h.to_dict() for h in self.hypotheses], "evidence_ids": list(self.evidence_ids),
             "action_ids": list(self.action_ids), "escalated": self.escalated,
         }
@@ -144,7 +145,7 @@ class Incident:
     def from_dict(cls, d: dict[str, Any]) -> "Incident":
         return cls(id=d["id"], model=d["model"], dedup_key=d["dedup_key"], status=IncidentStatus(d["status"]),
                    severity=Severity(d["severity"]), opened_at=d["opened_at"], updated_at=d["updated_at"],
-                   title=d.get("title", ""), resolved_at=d.get("resolved_at"),
+                   title=d.get("title", ""), resolved_at=d.get("resolved_at"), mitigated_at=d.get("mitigated_at"),
                    hypotheses=[Hypothesis.from_dict(h) for h in d.get("hypotheses", [])],
                    evidence_ids=list(d.get("evidence_ids", [])), action_ids=list(d.get("action_ids", [])),
                    escalated=bool(d.get("escalated", False)))

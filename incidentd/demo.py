@@ -241,6 +241,20 @@ class Demo:
                 raise RuntimeError(f"{', '.join(dead)} exited; logs in {self.workdir}")
             time.sleep(min(0.5, max(0.0, end - time.monotonic())))
 
+    def wait_quiet(self, timeout: float) -> bool:
+        """Wait until the service sees no active signal on the model (host-wide ones aside)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                signals = self.api("GET", "/models/digits/signals")["signals"]
+            except httpx.HTTPError:
+                signals = {}
+            busy = [n for n, r in signals.items() if r["active"] and n not in ("host_cpu", "host_memory")]
+            if signals and not busy:
+                return True
+            self.wait(1.0)
+        return False
+
     def run_fault(self, fault: Fault) -> FaultResult:
         res = FaultResult(fault.name, fault.expected_domain, expected_action=fault.expected_action)
         self.say(f"fault {fault.name}: injecting (expect {fault.expected_domain}"
@@ -318,6 +332,7 @@ class Demo:
         self.start()
         self.say(f"warming up for {self.t.warmup:.0f}s (detectors learn their baselines)")
         self.wait(self.t.warmup)
+        self.wait_quiet(self.t.warmup)
         self.say(f"healthy control period: {self.t.control:.0f}s without any fault")
         control_start = time.time()
         self.wait(self.t.control)
@@ -333,6 +348,8 @@ class Demo:
             false_incidents += max(0, len(self.incidents_since(phase_start)) - (1 if res.detected else 0))
             results.append(res)
             self.wait(self.t.settle)
+            if not self.wait_quiet(self.t.phase_timeout):
+                self.say("signals still active after the settle period; continuing")
         stats = self.traffic.stats()
         self.say(f"traffic: {stats.requests_sent} requests, {stats.labels_sent} labels, "
                  f"{stats.requests_failed} failed requests")

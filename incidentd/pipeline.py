@@ -150,7 +150,7 @@ class DetectionLoop:
         elif st.quiet_since is None:
             st.quiet_since = now
         evidence_ids = sorted({e for h in hyps for e in h.evidence_ids} | set(facts.alerts.values()))
-        if inc is not None and hyps and self._superseded(inc, hyps[0]):
+        if inc is not None and hyps and self._superseded(inc, hyps[0], facts):
             entry = lifecycle.resolve(inc, now, f"fix verified; a different fault ({hyps[0].root_cause}) "
                                                 f"follows in a new incident")
             self.store.save_incident(inc, [entry])
@@ -182,11 +182,17 @@ class DetectionLoop:
             return None
         return inc
 
-    def _superseded(self, inc: Incident, top: Any) -> bool:
+    def _superseded(self, inc: Incident, top: Any, facts: Facts) -> bool:
         """A mitigated incident whose fix held does not absorb a new, different fault."""
-        return (inc.status is IncidentStatus.MITIGATED and inc.top is not None
-                and top.root_cause != inc.top.root_cause
-                and top.confidence >= self.settings.remediation.min_confidence)
+        if inc.status is not IncidentStatus.MITIGATED or inc.top is None or inc.mitigated_at is None:
+            return False
+        if top.root_cause == inc.top.root_cause or top.confidence < self.settings.remediation.min_confidence:
+            return False
+        # Lingering symptoms of the fixed fault (accuracy windows still draining) are not a new fault:
+        # the new hypothesis must rest on something that started after the fix was verified.
+        onsets = {f.evidence_id: f.onset for f in facts.signals.values()}
+        onsets.update({c.evidence_id: c.at for c in facts.changes})
+        return any(onsets.get(e, 0.0) > inc.mitigated_at for e in top.evidence_ids)
 
     def _facts(self, model: str, st: _ModelState, readings: dict[str, SignalReading], ctx: dict[str, Any],
                now: float) -> tuple[Facts, list[str]]:

@@ -197,3 +197,33 @@ def test_unreachable_server_keeps_everything_in_the_spool(tmp_path):
     assert reg.get_sample_value("incidentd_es_bulk_retries_total") > 0
     assert reg.get_sample_value("incidentd_es_spool_dropped_total") == 0
     sink.close()
+
+
+def test_real_incident_and_action_records_map_onto_the_mapping():
+    from collector.elasticsearch import state_version
+    from diagnosis.types import FaultDomain, Hypothesis, Incident, IncidentStatus, Severity
+    from remediation.types import ActionKind, ActionMode, ActionRecord, ActionStatus
+
+    hyp = Hypothesis(domain=next(iter(FaultDomain)), root_cause="model.nonfinite_weights", confidence=0.9,
+                     recommended_action="clamp", explanation="NaN weights")
+    inc = Incident(id="inc-9", model="digits", dedup_key="digits:model", status=IncidentStatus.OPEN,
+                   severity=next(iter(Severity)), opened_at=100.0, updated_at=101.0, title="NaN weights",
+                   hypotheses=[hyp])
+    doc = to_document(DocKind.INCIDENTS, inc.to_dict())
+    assert _doc_paths(doc) <= _mapped_paths(mappings_for(DocKind.INCIDENTS)["properties"])
+    assert doc["incidentd"]["incident"]["root_cause"] == "model.nonfinite_weights"
+    assert doc["incidentd"]["details"]["hypotheses"][0]["confidence"] == 0.9
+    assert document_id(DocKind.INCIDENTS, doc) == "inc-9"
+
+    act = ActionRecord(id="act-9", incident_id="inc-9", model="digits", kind=next(iter(ActionKind)),
+                       mode=next(iter(ActionMode)), status=next(iter(ActionStatus)), target="digits", plan={"a": 1},
+                       reason="rule x", idempotency_key="k", created_at=100.0)
+    first = state_version(act.to_dict())
+    act.log("executed")
+    act.executed_at = 105.0
+    later = state_version(act.to_dict())
+    assert first is not None and later is not None and later > first
+    doc = to_document(DocKind.ACTIONS, act.to_dict())
+    assert _doc_paths(doc) <= _mapped_paths(mappings_for(DocKind.ACTIONS)["properties"])
+    assert doc["message"] == "rule x"
+    json.dumps(doc)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -53,15 +54,27 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _clone_version(root: Path, src: str, dst: str) -> None:
+    """Publish ``dst`` as a byte copy of ``src`` (same checksum), the way the registry publishes: temp dir
+    and one rename. Enough for inject's contract (bad_version = POST /admin/load of a named version)
+    without paying for torch and training in the test process."""
+    tmp = root / "versions" / f".tmp-{dst}"
+    shutil.copytree(root / "versions" / src, tmp)
+    meta = json.loads((tmp / "metadata.json").read_text())
+    meta.update(version=dst, parent=src, created=meta.get("created", 0) + 1, notes="test copy")
+    (tmp / "metadata.json").write_text(json.dumps(meta))
+    os.rename(tmp, root / "versions" / dst)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from incidentd.model_server.model import train_version
     from remediation.registry import ModelRegistry
 
     root = tmp_path_factory.mktemp("inject") / "registry"
-    reg = ModelRegistry(root)
-    train_version(reg, "v1", mark_known_good=True, make_current=True)
-    train_version(reg, "v2", shuffle_labels=True, parent="v1")
+    # two epochs: these tests need loadable versions, not a good model (the server would train 25)
+    train_version(ModelRegistry(root), "v1", epochs=2, mark_known_good=True, make_current=True)
+    _clone_version(root, "v1", "v2")
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "incidentd.model_server", "--registry", str(root), "--port",
                              str(port), "--log-level", "warning", "--device", "cpu", "--enable-fault-injection"],
