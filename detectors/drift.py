@@ -175,11 +175,23 @@ class DriftSuite:
         self.categorical = frozenset(cats)
         self._num, self._cat = {}, {}
         self._n_reference = len(columns[0])
+        numeric = [(name, col) for name, col in zip(names, columns) if name not in cats]
         for name, col in zip(names, columns):
             if name in cats:
                 self._cat[name] = _fit_categorical(name, col)
-            else:
-                self._num[name] = self._fit_numeric(name, col)
+        workers = min(self.workers, len(numeric)) if self._n_reference * len(numeric) >= 1_000_000 else 1
+        if workers > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                fitted = list(pool.map(lambda nc: self._fit_numeric(*nc), numeric))
+        else:
+            fitted = [self._fit_numeric(name, col) for name, col in numeric]
+        # keep the column order of the data
+        by = dict(zip([n for n, _ in numeric], fitted))
+        for name in names:
+            if name in by:
+                self._num[name] = by[name]
         if any(t in P_VALUE_TESTS for t in self.tests):
             from scipy import stats  # noqa: F401  (imported here, at fit time, not in the timed compare)
         self._pca = None
@@ -191,7 +203,8 @@ class DriftSuite:
 
     def _fit_numeric(self, name: str, col: Any) -> _Numeric:
         x = _as_float(col, name, "reference")
-        x = np.sort(x[np.isfinite(x)])
+        fin = np.isfinite(x)
+        x = np.sort(x if fin.all() else x[fin])
         if len(x) == 0:
             raise InvalidInput(f"reference feature {name!r} has no finite values")
         n = len(x)
@@ -241,7 +254,7 @@ class DriftSuite:
         if num_names and num_tests:
             block = np.empty((len(num_names), m))
             for i, n in enumerate(num_names):
-                block[i] = _as_float(by_name[n], n, "current")
+                block[i] = _as_float(by_name[n], n, "current")      # contiguous rows: a fast copy
             block[~np.isfinite(block)] = np.nan
             want_ks = "ks" in num_tests
             ks_stats = self._sort_rows(num_names, block, want_ks)   # sorts each row in place; NaNs go last
@@ -603,5 +616,68 @@ def _columns(data: Any, names: list[str] | None, categorical: set[str], what: st
     unknown = set(categorical) - set(names)
     if unknown:
         raise InvalidInput(f"categorical feature(s) {sorted(unknown)} not among the feature names")
-    cols = [arr[:, i] for i in range(d)]
+    if arr.dtype.kind in "fiub" and not categorical:
+        # one transposed copy: every column becomes a contiguous row (fast to sort and search)
+        block = np.array(arr.T, dtype=float, order="C")
+        cols: list[Any] = list(block)
+    else:
+        cols = [arr[:, i] for i in range(d)]
     return list(names), cols, set(categorical)
+
+
+class SlidingWindowDrift:
+    """A fixed reference (one ``DriftSuite`` fit) against a sliding window of the most recent rows.
+
+    Memory is bounded: at most ``window`` current rows are kept (numeric features only).
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(1)
+    >>> suite = DriftSuite(tests=("ks",)).fit(rng.normal(size=(2000, 2)))
+    >>> sw = SlidingWindowDrift(suite, window=500)
+    >>> sw.add(rng.normal(size=(800, 2)))
+    >>> sw.compare().drift
+    False
+    >>> sw.add(rng.normal(size=(500, 2)) + [0.0, 1.0])
+    >>> sw.compare().drifted_features
+    ['f1']
+    """
+
+    def __init__(self, suite: DriftSuite, window: int = 1000, min_rows: int = 30) -> None:
+        if window < 1 or min_rows < 1:
+            raise InvalidInput("window and min_rows must be >= 1")
+        if suite.categorical:
+            raise InvalidInput("SlidingWindowDrift keeps numeric rows only; the suite has categorical features")
+        self.suite = suite
+        self.window = int(window)
+        self.min_rows = int(min_rows)
+        self._buf = np.empty((self.window, len(suite.feature_names)))
+        self._n = 0           # rows ever added
+        self._filled = 0
+
+    def add(self, rows: Any) -> None:
+        """Append current rows (n, d); only the last ``window`` rows are kept."""
+        x = np.asarray(rows, dtype=float)
+        if x.ndim == 1:
+            x = x.reshape(1, -1)
+        if x.ndim != 2 or x.shape[1] != self._buf.shape[1]:
+            raise InvalidInput(f"rows must have {self._buf.shape[1]} columns, got shape {x.shape}")
+        x = x[-self.window:]
+        k = len(x)
+        start = self._n % self.window
+        first = min(k, self.window - start)
+        self._buf[start: start + first] = x[:first]
+        if k > first:
+            self._buf[: k - first] = x[first:]
+        self._n += k
+        self._filled = min(self.window, self._filled + k)
+
+    def compare(self) -> DriftReport:
+        """The suite's report on the current window (InvalidInput before ``min_rows`` rows arrived)."""
+        if self._filled < self.min_rows:
+            raise InvalidInput(f"sliding window has {self._filled} rows; need at least {self.min_rows}")
+        if self._filled < self.window:
+            rows = self._buf[: self._filled]
+        else:
+            start = self._n % self.window
+            rows = np.concatenate([self._buf[start:], self._buf[:start]])
+        return self.suite.compare(rows)

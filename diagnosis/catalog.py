@@ -48,7 +48,8 @@ def default_catalog(cfg: CatalogSettings | None = None) -> list[SignalSpec]:
         GaugeThresholdSpec("label_stall", "model_label_lag_seconds", op="gt",
                            threshold=cfg.label_stall_seconds, confirm=c,
                            describe="newest label is {value}s old (threshold {threshold}s)"),
-        LevelSpec("process_cpu", "model_process_cpu_usage_ratio", min_ratio=2.0, min_delta=0.35,
+        # The ratio is of all host CPUs: one saturated core is 0.5 on 2 CPUs, 0.06 on 16.
+        LevelSpec("process_cpu", "model_process_cpu_usage_ratio", min_ratio=2.5, min_delta=0.1,
                   confirm=c, clear=3),
         LevelSpec("process_memory", "model_process_resident_memory_bytes", min_ratio=1.5,
                   min_delta=512 * 2**20, confirm=c, clear=3, unit="B"),

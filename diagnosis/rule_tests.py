@@ -114,7 +114,7 @@ class RuleTestCase(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _unique(self) -> "RuleTestCase":
+    def _unique(self) -> RuleTestCase:
         names = [s.name for s in self.signals]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -126,6 +126,14 @@ class RuleTestFileModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
     rule_files: list[str] | None = None
     tests: list[RuleTestCase] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> RuleTestFileModel:
+        names = [t.name for t in self.tests]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"test names must be unique; repeated: {dupes}")
+        return self
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +178,9 @@ def _describe(path: Path, raw: dict[str, Any], err: ValidationError) -> str:
             t = tests[loc[1]] if loc[1] < len(tests) and isinstance(tests[loc[1]], dict) else {}
             where = f"test {t['name']!r}: " if t.get("name") else f"test #{loc[1] + 1}: "
             loc = loc[2:]
-        field_path = ".".join(str(x) for x in loc if not str(x).startswith(("function-", "int", "literal")))
+        # drop pydantic's union-branch names (int, literal['any'], constrained-int, function-after[...])
+        skip = ("function-", "int", "literal", "constrained-")
+        field_path = ".".join(str(x) for x in loc if not str(x).startswith(skip))
         msg = item["msg"].removeprefix("Value error, ")
         lines.append(f"{path}: {where}field '{field_path or '<root>'}': {msg}")
     return "\n".join(dict.fromkeys(lines))

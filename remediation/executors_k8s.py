@@ -59,8 +59,8 @@ def validate_image(image: str) -> str:
 
 def rfc3339_now(now: Callable[[], dt.datetime] | None = None) -> str:
     """What kubectl writes into restartedAt (Go's time.RFC3339); UTC prints as ...Z."""
-    t = (now or (lambda: dt.datetime.now(dt.timezone.utc)))()
-    return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    t = (now or (lambda: dt.datetime.now(dt.UTC)))()
+    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True, slots=True)

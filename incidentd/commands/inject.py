@@ -12,6 +12,7 @@ Every fault is named after what it simulates (docs/faults.md). Most go to the se
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -155,7 +156,7 @@ def _convert(fault: str, key: str, p: Param, raw: str) -> Any:
             v = float(raw)
         except ValueError:
             raise fail("a number") from None
-        if v != v or v in (float("inf"), float("-inf")):
+        if not math.isfinite(v):
             raise fail("a finite number")
         return v
     if p.type == "int":
@@ -334,9 +335,9 @@ def inject_command(
 ) -> None:
     """Inject a fault of the taxonomy (model, data, hardware) into a running demo model server.
 
-    Prints what was injected as one JSON object. Bad fault names or parameters exit 2 with the
-    parameter named; a target that refuses or cannot be reached exits 1. 'incidentd inject list' prints
-    every fault with its parameters; docs/faults.md explains each.
+    Prints what was injected as one JSON object; 'incidentd inject list' prints every fault and its parameters.
+
+    Exit 2: unknown fault or bad parameter (named). Exit 1: the target refused or cannot be reached.
     """
     pairs = list(param or [])
     try:

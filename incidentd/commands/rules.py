@@ -24,8 +24,7 @@ def check(
 ) -> None:
     """Validate rule packs: schema, vocabulary (signals, changes, context, actions) and templates.
 
-    Prints one line per valid pack; on the first invalid pack prints the error, which names the file,
-    the rule and the field, and exits 1.
+    Prints one line per valid pack. An invalid pack prints the error (file, rule and field) and exits 1.
     """
     from collections import Counter
 
@@ -62,8 +61,9 @@ def test(
 ) -> None:
     """Run rule unit tests: build evidence, evaluate the packs, compare the ranked hypotheses.
 
-    Prints PASS/FAIL per test with what was expected and the ranking the engine produced. Exits 1 when a
-    test fails or a file (or a pack it names) is invalid.
+    Prints PASS/FAIL per test, with the expectation and the ranking the engine produced for a failure.
+
+    Exits 1 when a test fails or a file (or a pack it names) is invalid. Format: docs/faults.md.
     """
     from diagnosis.rule_tests import format_report, run_test_file
     from diagnosis.rules import RuleError

@@ -133,7 +133,7 @@ class FaultState:
     held_labels: list[tuple[str, int]] = field(default_factory=list)
     dropped_labels: int = 0
     concept_drift: LabelRemap | None = None
-    balloon: "MemoryBalloon | None" = None
+    balloon: MemoryBalloon | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def active(self) -> dict[str, Any]:

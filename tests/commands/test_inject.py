@@ -68,18 +68,19 @@ def _clone_version(root: Path, src: str, dst: str) -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from incidentd.model_server.model import train_version
-    from remediation.registry import ModelRegistry
-
     root = tmp_path_factory.mktemp("inject") / "registry"
-    # two epochs: these tests need loadable versions, not a good model (the server would train 25)
-    train_version(ModelRegistry(root), "v1", epochs=2, mark_known_good=True, make_current=True)
-    _clone_version(root, "v1", "v2")
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "incidentd.model_server", "--registry", str(root), "--port",
-                             str(port), "--log-level", "warning", "--device", "cpu", "--enable-fault-injection"],
-                            env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # The same app and uvicorn as ``python -m incidentd.model_server``, in its own process; it trains v1
+    # into the empty registry at start with two epochs (these tests need loadable versions, not a good
+    # model), so this process never imports torch.
+    script = (
+        "import uvicorn\n"
+        "from incidentd.model_server.app import ModelServerSettings, create_app\n"
+        f"app = create_app(ModelServerSettings(registry_dir={str(root)!r}, enable_fault_injection=True, "
+        "device='cpu', train_epochs=2))\n"
+        f"uvicorn.run(app, host='127.0.0.1', port={port}, log_level='warning', access_log=False)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(REPO)},
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while True:
@@ -91,6 +92,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             pass
         assert time.monotonic() < deadline, "model server did not start"
         time.sleep(0.2)
+    _clone_version(root, "v1", "v2")
     yield url
     proc.terminate()
     try:
@@ -108,12 +110,17 @@ def url(server: str) -> Iterator[str]:
 ROW = [float((i * 7) % 17) for i in range(64)]   # integer intensities 0..16 like the digits data
 
 
+_cursor: dict[str, int] = {}     # prediction-log cursor per server: read only what is new
+
+
 def predict(url: str, rows: list[list[float]]) -> list[dict[str, Any]]:
     r = httpx.post(url + "/predict", json={"inputs": rows}, timeout=10)
     assert r.status_code == 200, r.text
     ids = set(r.json()["request_ids"])
-    log = httpx.get(url + "/predictions", params={"limit": 10_000}, timeout=10).json()["records"]
-    return [rec for rec in log if rec["request_id"] in ids]
+    page = httpx.get(url + "/predictions", params={"after": _cursor.get(url, 0), "limit": 10_000},
+                     timeout=10).json()
+    _cursor[url] = page["cursor"]
+    return [rec for rec in page["records"] if rec["request_id"] in ids]
 
 
 def feedback_records(url: str) -> list[dict[str, Any]]:
@@ -134,7 +141,7 @@ def test_unit_change_multiplies_one_feature_by_1000(url: str) -> None:
 
 
 def test_covariate_drift_shifts_the_chosen_features(url: str) -> None:
-    code, out, text = cli("covariate_drift", "-p", "fraction=1", "-p", "features=3,4", "-p", "shift=8",
+    code, _, text = cli("covariate_drift", "-p", "fraction=1", "-p", "features=3,4", "-p", "shift=8",
                           "--target", url)
     assert code == 0, text
     recs = predict(url, [ROW] * 5)
@@ -305,6 +312,34 @@ def test_bad_parameters_exit_2_naming_the_parameter(url: str, args: list[str], n
     assert httpx.get(url + "/admin/faults", timeout=5).json()["active"] == {}
 
 
+def test_server_without_fault_injection_exits_1() -> None:
+    """The 403 body is the model server's own (incidentd/model_server/app.py); a stub serves it."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Forbidden(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = json.dumps({"detail": "fault injection is disabled; start with --enable-fault-injection"})
+            self.send_response(403)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Forbidden)
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        code, out, text = cli("null_features", "--target", f"http://127.0.0.1:{srv.server_address[1]}")
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert code == 1 and out is None and "fault injection is disabled" in text
+
+
 def test_unreachable_target_exits_1() -> None:
     code, _, text = cli("null_features", "--target", f"http://127.0.0.1:{_free_port()}", "--timeout", "2")
     assert code == 1 and "failed" in text
@@ -319,3 +354,49 @@ def test_list_documents_every_fault() -> None:
     docs = (REPO / "docs" / "faults.md").read_text()
     missing = [n for n in names if f"`{n}`" not in docs]
     assert not missing, f"faults not documented in docs/faults.md: {missing}"
+
+
+# ------------------------------------------------------------------ defaults the sidecar can see
+
+
+@pytest.fixture(scope="module")
+def monitor(server: str) -> tuple[dict[str, Any], Any]:
+    """The sidecar's drift monitor fitted on the running version's reference, as the sidecar does."""
+    import numpy as np
+
+    from collector.drift_monitor import DriftMonitor
+    from collector.scrape import Reference
+
+    ref = httpx.get(server + "/reference", timeout=30).json()
+    mon = DriftMonitor(min_rows=200)
+    mon.fit(Reference(ref["version"], tuple(ref["feature_names"]), np.asarray(ref["inputs"], float),
+                      np.asarray(ref["predictions"], int)))
+    return ref, mon
+
+
+@pytest.mark.parametrize("fault", ["covariate_drift", "unit_change", "unseen_categories"])
+def test_data_faults_with_defaults_drift_for_the_sidecars_monitor(
+        url: str, monitor: tuple[dict[str, Any], Any], fault: str) -> None:
+    """With default parameters each data fault makes the sidecar's drift monitor (KS/PSI, BH-corrected)
+    report drifted features on the prediction log; the same rows without the fault do not drift."""
+    import numpy as np
+
+    ref, mon = monitor
+    rng = np.random.default_rng(0)
+    rows = np.asarray(ref["inputs"], float)[rng.choice(len(ref["inputs"]), 400, replace=False)].tolist()
+
+    def window() -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for i in range(0, len(rows), 200):
+            out += predict(url, rows[i:i + 200])
+        return out
+
+    def drifted(recs: list[dict[str, Any]]) -> tuple[str, ...]:
+        x = np.array([[np.nan if v is None else v for v in r["inputs"]] for r in recs], float)
+        res = mon.compare(ref["version"], x, np.array([r["prediction"] or 0 for r in recs]))
+        assert res is not None
+        return res.drifted_features
+
+    assert drifted(window()) == ()
+    assert cli(fault, "--target", url)[0] == 0
+    assert len(drifted(window())) >= 1

@@ -6,9 +6,9 @@ import importlib
 
 import pytest
 
-MODULES = ["detectors.drift", "detectors.rates", "detectors.evaluation.nab", "detectors.univariate.robust_z",
+MODULES = ["detectors.drift", "detectors.univariate.bocpd", "detectors.rates", "detectors.evaluation.nab", "detectors.univariate.robust_z",
            "detectors.univariate.ewma", "detectors.univariate.cusum", "detectors.univariate.surprise",
-           "detectors.univariate.seasonal", "detectors.univariate.spectral", "detectors.univariate.bocpd",
+           "detectors.univariate.seasonal", "detectors.univariate.spectral",
            "detectors.univariate.likelihood"]
 
 

@@ -180,3 +180,21 @@ def test_ks_equals_scipy_on_any_finite_samples(a: list[float], b: list[float]) -
     want = stats.ks_2samp(a, b)
     assert f.statistic == pytest.approx(want.statistic, abs=1e-9)
     assert f.p_value == pytest.approx(want.pvalue, rel=1e-6)
+
+
+def test_sliding_window_keeps_only_recent_rows() -> None:
+    from detectors.drift import SlidingWindowDrift
+
+    rng = np.random.default_rng(8)
+    ref = rng.normal(size=(3000, 2))
+    sw = SlidingWindowDrift(DriftSuite(tests=("ks",)).fit(ref), window=400)
+    with pytest.raises(InvalidInput):
+        sw.compare()
+    sw.add(rng.normal(size=(1000, 2)) + [3.0, 0.0])      # old, drifted rows ...
+    sw.add(rng.normal(size=(400, 2)))                     # ... pushed out by 400 normal ones
+    report = sw.compare()
+    assert report.n_current == 400 and not report.drift
+    sw.add(rng.normal(size=(250, 2)) + [0.0, 1.0])
+    assert sw.compare().drifted_features == ["f1"]
+    with pytest.raises(InvalidInput):
+        sw.add(np.zeros((3, 5)))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -78,3 +79,40 @@ def test_only_the_ordering_of_scores_matters() -> None:
     b = score_corpus(FILES, [np.sqrt(s) / 2 for s in scores])
     for p in a:
         assert a[p].normalized == pytest.approx(b[p].normalized, abs=1e-9)
+
+
+NAB_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "nab"
+
+
+@pytest.mark.skipif(not (NAB_DIR / "labels" / "combined_windows.json").is_file(), reason="no ../shared/nab")
+def test_reference_detectors_on_the_shared_nab_files() -> None:
+    """Null scores 0 and a perfect detector 100 on the real corpus; 97 windows are found by timestamp."""
+    import pandas as pd
+
+    from detectors.evaluation.nab import list_data_files, load_labels, windows_to_rows
+
+    labels = load_labels(NAB_DIR / "labels" / "combined_windows.json")
+    files = []
+    for key in list_data_files(NAB_DIR / "data"):
+        ts = pd.read_csv(NAB_DIR / "data" / key, usecols=["timestamp"], dtype=str)["timestamp"].tolist()
+        files.append(NabFile(key, len(ts), windows_to_rows(key, ts, labels[key])))
+    assert len(files) == 51 and sum(len(f.windows) for f in files) == 97
+    assert all(lo >= f.probation for f in files for lo, _ in f.windows)
+    null = [np.zeros(f.n_rows) for f in files]
+    perfect = []
+    for f in files:
+        s = np.zeros(f.n_rows)
+        s[[lo for lo, _ in f.windows]] = 1.0
+        perfect.append(s)
+    for res in score_corpus(files, null).values():
+        assert res.normalized == pytest.approx(0.0)
+    for res in score_corpus(files, perfect).values():
+        assert res.normalized == pytest.approx(100.0)
+    # one detection at the *last* row of every window instead: sigma(-1/W)/sigma(-1) each, tiny
+    late = []
+    for f in files:
+        s = np.zeros(f.n_rows)
+        s[[hi for _, hi in f.windows]] = 1.0
+        late.append(s)
+    res = score_corpus(files, late, ["standard"])["standard"]
+    assert 50.0 < res.normalized < 51.0

@@ -135,6 +135,7 @@ tests:
      "test 'x': field 'expect.0.rules': unknown rule(s) ['no-such-rule']"),
     ("rule_files: [missing.yaml]\ntests:\n  - {name: x, expect: []}\n", "rule pack not found"),
     ("tests: [\n", "not valid YAML"),
+    ("tests:\n  - {name: x, expect: []}\n  - {name: x, expect: []}\n", "repeated: ['x']"),
 ])
 def test_invalid_test_files_name_the_file_test_and_field(tmp_path: Path, body: str, needle: str) -> None:
     p = _write(tmp_path, body)

@@ -12,6 +12,8 @@ from incidentd.errors import SourceUnavailable
 from .conftest import PrometheusServer, free_port, wait_until
 
 PrometheusSource = pytest.importorskip("incidentd.sources.prometheus").PrometheusSource
+MODEL = "source-test"             # a model no other test uses: the Prometheus server is shared
+ODD = 'we"ird\\model'
 
 
 @pytest.fixture()
@@ -22,8 +24,8 @@ def two_targets(prometheus: PrometheusServer):
     for value in (0.25, 0.75):
         reg = CollectorRegistry()
         g = Gauge("model_error_ratio", "", ["model", "version"], registry=reg)
-        g.labels("digits", "v1").set(value)
-        g.labels('we"ird\\model', "v1").set(math.nan)
+        g.labels(MODEL, "v1").set(value)
+        g.labels(ODD, "v1").set(math.nan)
         port = free_port()
         server, _ = start_http_server(port, addr="127.0.0.1", registry=reg)
         servers.append(server)
@@ -32,7 +34,8 @@ def two_targets(prometheus: PrometheusServer):
         {"job_name": "incidentd-sidecar", "static_configs": [{"targets": [f"127.0.0.1:{ports[0]}"]}]},
         {"job_name": "model-server", "static_configs": [{"targets": [f"127.0.0.1:{ports[1]}"]}]},
     ])
-    assert wait_until(lambda: len(prometheus.query("model_error_ratio")) == 4, 30)
+    mine = f'model_error_ratio{{model=~"{MODEL}|we.ird.*"}}'
+    assert wait_until(lambda: len(prometheus.query(mine)) == 4, 60), prometheus.query(mine)
     time.sleep(2)
     yield prometheus
     prometheus.configure([])
@@ -44,19 +47,19 @@ def two_targets(prometheus: PrometheusServer):
 def test_read_returns_the_exposed_values(two_targets):
     src = PrometheusSource(two_targets.url)
     now = time.time()
-    got = src.read("model_error_ratio", {"model": "digits"}, now - 30, now, 1.0)
+    got = src.read("model_error_ratio", {"model": MODEL}, now - 30, now, 1.0)
     assert len(got) == 1                                   # job/instance dropped; the sidecar's wins
     (s,) = got
     assert s.name == "model_error_ratio"
-    assert s.labels == (("model", "digits"), ("version", "v1"))
+    assert s.labels == (("model", MODEL), ("version", "v1"))
     assert len(s.timestamps) == len(s.values) >= 2
     assert s.values[-1] == pytest.approx(0.25)
     assert now - 30 <= s.timestamps[0] <= s.timestamps[-1] <= now + 1
-    odd = src.read("model_error_ratio", {"model": 'we"ird\\model'}, now - 30, now, 1.0)
+    odd = src.read("model_error_ratio", {"model": ODD}, now - 30, now, 1.0)
     assert len(odd) == 1 and math.isnan(odd[0].values[-1])
     assert src.read("model_error_ratio", {"model": "absent"}, now - 30, now, 1.0) == []
     # A long window at a fine step is coarsened, not refused.
-    assert src.read("model_error_ratio", {"model": "digits"}, now - 86_400 * 2, now, 1.0)
+    assert src.read("model_error_ratio", {"model": MODEL}, now - 86_400 * 2, now, 1.0)
     src.close()
 
 
@@ -77,7 +80,7 @@ def test_service_detection_cycle_runs_on_prometheus(two_targets, tmp_path):
         assert isinstance(rt.source, PrometheusSource)
         rt.detect_job()
         rt.detect_job()
-        assert rt.metrics.errors.labels("detect")._value.get() == 0     # noqa: SLF001
-        assert rt.metrics.cycles._value.get() == 2                      # noqa: SLF001
+        assert rt.metrics.errors.labels("detect")._value.get() == 0
+        assert rt.metrics.cycles._value.get() == 2
     finally:
         rt.stop()

@@ -121,7 +121,7 @@ def scraped(demo_stack: DemoStack, prometheus: PrometheusServer) -> Iterator[Dem
     prometheus.configure([
         {"job_name": "incidentd-sidecar", "static_configs": [{"targets": [f"127.0.0.1:{demo_stack.sidecar_port}"]}]},
         {"job_name": "model-server", "static_configs": [{"targets": [f"127.0.0.1:{demo_stack.model_port}"]}]},
-    ], rule_files=[str(RECORDING)])
+    ], rule_files=[str(RECORDING)], interval="2s")
     # Wait for the slow signals too: labels joined, the drift window filled.
     assert wait_until(lambda: bool(prometheus.query('model_feature_drift_p_value{job="incidentd-sidecar"}'))
                       and bool(prometheus.query('model_accuracy_ratio{job="incidentd-sidecar"}')), 120), \
@@ -131,7 +131,7 @@ def scraped(demo_stack: DemoStack, prometheus: PrometheusServer) -> Iterator[Dem
 
 
 NAMES = ["model_predictions_labeled_total", "model_predictions_correct_total", "model_requests_total",
-         "model_accuracy_ratio", "model_weights_nonfinite", "model_up", "model_drifted_features"]
+         "model_accuracy_ratio", "model_weights_nonfinite", "model_up", "model_label_lag_seconds"]
 MV = (("model", "digits"), ("version", "v1"))
 
 
@@ -162,7 +162,7 @@ def test_prometheus_holds_what_the_sidecar_exposes(scraped: DemoStack, prometheu
 
         def equal() -> bool:
             nonlocal problems
-            time.sleep(2)                     # let Prometheus scrape the settled values (1 s interval)
+            time.sleep(4)                     # let Prometheus scrape the settled values (2 s interval)
             problems = _compare(scraped, prometheus)
             return not problems
 
@@ -174,7 +174,7 @@ def test_prometheus_holds_what_the_sidecar_exposes(scraped: DemoStack, prometheu
         except ImportError:
             return
         got = PrometheusSource(prometheus.url).read("model_accuracy_ratio", {"job": "incidentd-sidecar"},
-                                                    time.time() - 10, time.time(), 1.0)
+                                                    time.time() - 10, time.time(), 2.0)
         assert got and got[0].values[-1] == pytest.approx(exposed[("model_accuracy_ratio", MV)])
     finally:
         scraped.paused.clear()

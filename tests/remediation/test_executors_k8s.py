@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 
 pytest.importorskip("kubernetes")
-from kubernetes import client  # noqa: E402
+from kubernetes import client
 
-from remediation.executors_k8s import RESTARTED_AT, KubernetesDeployment, RolloutState  # noqa: E402
-from remediation.executors_systemd import RestartExecutor, RollbackExecutor  # noqa: E402
-from remediation.types import ActionFailed  # noqa: E402
+from remediation.executors_k8s import RESTARTED_AT, KubernetesDeployment, RolloutState
+from remediation.executors_systemd import RestartExecutor, RollbackExecutor
+from remediation.types import ActionFailed
 
 PATH_RE = re.compile(r"^/apis/apps/v1/namespaces/([^/]+)/deployments/([^/?]+)$")
 GOOD_IMAGE = "registry.example.com/ml/digits:v1"
@@ -206,7 +206,7 @@ def make(url: str, ns: str = "ml", name: str = "digits", container: str = "model
          ) -> KubernetesDeployment:
     cfg = client.Configuration()
     cfg.host = url
-    fixed = dt.datetime(2026, 11, 23, 6, 30, 5, tzinfo=dt.timezone.utc)
+    fixed = dt.datetime(2026, 11, 23, 6, 30, 5, tzinfo=dt.UTC)
     return KubernetesDeployment(ns, name, container, api_client=client.ApiClient(cfg), poll_interval=0.0,
                                 sleep=lambda s: None, now=lambda: fixed, **kw)
 
@@ -363,9 +363,10 @@ def test_unreachable_api_is_retryable() -> None:
     ({}, True, "successfully rolled out"),
 ])
 def test_rollout_status_logic_matches_kubectl(status: dict[str, int], done: bool, msg: str) -> None:
-    base = dict(generation=5, observed_generation=5, replicas=3, status_replicas=3, updated_replicas=3,
-                available_replicas=3, progress_deadline_exceeded=False, paused=False, restarted_at=None,
-                images={"model": GOOD_IMAGE})
+    base: dict[str, Any] = {
+        "generation": 5, "observed_generation": 5, "replicas": 3, "status_replicas": 3, "updated_replicas": 3,
+        "available_replicas": 3, "progress_deadline_exceeded": False, "paused": False, "restarted_at": None,
+        "images": {"model": GOOD_IMAGE}}
     ok, text = RolloutState(**{**base, **status}).done()
     assert (ok, msg in text) == (done, True)
 

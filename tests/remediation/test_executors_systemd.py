@@ -155,8 +155,8 @@ def test_refuses_unit_that_is_not_loaded() -> None:
 
 def test_restart_failure_and_failed_state_are_reported() -> None:
     rec = Recorder([("show", 0, SHOW_RUNNING, ""),
-                    ("restart", 1, "", "Job for m.service failed because the control process exited "
-                                       "with error code.\n")])
+                    ("restart", 1, "", ("Job for m.service failed because the control process exited "
+                                        "with error code.\n"))])
     with pytest.raises(ActionFailed, match="control process exited") as ei:
         SystemdUnit("m", runner=rec).restart()
     assert not ei.value.retryable
