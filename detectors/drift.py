@@ -406,7 +406,7 @@ def _ks_stat(ref: np.ndarray, ref_cdf: np.ndarray, cur: np.ndarray) -> float:
     max_s = float(np.max(ref_cdf - cur_at_ref / m))
     min_s = float(np.min(right / n - np.arange(1, m + 1) / m))
     min_s = min(max(-min_s, 0.0), 1.0)
-    return min_s if min_s > max_s else max_s
+    return max(max_s, min_s)
 
 
 def _ks_exact(n1: int, n2: int, d: float) -> tuple[bool, float, float]:

@@ -12,6 +12,8 @@ COMMAND_MODULES = (
     "incidentd.commands.sidecar",
     "incidentd.commands.backtest",
     "incidentd.commands.drift",
+    "incidentd.commands.rules",
+    "incidentd.commands.inject",
 )
 
 

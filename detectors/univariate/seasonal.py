@@ -57,8 +57,8 @@ class Seasonal(Detector):
     def reset(self) -> None:
         self.last_z = 0.0        # z of the last point (0 while warming up); not state
         self.last_z_batch = np.zeros(0)
-        self._means = np.zeros(self.buckets)
-        self._counts = np.zeros(self.buckets, dtype=np.int64)
+        self._means: list[float] = [0.0] * self.buckets     # plain lists: fast scalar access when streaming
+        self._counts: list[int] = [0] * self.buckets
         self._var = 0.0          # raw EWMA of squared residuals (bias-corrected when read)
         self._n_res = 0          # residuals folded into _var
         self._n = 0              # valid points seen (phase clock when there are no timestamps)
@@ -80,12 +80,12 @@ class Seasonal(Detector):
         k = self._bucket(ts)
         self._n += 1
         self.last_z = 0.0
-        c = int(self._counts[k])
+        c = self._counts[k]
         if c == 0:
             self._means[k] = x
             self._counts[k] = 1
             return self._judge(0.0, False)
-        mean = float(self._means[k])
+        mean = self._means[k]
         d = x - mean
         warm = c >= self.min_per_bucket and self._n_res >= self.warmup
         score = 0.0
@@ -136,7 +136,7 @@ class Seasonal(Detector):
             if len(idx) == 0:
                 continue
             xs = v[idx]
-            c0 = int(self._counts[k])
+            c0 = self._counts[k]
             if c0 == 0:
                 # the first value initialises the bucket
                 init = xs[0]
@@ -145,12 +145,12 @@ class Seasonal(Detector):
                 prev_mean[idx[1:]] = np.concatenate([[init], means[:-1]]) if len(xs) > 1 else []
                 last = means[-1] if len(xs) > 1 else init
             else:
-                m0 = float(self._means[k])
+                m0 = self._means[k]
                 means, _ = signal.lfilter([a], [1.0, -(1.0 - a)], xs, zi=[(1.0 - a) * m0])
                 prev_mean[idx] = np.concatenate([[m0], means[:-1]])
                 last = means[-1]
             count_before[idx] = c0 + np.arange(len(idx))
-            self._means[k] = last
+            self._means[k] = float(last)
             self._counts[k] = c0 + len(idx)
         has_res = count_before > 0
         d = np.where(has_res, v - np.where(has_res, prev_mean, 0.0), 0.0)

@@ -25,9 +25,15 @@ def _saliency_ratio(win: np.ndarray, extend: int, q: int, local: int) -> np.ndar
     spec = np.fft.rfft(ext, axis=1)
     amp = np.abs(spec)
     log_amp = np.log(amp + 1e-8)
-    kernel = np.ones(q) / q
-    pad = np.pad(log_amp, ((0, 0), (q // 2, q - 1 - q // 2)), mode="edge")
-    avg = sliding_window_view(pad, q, axis=1) @ kernel
+    # moving average of the log spectrum over q bins, edges padded with the edge value
+    left, right = q // 2, q - 1 - q // 2
+    pad = np.concatenate([np.repeat(log_amp[:, :1], left, axis=1), log_amp,
+                          np.repeat(log_amp[:, -1:], right, axis=1)], axis=1)
+    width = log_amp.shape[1]
+    acc = pad[:, 0:width].copy()
+    for j in range(1, q):
+        acc += pad[:, j: j + width]
+    avg = acc / q
     resid = log_amp - avg
     phase = np.where(amp > 0, spec / np.where(amp > 0, amp, 1.0), 0.0)
     sal = np.abs(np.fft.irfft(np.exp(resid) * phase, n=n, axis=1))

@@ -37,6 +37,9 @@ from .test_dashboards import _grafana_to_promql, _prom_exprs
 pytest.importorskip("torch")
 
 RECORDING = DASHBOARDS / "prometheus" / "rules" / "recording.yml"
+# The Prometheus server is shared by the session and may still hold other tests' "digits" series
+# (a config reload does not write staleness markers), so this stack's model has its own name.
+STACK_MODEL = "stack-digits"
 
 
 def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -90,11 +93,12 @@ def demo_stack(elasticsearch: ElasticsearchServer) -> Iterator[DemoStack]:
     model_url, sidecar_url = f"http://127.0.0.1:{mport}", f"http://127.0.0.1:{sport}"
     model = Server("model-server", [sys.executable, "-m", "incidentd.cli", "model-server", "--registry",
                                     str(workdir / "registry"), "--port", str(mport), "--device", "cpu",
+                                    "--model-name", STACK_MODEL,
                                     "--log-level", "warning"], workdir, env=env,
                    ready=lambda: http("GET", f"{model_url}/healthz")[0] == 200, ready_timeout=240)
     sidecar = Server("sidecar", [sys.executable, "-m", "incidentd.cli", "sidecar", "--target", model_url,
                                  "--port", str(sport), "--interval", "1", "--gpu", "simulated",
-                                 "--drift-min-rows", "50", "--model-name", "digits",
+                                 "--drift-min-rows", "50", "--model-name", STACK_MODEL,
                                  "--elasticsearch", elasticsearch.url, "--es-index-prefix", "stack",
                                  "--es-spool-dir", str(workdir / "es-spool"), "--log-level", "WARNING"],
                      workdir, env=env, ready=lambda: http("GET", f"{sidecar_url}/healthz")[0] == 200,
@@ -123,8 +127,8 @@ def scraped(demo_stack: DemoStack, prometheus: PrometheusServer) -> Iterator[Dem
         {"job_name": "model-server", "static_configs": [{"targets": [f"127.0.0.1:{demo_stack.model_port}"]}]},
     ], rule_files=[str(RECORDING)], interval="2s")
     # Wait for the slow signals too: labels joined, the drift window filled.
-    assert wait_until(lambda: bool(prometheus.query('model_feature_drift_p_value{job="incidentd-sidecar"}'))
-                      and bool(prometheus.query('model_accuracy_ratio{job="incidentd-sidecar"}')), 120), \
+    assert wait_until(lambda: bool(prometheus.query(f'model_feature_drift_p_value{{model="{STACK_MODEL}"}}'))
+                      and bool(prometheus.query(f'model_accuracy_ratio{{model="{STACK_MODEL}"}}')), 120), \
         "the sidecar's drift and accuracy signals never reached Prometheus"
     yield demo_stack
     prometheus.configure([])
@@ -132,7 +136,7 @@ def scraped(demo_stack: DemoStack, prometheus: PrometheusServer) -> Iterator[Dem
 
 NAMES = ["model_predictions_labeled_total", "model_predictions_correct_total", "model_requests_total",
          "model_accuracy_ratio", "model_weights_nonfinite", "model_up", "model_label_lag_seconds"]
-MV = (("model", "digits"), ("version", "v1"))
+MV = (("model", STACK_MODEL), ("version", "v1"))
 
 
 def _compare(stack: DemoStack, prometheus: PrometheusServer) -> list[str]:
@@ -142,7 +146,7 @@ def _compare(stack: DemoStack, prometheus: PrometheusServer) -> list[str]:
         return ["the sidecar does not see the model server right now"]
     problems = []
     for name in NAMES:
-        series = prometheus.query(f'{name}{{job="incidentd-sidecar"}}')
+        series = prometheus.query(f'{name}{{job="incidentd-sidecar",model="{STACK_MODEL}"}}')
         if not series:
             problems.append(f"{name}: not in Prometheus")
         for s in series:
@@ -173,7 +177,7 @@ def test_prometheus_holds_what_the_sidecar_exposes(scraped: DemoStack, prometheu
             from incidentd.sources.prometheus import PrometheusSource
         except ImportError:
             return
-        got = PrometheusSource(prometheus.url).read("model_accuracy_ratio", {"job": "incidentd-sidecar"},
+        got = PrometheusSource(prometheus.url).read("model_accuracy_ratio", {"model": STACK_MODEL},
                                                     time.time() - 10, time.time(), 2.0)
         assert got and got[0].values[-1] == pytest.approx(exposed[("model_accuracy_ratio", MV)])
     finally:
@@ -192,7 +196,7 @@ def test_every_grafana_panel_has_data_while_the_demo_runs(scraped: DemoStack, pr
     def all_have_data() -> bool:
         nonlocal empty
         empty = [f"{d} / {title}: {expr}" for d, title, expr in exprs
-                 if not prometheus.query(_grafana_to_promql(expr))]
+                 if not prometheus.query(_grafana_to_promql(expr).replace('=~".*"', f'=~"{STACK_MODEL}"'))]
         return not empty
 
     # A loaded machine can make one sidecar scrape of the model server time out (pass-through
@@ -203,7 +207,8 @@ def test_every_grafana_panel_has_data_while_the_demo_runs(scraped: DemoStack, pr
 def test_every_recording_rule_has_data_while_the_demo_runs(scraped: DemoStack, prometheus: PrometheusServer):
     import yaml
 
-    records = [r["record"] for g in yaml.safe_load(RECORDING.read_text())["groups"] for r in g["rules"]]
+    records = [f'{r["record"]}{{model="{STACK_MODEL}"}}'
+               for g in yaml.safe_load(RECORDING.read_text())["groups"] for r in g["rules"]]
     assert wait_until(lambda: all(prometheus.query(r) for r in records), 60), \
         [r for r in records if not prometheus.query(r)]
 
@@ -214,5 +219,5 @@ def test_sidecar_events_reach_elasticsearch(scraped: DemoStack, es_client):
         return es_client.count(index="stack-events*")["count"]
 
     assert wait_until(lambda: stored() > 0, 60), "no sidecar event in Elasticsearch"
-    hits = es_client.search(index="stack-events*", query={"term": {"service.name": "digits"}})["hits"]["hits"]
+    hits = es_client.search(index="stack-events*", query={"term": {"service.name": STACK_MODEL}})["hits"]["hits"]
     assert hits and all(h["_source"]["event"]["provider"] == "sidecar" for h in hits)

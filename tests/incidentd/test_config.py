@@ -1,0 +1,47 @@
+"""Invalid settings fail at start with the field named; the service never starts half-configured."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from incidentd.config import Settings
+from incidentd.errors import ConfigError
+
+
+def test_yaml_and_env_settings(tmp_path, monkeypatch):
+    p = tmp_path / "s.yaml"
+    p.write_text("port: 9000\nscrape_targets: [http://127.0.0.1:9101]\nremediation: {default_mode: approve}\n")
+    monkeypatch.setenv("INCIDENTD_REMEDIATION__COOLDOWN_SECONDS", "42")
+    s = Settings.load(p)
+    assert s.port == 9000 and s.remediation.default_mode.value == "approve"
+    assert s.remediation.cooldown_seconds == 42
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("port: -1\n", "port"),
+    ("scrape_targets: [ftp://x]\n", "scrape_targets"),
+    ("remediation: {default_mode: yolo}\n", "remediation.default_mode"),
+    ("unknown_key: 1\n", "unknown_key"),
+    ("- a list\n", "mapping"),
+    ("port: [unclosed\n", "not valid YAML"),
+])
+def test_invalid_settings_name_the_field(tmp_path, text, needle):
+    p = tmp_path / "s.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        Settings.load(p)
+    assert needle in str(e.value) and str(p) in str(e.value)
+
+
+def test_serve_refuses_a_bad_rule_pack_with_exit_2(tmp_path):
+    pack = tmp_path / "bad.yaml"
+    pack.write_text("pack: x\nrules:\n  - name: r\n    when: {fact: signal.nope, op: active}\n"
+                    "    then: {domain: model, root_cause: model.x, weight: 0.5, action: notify, explanation: x}\n")
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text(f"rules: [{pack}]\ndatabase: {tmp_path / 'db.sqlite'}\n")
+    r = subprocess.run([sys.executable, "-m", "incidentd.cli", "serve", "--config", str(cfg)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert "rule 'r'" in r.stderr and "signal 'nope'" in r.stderr
