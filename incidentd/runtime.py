@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -89,6 +90,14 @@ class Runtime:
                                      on_outcome=lambda k, o: self.metrics.actions.labels(k, o).inc())
         self.loop = DetectionLoop(settings, self.source, self.store, self.engine, self.specs, self.remediator,
                                   self.admin, step=settings.scrape_interval_seconds)
+        self.mirror = None
+        if settings.elasticsearch_url:
+            from collector.elasticsearch import ElasticsearchSink
+            from incidentd.mirror import Mirror
+
+            spool = Path(settings.database).resolve().parent / "es-spool"
+            self.mirror = Mirror(self.store, ElasticsearchSink(settings.elasticsearch_url, spool_dir=spool,
+                                                               registry=self.metrics.registry))
         self.scheduler = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1,
                                                            "misfire_grace_time": 30})
         self.started = False
@@ -114,6 +123,8 @@ class Runtime:
         try:
             self.loop.cycle()
             self.metrics.cycles.inc()
+            if self.mirror is not None:
+                self.mirror.sync()
             self.metrics.incidents_open.set(sum(1 for i in self.store.incidents(limit=1000)
                                                 if i.status is not IncidentStatus.RESOLVED))
         except Exception:
@@ -142,6 +153,8 @@ class Runtime:
             self.scheduler.shutdown(wait=True)
             self.started = False
         self.remediator.close()
+        if self.mirror is not None:
+            self.mirror.sink.close()
         if self.scraper is not None:
             self.scraper.close()
         if self.process is not None:
