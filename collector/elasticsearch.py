@@ -270,7 +270,7 @@ _COMMON: dict[str, Any] = {
     "event": {"properties": {"id": _KW, "kind": _KW, "action": _KW, "provider": _KW, "dataset": _KW,
                              "outcome": _KW}},
     "service": {"properties": {"name": _KW, "version": _KW}},
-    "labels": {"type": "flattened"},
+    "labels": {"type": "flattened", "ignore_above": 1024},
 }
 
 _SPECIFIC: dict[DocKind, dict[str, Any]] = {
@@ -292,7 +292,9 @@ _SPECIFIC: dict[DocKind, dict[str, Any]] = {
 
 def mappings_for(kind: DocKind) -> dict[str, Any]:
     """Explicit, strict mappings: a document that does not fit is a mapping error (dead-lettered)."""
-    incidentd = {"properties": {"details": {"type": "flattened"}, **_SPECIFIC[kind]}}
+    # Free-form details (timelines, plans, audit trails) are searchable as keywords; a long text
+    # leaf is kept in _source but not indexed (a keyword term above 32 KiB would fail the document).
+    incidentd = {"properties": {"details": {"type": "flattened", "ignore_above": 4096}, **_SPECIFIC[kind]}}
     return {"dynamic": "strict", "properties": {**_COMMON, "incidentd": incidentd}}
 
 

@@ -4,7 +4,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from diagnosis.types import (
-    FaultDomain, Hypothesis, Incident, IncidentStatus, Severity, TimelineEntry, new_id,
+    FaultDomain,
+    Hypothesis,
+    Incident,
+    IncidentStatus,
+    Severity,
+    TimelineEntry,
+    new_id,
 )
 
 

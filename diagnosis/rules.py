@@ -18,14 +18,14 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from detectors.errors import IncidentdError
 from diagnosis.types import FaultDomain, Hypothesis
-from diagnosis.vocabulary import ACTIONS, CHANGES, CONTEXT, SIGNALS
+from diagnosis.vocabulary import CHANGES, CONTEXT, SIGNALS
 
 DEFAULT_PACK = Path(__file__).parent / "rules" / "default.yaml"
 
@@ -51,24 +51,24 @@ class Fact(BaseModel):
     value: Any = None
 
     @model_validator(mode="after")
-    def _check(self) -> "Fact":
+    def _check(self) -> Fact:
         check_fact(self.fact, self.op, self.value)
         return self
 
 
 class All(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    all: list["Condition"] = Field(min_length=1)
+    all: list[Condition] = Field(min_length=1)
 
 
 class AnyOf(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    any: list["Condition"] = Field(min_length=1)
+    any: list[Condition] = Field(min_length=1)
 
 
 class Not(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    not_: "Condition" = Field(alias="not")
+    not_: Condition = Field(alias="not")
 
 
 def _condition_kind(v: Any) -> str:
@@ -81,8 +81,7 @@ def _condition_kind(v: Any) -> str:
 
 
 # Dispatch on the key so that an error names the field that is wrong, not every union branch.
-Condition = Annotated[Union[Annotated[Fact, Tag("fact")], Annotated[All, Tag("all")],
-                            Annotated[AnyOf, Tag("any")], Annotated[Not, Tag("not")]],
+Condition = Annotated[Annotated[Fact, Tag("fact")] | Annotated[All, Tag("all")] | Annotated[AnyOf, Tag("any")] | Annotated[Not, Tag("not")],
                       Discriminator(_condition_kind)]
 All.model_rebuild()
 AnyOf.model_rebuild()
@@ -104,7 +103,7 @@ class Then(BaseModel):
     explanation: str
 
     @model_validator(mode="after")
-    def _check(self) -> "Then":
+    def _check(self) -> Then:
         if not self.root_cause.startswith(self.domain.value + "."):
             raise ValueError(f"root_cause {self.root_cause!r} must start with its domain {self.domain.value!r}")
         check_template(self.explanation)
@@ -258,7 +257,7 @@ def _active_refs(cond: Any) -> set[str]:
     return set()
 
 
-def _anchor(rule: "Rule", facts: Facts) -> float | None:
+def _anchor(rule: Rule, facts: Facts) -> float | None:
     """Changes correlate with the onset of the symptoms the rule is about, not with unrelated noise."""
     onsets = [facts.signals[n].onset for n in _active_refs(rule.when) if n in facts.signals]
     return min(onsets) if onsets else facts.first_onset
@@ -328,7 +327,7 @@ class RuleEngine:
         self.rules = rules
 
     @classmethod
-    def load(cls, paths: list[Path | str]) -> "RuleEngine":
+    def load(cls, paths: list[Path | str]) -> RuleEngine:
         rules: list[LoadedRule] = []
         for p in paths:
             pack = load_pack(p)

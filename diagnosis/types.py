@@ -63,7 +63,7 @@ class Evidence:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Evidence":
+    def from_dict(cls, d: dict[str, Any]) -> Evidence:
         return cls(**{**d, "kind": EvidenceKind(d["kind"])})
 
 
@@ -87,7 +87,7 @@ class Hypothesis:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Hypothesis":
+    def from_dict(cls, d: dict[str, Any]) -> Hypothesis:
         return cls(domain=FaultDomain(d["domain"]), root_cause=d["root_cause"],
                    confidence=float(d["confidence"]), recommended_action=d["recommended_action"],
                    explanation=d["explanation"], evidence_ids=tuple(d.get("evidence_ids", ())),
@@ -142,7 +142,7 @@ class Incident:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Incident":
+    def from_dict(cls, d: dict[str, Any]) -> Incident:
         return cls(id=d["id"], model=d["model"], dedup_key=d["dedup_key"], status=IncidentStatus(d["status"]),
                    severity=Severity(d["severity"]), opened_at=d["opened_at"], updated_at=d["updated_at"],
                    title=d.get("title", ""), resolved_at=d.get("resolved_at"), mitigated_at=d.get("mitigated_at"),

@@ -69,7 +69,7 @@ class Settings(BaseSettings):
         return v
 
     @classmethod
-    def load(cls, path: Path | str | None = None, **overrides: Any) -> "Settings":
+    def load(cls, path: Path | str | None = None, **overrides: Any) -> Settings:
         data: dict[str, Any] = {}
         if path is not None:
             p = Path(path)

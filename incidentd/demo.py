@@ -16,9 +16,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import yaml
@@ -82,18 +83,20 @@ class Fault:
     name: str
     expected_domain: str
     expected_action: str | None        # None: the incident must not act on the model
-    inject: Callable[["Demo"], None]
-    clear: Callable[["Demo"], None]
+    inject: Callable[[Demo], None]
+    clear: Callable[[Demo], None]
 
 
 DRIFT_FEATURES = [19, 20, 21, 26, 27, 28, 35, 36, 43, 44]
 
 
 def _faults() -> list[Fault]:
-    def post(path: str, body: dict) -> Callable[["Demo"], None]:
+    def post(path: str, body: dict) -> Callable[[Demo], None]:
         return lambda d: d.model_admin("POST", path, body)
 
-    noop: Callable[["Demo"], None] = lambda d: None
+    def noop(d: Demo) -> None:
+        return None
+
     return [
         Fault("nonfinite_weights", "model", "clamp",
               post("/admin/faults", {"fault": "nonfinite_weights", "params": {"count": 12, "value": "nan"}}), noop),
@@ -212,7 +215,7 @@ class Demo:
     def stop(self) -> None:
         if self.traffic is not None:
             self.traffic.stop()
-        for name, p in reversed(self.procs):
+        for _name, p in reversed(self.procs):
             if p.poll() is None:
                 try:
                     os.killpg(p.pid, signal.SIGTERM)

@@ -1,7 +1,6 @@
 """One error hierarchy for the service and its edges."""
 from __future__ import annotations
 
-
 from detectors.errors import IncidentdError, InvalidInput
 
 __all__ = ["IncidentdError", "InvalidInput", "ConfigError", "SourceUnavailable", "NotFound", "Conflict",

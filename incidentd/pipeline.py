@@ -14,13 +14,20 @@ from typing import Any
 from diagnosis import lifecycle
 from diagnosis.rules import ChangeFact, Facts, RuleEngine, SignalFact
 from diagnosis.signals import SignalReading, SignalSpec, SourceLike
-from diagnosis.types import ChangeKind, Evidence, EvidenceKind, Incident, IncidentStatus, TimelineEntry, new_id
+from diagnosis.types import (
+    ChangeKind,
+    Evidence,
+    EvidenceKind,
+    Incident,
+    IncidentStatus,
+    new_id,
+)
 from diagnosis.vocabulary import SIGNALS
 from incidentd.config import Settings
 from incidentd.remediator import Remediator
 from incidentd.store import Store
 from remediation.executors import ModelServerAdmin
-from remediation.types import ActionFailed, ActionKind, ActionStatus
+from remediation.types import ActionFailed
 
 log = logging.getLogger(__name__)
 

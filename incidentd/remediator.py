@@ -4,8 +4,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 from diagnosis import lifecycle
 from diagnosis.signals import SignalSpec, SourceLike

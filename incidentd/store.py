@@ -61,7 +61,7 @@ class Store:
 
     # ------------------------------------------------------------ plumbing
 
-    def _tx(self) -> "_Tx":
+    def _tx(self) -> _Tx:
         return _Tx(self)
 
     def _query(self, sql: str, args: tuple = ()) -> list[tuple]:

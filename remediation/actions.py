@@ -6,8 +6,9 @@
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from remediation.executors import LocalProcess, ModelServerAdmin
 from remediation.types import ActionFailed, ActionKind, Plan

@@ -86,6 +86,6 @@ class ActionRecord:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ActionRecord":
+    def from_dict(cls, d: dict[str, Any]) -> ActionRecord:
         return cls(**{**d, "kind": ActionKind(d["kind"]), "mode": ActionMode(d["mode"]),
                       "status": ActionStatus(d["status"])})

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from detectors.errors import IncidentdError, InvalidInput
 from incidentd.api.routes import incidents, models, webhooks
 from incidentd.config import Settings
-from incidentd.errors import Conflict, ConfigError, NotFound, StorageError
+from incidentd.errors import ConfigError, Conflict, NotFound, StorageError
 from incidentd.runtime import Runtime
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -10,7 +9,7 @@ import typer
 def demo(
     fast: bool = typer.Option(False, "--fast", help="Short intervals: the whole demo in under 5 minutes."),
     as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object on stdout."),
-    workdir: Optional[Path] = typer.Option(None, "--workdir",
+    workdir: Path | None = typer.Option(None, "--workdir",
                                            help="Keep registry, database, logs and plots here (default: temp)."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Do not render incident plots."),
 ) -> None:

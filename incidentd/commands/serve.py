@@ -2,29 +2,28 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 
 def serve(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML settings file."),
-    host: Optional[str] = typer.Option(None, help="Listen address (default 127.0.0.1)."),
-    port: Optional[int] = typer.Option(None, help="Listen port (default 8080)."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML settings file."),
+    host: str | None = typer.Option(None, help="Listen address (default 127.0.0.1)."),
+    port: int | None = typer.Option(None, help="Listen port (default 8080)."),
     target: list[str] = typer.Option([], "--target", help="Sidecar URL to scrape (repeatable)."),
-    prometheus: Optional[str] = typer.Option(None, "--prometheus", help="Read metrics from this Prometheus."),
-    model_server: Optional[str] = typer.Option(None, "--model-server", help="Model server admin base URL."),
-    database: Optional[Path] = typer.Option(None, help="SQLite file (default incidentd.db)."),
+    prometheus: str | None = typer.Option(None, "--prometheus", help="Read metrics from this Prometheus."),
+    model_server: str | None = typer.Option(None, "--model-server", help="Model server admin base URL."),
+    database: Path | None = typer.Option(None, help="SQLite file (default incidentd.db)."),
     log_level: str = typer.Option("INFO", help="Log level."),
 ) -> None:
     """Run the incident service: scrape, detect, diagnose, remediate, verify; serve the REST API."""
     import uvicorn
 
+    from diagnosis.rules import RuleError
     from incidentd import logs
     from incidentd.api.app import create_app
     from incidentd.config import Settings
     from incidentd.errors import ConfigError
-    from diagnosis.rules import RuleError
 
     logs.setup(log_level)
     try:

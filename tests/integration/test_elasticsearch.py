@@ -76,7 +76,10 @@ def test_events_anomalies_incidents_actions_searchable(elasticsearch, es_client,
     sink.mirror_incident({"id": "inc-1", "status": "open", "severity": "critical", "title": "latency up",
                           "model": "digits", "created_at": now, "updated_at": now})
     sink.mirror_incident({"id": "inc-1", "status": "resolved", "severity": "critical", "title": "latency up",
-                          "model": "digits", "created_at": now, "updated_at": now + 10, "resolved_at": now + 10})
+                          "model": "digits", "created_at": now, "updated_at": now + 10, "resolved_at": now + 10,
+                          "timeline": [{"at": now, "kind": "opened", "text": "x" * 40_000},
+                                       {"at": now + 10, "kind": "resolved", "data": {"by": "alert"}}],
+                          "evidence_ids": ["a", "b"], "escalated": False})
     sink.mirror_incident({"id": "inc-1", "status": "open", "severity": "critical", "title": "latency up",
                           "model": "digits", "created_at": now, "updated_at": now + 1})  # stale: ignored
     sink.mirror_action({"id": "act-1", "incident_id": "inc-1", "kind": "rollback", "mode": "auto",
@@ -89,6 +92,9 @@ def test_events_anomalies_incidents_actions_searchable(elasticsearch, es_client,
     assert hit["hits"]["total"]["value"] == 1
     inc = es_client.get(index="docs-incidents", id="inc-1")["_source"]
     assert inc["incidentd"]["incident"]["status"] == "resolved"
+    assert inc["incidentd"]["details"]["timeline"][1]["kind"] == "resolved"
+    found = es_client.search(index="docs-incidents", query={"term": {"incidentd.details.escalated": "false"}})
+    assert found["hits"]["total"]["value"] == 1
     found = es_client.search(index="docs-actions", query={"term": {"incidentd.action.incident_id": "inc-1"}})
     assert found["hits"]["hits"][0]["_source"]["event"]["outcome"] == "success"
     sink.close()
