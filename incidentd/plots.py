@@ -10,7 +10,7 @@ from incidentd.store import Store
 
 # signal -> (metric, matchers, y label)
 PANELS = {
-    "latency": ("model_latency_seconds", {"quantile": "0.99"}, "p99 latency (s)"),
+    "latency": ("model_latency_seconds", {"quantile": "0.9"}, "p90 latency (s)"),
     "accuracy": ("model_accuracy_ratio", {}, "accuracy"),
     "error_rate": ("model_error_ratio", {}, "error ratio"),
     "nonfinite_outputs": ("model_nonfinite_output_ratio", {}, "non-finite outputs"),

@@ -134,8 +134,9 @@ def scraped(demo_stack: DemoStack, prometheus: PrometheusServer) -> Iterator[Dem
     prometheus.configure([])
 
 
+# Series that hold still while the traffic loop is paused (not ages such as model_label_lag_seconds).
 NAMES = ["model_predictions_labeled_total", "model_predictions_correct_total", "model_requests_total",
-         "model_accuracy_ratio", "model_weights_nonfinite", "model_up", "model_label_lag_seconds"]
+         "model_accuracy_ratio", "model_weights_nonfinite", "model_up", "model_drift_window_rows"]
 MV = (("model", STACK_MODEL), ("version", "v1"))
 
 
