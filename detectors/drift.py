@@ -239,8 +239,15 @@ class DriftSuite:
         """Test current data (same columns as the reference) and return the report."""
         if not self._fitted:
             raise InvalidInput("DriftSuite.compare called before fit")
-        names, columns, _ = _columns(current, None if _is_frame(current) else self.feature_names,
-                                     set(self.categorical), what="current", expected=self.feature_names)
+        block: np.ndarray | None = None
+        if isinstance(current, np.ndarray) and not self.categorical and current.dtype.kind in "fiub" \
+                and current.ndim == 2 and current.shape[1] == len(self.feature_names):
+            # fast path: one transposed copy that becomes the (features x rows) block sorted in place
+            block = np.array(current.T, dtype=float, order="C")
+            names, columns = list(self.feature_names), list(block)
+        else:
+            names, columns, _ = _columns(current, None if _is_frame(current) else self.feature_names,
+                                         set(self.categorical), what="current", expected=self.feature_names)
         m = len(columns[0]) if columns else 0
         if m == 0:
             raise InvalidInput("current data has no rows")
@@ -252,13 +259,20 @@ class DriftSuite:
         cat_tests = [t for t in self.tests if t in CATEGORICAL_TESTS] or ["chi2"]
         results: dict[tuple[str, str], tuple[float, float | None, bool | None]] = {}
         if num_names and num_tests:
-            block = np.empty((len(num_names), m))
-            for i, n in enumerate(num_names):
-                block[i] = _as_float(by_name[n], n, "current")      # contiguous rows: a fast copy
-            block[~np.isfinite(block)] = np.nan
+            if block is None or len(num_names) != len(block):
+                block = np.empty((len(num_names), m))
+                for i, n in enumerate(num_names):
+                    block[i] = _as_float(by_name[n], n, "current")
+            finite = np.isfinite(block)
+            if finite.all():
+                counts = np.full(len(num_names), m)
+            else:
+                block[~finite] = np.nan
+                counts = finite.sum(axis=1)
+            del finite
             want_ks = "ks" in num_tests
-            ks_stats = self._sort_rows(num_names, block, want_ks)   # sorts each row in place; NaNs go last
-            counts = m - np.isnan(block).sum(axis=1)
+            # sorts each row in place (NaNs go last) and takes its KS statistic
+            ks_stats = self._sort_rows(num_names, block, counts, want_ks)
             for i, n in enumerate(num_names):
                 if counts[i] < m:
                     missing[n] = int(m - counts[i])
@@ -328,7 +342,8 @@ class DriftSuite:
                            correction=self.correction, adjusted_p_values=tuple(adjusted),
                            n_reference=self._n_reference, n_current=m, missing=missing)
 
-    def _sort_rows(self, names: list[str], block: np.ndarray, with_ks: bool) -> list[float | None]:
+    def _sort_rows(self, names: list[str], block: np.ndarray, counts: np.ndarray,
+                   with_ks: bool) -> list[float | None]:
         """Sort every row (and take its KS statistic), on several threads for big inputs.
 
         numpy's sort and searchsorted release the GIL, so threads give real parallelism here.
@@ -338,7 +353,7 @@ class DriftSuite:
             row.sort()
             if not with_ks:
                 return None
-            k = len(row) - int(np.isnan(row).sum())
+            k = int(counts[i])
             if k == 0:
                 return None
             ref = self._num[names[i]]

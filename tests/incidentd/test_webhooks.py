@@ -149,3 +149,34 @@ def test_change_events_are_validated(client):
     assert client.post("/events", json={"model": "digits", "kind": "deploy", "version": "v3"}).status_code == 200
     r = client.post("/events", json={"model": "digits", "kind": "teleport"})
     assert r.status_code == 422 and any(f.startswith("kind") for f in r.json()["fields"])
+
+
+# A Grafana-alerting webhook notification (Grafana 11 unified alerting, as documented).
+GRAFANA = {
+    "receiver": "incidentd", "status": "firing", "orgId": 1, "version": "1", "groupKey": "{}:{}",
+    "truncatedAlerts": 0, "title": "[FIRING:1] ModelLatencyHigh", "state": "alerting", "message": "...",
+    "groupLabels": {}, "commonLabels": {"alertname": "ModelLatencyHigh"}, "commonAnnotations": {},
+    "externalURL": "http://grafana:3000/",
+    "alerts": [{
+        "status": "firing", "labels": {"alertname": "ModelLatencyHigh", "model": "digits", "signal": "latency"},
+        "annotations": {"summary": "p90 latency of digits above 250ms"},
+        "startsAt": "2026-11-23T06:10:03.157076+02:00", "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "http://grafana:3000/alerting/1afz29v7z/edit", "fingerprint": "c6eadffa33fcdf37",
+        "silenceURL": "http://grafana:3000/alerting/silence/new", "dashboardURL": "", "panelURL": "",
+        "values": {"B": 0.31, "C": 1},
+    }],
+}
+
+
+def test_grafana_alerting_webhook_opens_one_incident(client, runtime):
+    for _ in range(5):
+        assert client.post("/webhooks/grafana", json=GRAFANA).status_code == 200
+    runtime.loop.cycle()
+    incs = client.get("/incidents").json()["incidents"]
+    assert len(incs) == 1
+    ev = client.get(f"/incidents/{incs[0]['id']}").json()["evidence"]
+    assert [e["attributes"]["source"] for e in ev] == ["grafana"]
+    bad = copy.deepcopy(GRAFANA)
+    del bad["alerts"][0]["startsAt"]
+    r = client.post("/webhooks/grafana", json=bad)
+    assert r.status_code == 422 and any(f.startswith("alerts.0.startsAt") for f in r.json()["fields"])

@@ -54,11 +54,34 @@ def _evidence_id(fingerprint: str, starts_at: datetime) -> str:
     return f"alert-{fingerprint}-{int(starts_at.timestamp())}"
 
 
+class GrafanaPayload(BaseModel):
+    """Grafana-alerting webhook payload (unified alerting, version "1"): Alertmanager-shaped alerts."""
+
+    model_config = ConfigDict(extra="allow")
+    receiver: str = ""
+    status: Literal["firing", "resolved"]
+    orgId: int | None = None
+    version: str = "1"
+    truncatedAlerts: int = Field(0, ge=0)
+    alerts: list[AlertmanagerAlert]
+
+
 @router.post("/webhooks/alertmanager", dependencies=[WebhookAuth])
 def alertmanager(payload: AlertmanagerPayload, runtime: RuntimeDep) -> dict[str, Any]:
+    return _ingest(payload.alerts, payload.receiver, payload.truncatedAlerts, "alertmanager", runtime)
+
+
+@router.post("/webhooks/grafana", dependencies=[WebhookAuth])
+def grafana(payload: GrafanaPayload, runtime: RuntimeDep) -> dict[str, Any]:
+    return _ingest(payload.alerts, payload.receiver, payload.truncatedAlerts, "grafana", runtime)
+
+
+def _ingest(alerts: list[AlertmanagerAlert], receiver: str, truncated: int, source: str,
+            runtime: Any) -> dict[str, Any]:
+    """Store each alert notification once; the same semantics for Alertmanager and Grafana."""
     store = runtime.store
     accepted = duplicates = stale = 0
-    for alert in payload.alerts:
+    for alert in alerts:
         starts = alert.startsAt.isoformat()
         eid = _evidence_id(alert.fingerprint, alert.startsAt)
         name = alert.labels.get("alertname", "unnamed")
@@ -74,7 +97,8 @@ def alertmanager(payload: AlertmanagerPayload, runtime: RuntimeDep) -> dict[str,
                           alert.annotations.get("summary") or alert.annotations.get("description") or name,
                           attributes={"labels": alert.labels, "fingerprint": alert.fingerprint,
                                       "signal": signal if signal in SIGNALS else None,
-                                      "generator_url": alert.generatorURL, "receiver": payload.receiver})
+                                      "generator_url": alert.generatorURL, "receiver": receiver,
+                                      "source": source})
         else:
             prior = store.evidence([eid])
             base = prior[0] if prior else Evidence(eid, EvidenceKind.ALERT, model, name, alert.startsAt.timestamp(),
@@ -87,10 +111,9 @@ def alertmanager(payload: AlertmanagerPayload, runtime: RuntimeDep) -> dict[str,
             accepted += 1
         else:
             duplicates += 1
-    runtime.metrics.webhooks.labels("alertmanager", "accepted").inc(accepted)
-    runtime.metrics.webhooks.labels("alertmanager", "duplicate").inc(duplicates)
-    return {"accepted": accepted, "duplicates": duplicates, "stale": stale,
-            "truncated_alerts": payload.truncatedAlerts}
+    runtime.metrics.webhooks.labels(source, "accepted").inc(accepted)
+    runtime.metrics.webhooks.labels(source, "duplicate").inc(duplicates)
+    return {"accepted": accepted, "duplicates": duplicates, "stale": stale, "truncated_alerts": truncated}
 
 
 class ChangeEventBody(BaseModel):
