@@ -1,0 +1,129 @@
+"""Remediation under policy on a real model server: dry-run, approval, verification, escalation, audit."""
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from diagnosis.lifecycle import open_incident
+from diagnosis.types import FaultDomain, Hypothesis
+from incidentd.remediator import Remediator
+from incidentd.store import Store
+from remediation.actions import ActionContext
+from remediation.executors import ModelServerAdmin
+from remediation.policy import Policy
+from remediation.types import ActionKind, ActionMode, ActionStatus
+from tests.model_server.conftest import start_server
+
+BAD_VERSION = Hypothesis(FaultDomain.MODEL, "model.bad_version", 0.9, "rollback", "v2 is worse",
+                         evidence_ids=("ev-acc",), rules=("accuracy-drop-after-deploy",))
+
+
+class Verdict:
+    """The accuracy signal's verdict, set by the test (signals themselves are tested in tests/diagnosis)."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def recovered(self, source, model, since, now, version=None):
+        return self.value
+
+
+@pytest.fixture()
+def server(registry_dir):
+    s = start_server(registry_dir)
+    httpx.post(s.url + "/admin/load", json={"version": "v2"}).raise_for_status()
+    yield s
+    s.stop()
+
+
+def setup(tmp_path, server, **policy):
+    store = Store(tmp_path / "db.sqlite")
+    rem = Remediator(store, Policy(verify_seconds=1.0, **policy), ActionContext(ModelServerAdmin(server.url)))
+    inc, entries = open_incident("digits", [BAD_VERSION], ["ev-acc"], time.time(), [])
+    store.save_incident(inc, entries)
+    return store, rem, inc
+
+
+def wait_status(rem, action_id, statuses, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rec = rem.records()[0]
+        if rec.status in statuses:
+            return rec
+        time.sleep(0.1)
+    raise AssertionError(f"action stayed {rem.records()[0].status}")
+
+
+def current(server):
+    return httpx.get(server.url + "/admin/versions").json()["current"]
+
+
+def test_dry_run_plans_and_records_but_changes_nothing(tmp_path, server):
+    store, rem, inc = setup(tmp_path, server, default_mode=ActionMode.DRY_RUN)
+    rec = rem.consider(inc, BAD_VERSION, ["accuracy"], time.time())
+    assert rec.status is ActionStatus.DRY_RUN
+    assert rec.result == {"would_switch": {"from": "v2", "to": "v1"}}
+    assert current(server) == "v2"
+    assert rem.consider(inc, BAD_VERSION, ["accuracy"], time.time()) is None, "planned once per incident"
+    assert "action_dry_run" in [t.kind for t in store.timeline(inc.id)]
+    rem.close()
+
+
+def test_approval_flow_then_verified_and_audited(tmp_path, server):
+    store, rem, inc = setup(tmp_path, server, default_mode=ActionMode.APPROVE)
+    rec = rem.consider(inc, BAD_VERSION, ["accuracy"], time.time())
+    assert rec.status is ActionStatus.AWAITING_APPROVAL and current(server) == "v2"
+    rem.approve(rec.id, actor="alice")
+    rec = wait_status(rem, rec.id, {ActionStatus.VERIFYING, ActionStatus.FAILED})
+    assert rec.status is ActionStatus.VERIFYING and current(server) == "v1"
+    entries = rem.verify(inc, {"accuracy": Verdict(True)}, None, time.time(), "v1", grace=0.0)
+    assert [e.kind for e in entries] == ["mitigated"]
+    rec = rem.records()[0]
+    assert rec.status is ActionStatus.VERIFIED
+    assert [a["event"] for a in rec.audit] == ["planned", "approved", "executed", "verified"]
+    assert rec.audit[1]["actor"] == "alice"
+    rem.close()
+
+
+def test_denied_action_never_runs(tmp_path, server):
+    store, rem, inc = setup(tmp_path, server, default_mode=ActionMode.APPROVE)
+    rec = rem.consider(inc, BAD_VERSION, ["accuracy"], time.time())
+    rem.deny(rec.id, actor="bob")
+    time.sleep(0.5)
+    assert rem.records()[0].status is ActionStatus.DENIED and current(server) == "v2"
+    with pytest.raises(Exception, match="not awaiting approval"):
+        rem.approve(rec.id, actor="bob")
+    rem.close()
+
+
+def test_no_recovery_within_the_window_escalates_and_stops_acting(tmp_path, server):
+    store, rem, inc = setup(tmp_path, server)
+    rec = rem.consider(inc, BAD_VERSION, ["accuracy"], time.time())
+    rec = wait_status(rem, rec.id, {ActionStatus.VERIFYING})
+    time.sleep(1.2)
+    entries = rem.verify(inc, {"accuracy": Verdict(False)}, None, time.time(), "v1", grace=0.0)
+    assert [e.kind for e in entries] == ["escalated"] and inc.escalated
+    assert rem.records()[0].status is ActionStatus.NOT_RECOVERED
+    other = Hypothesis(FaultDomain.HARDWARE, "hardware.cpu_contention", 0.9, "restart", "x")
+    assert rem.consider(inc, other, ["latency"], time.time()) is None
+    assert "escalated" in store.timeline(inc.id)[-1].message or "action_blocked" in \
+        [t.kind for t in store.timeline(inc.id)]
+    rem.close()
+
+
+def test_service_restart_mid_action_reconciles_instead_of_rerunning(tmp_path, server):
+    store, rem, inc = setup(tmp_path, server, default_mode=ActionMode.APPROVE)
+    rec = rem.consider(inc, BAD_VERSION, ["accuracy"], time.time())
+    doc = store.action(rec.id)
+    doc["status"] = ActionStatus.EXECUTING.value       # as if the service died while executing
+    store.save_action(doc)
+    rem.close()
+    fresh = Remediator(store, Policy(verify_seconds=1.0), ActionContext(ModelServerAdmin(server.url)))
+    assert fresh.reconcile() == [rec.id]
+    rec = fresh.records()[0]
+    assert rec.status is ActionStatus.VERIFYING and rec.audit[-1]["event"] == "reconciled"
+    assert current(server) == "v2", "a reconciled action is verified, not blindly re-run"
+    fresh.close()
+    assert ActionKind.ROLLBACK is rec.kind
