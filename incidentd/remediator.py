@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from diagnosis import lifecycle
 from diagnosis.signals import SignalSpec, SourceLike
 from diagnosis.types import ChangeKind, Evidence, EvidenceKind, Hypothesis, Incident, TimelineEntry, new_id
+from incidentd.errors import Conflict
 from incidentd.store import Store
 from remediation.actions import ACTIONS, ActionContext
 from remediation.policy import Policy
@@ -110,25 +111,21 @@ class Remediator:
         return rec
 
     def approve(self, action_id: str, actor: str) -> ActionRecord:
-        rec = ActionRecord.from_dict(self.store.action(action_id))
-        if rec.status is not ActionStatus.AWAITING_APPROVAL:
-            from incidentd.errors import Conflict
-            raise Conflict(f"action {action_id} is {rec.status.value}, not awaiting approval")
-        rec.status = ActionStatus.EXECUTING
-        rec.log("approved", actor=actor)
-        self._save(rec, TimelineEntry(time.time(), "action_approved", f"{rec.kind.value} approved by {actor}",
-                                      {"action_id": rec.id}))
+        rec = self._answer(action_id, actor, ActionStatus.EXECUTING, "approved")
         self._pool.submit(self._execute, rec.id)
         return rec
 
     def deny(self, action_id: str, actor: str) -> ActionRecord:
+        return self._answer(action_id, actor, ActionStatus.DENIED, "denied")
+
+    def _answer(self, action_id: str, actor: str, status: ActionStatus, verb: str) -> ActionRecord:
+        """A person's answer to a plan awaiting approval, recorded in the audit trail and on the timeline."""
         rec = ActionRecord.from_dict(self.store.action(action_id))
         if rec.status is not ActionStatus.AWAITING_APPROVAL:
-            from incidentd.errors import Conflict
             raise Conflict(f"action {action_id} is {rec.status.value}, not awaiting approval")
-        rec.status = ActionStatus.DENIED
-        rec.log("denied", actor=actor)
-        self._save(rec, TimelineEntry(time.time(), "action_denied", f"{rec.kind.value} denied by {actor}",
+        rec.status = status
+        rec.log(verb, actor=actor)
+        self._save(rec, TimelineEntry(time.time(), f"action_{verb}", f"{rec.kind.value} {verb} by {actor}",
                                       {"action_id": rec.id}))
         return rec
 
