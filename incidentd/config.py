@@ -20,6 +20,10 @@ class RemediationSettings(BaseModel):
     max_actions_per_incident: int = Field(2, ge=1)
     verify_seconds: float = Field(120.0, gt=0)
     min_confidence: float = Field(0.6, ge=0, le=1)
+    max_actions_per_hour: int = Field(6, ge=1)
+    flap_limit: int = Field(3, ge=1)
+    flap_window_seconds: float = Field(3600.0, gt=0)
+    max_failed: int = Field(2, ge=1)
     act_after_cycles: int = Field(2, ge=1)
     restart_grace_seconds: float = Field(30.0, ge=0)
     clamp_bounds: str = "minmax"

@@ -60,6 +60,10 @@ class Remediator:
             return None   # one action of a kind per incident; a failed one escalates instead of repeating
         decision = self.policy.decide(kind, top.confidence, incident_actions, self.records(model=inc.model),
                                       inc.escalated, now)
+        if not decision.allowed and decision.escalate and not inc.escalated:
+            entry = lifecycle.escalate(inc, now, f"{kind.value} not started: {decision.reason}")
+            self.store.save_incident(inc, [entry])
+            return None
         if not decision.allowed:
             key = f"{inc.id}:{kind}"
             if self._last_block.get(key) != decision.reason:

@@ -83,7 +83,9 @@ class Runtime:
         rs = settings.remediation
         policy = Policy(default_mode=rs.default_mode, modes=dict(rs.modes), cooldown_seconds=rs.cooldown_seconds,
                         max_actions_per_incident=rs.max_actions_per_incident, verify_seconds=rs.verify_seconds,
-                        min_confidence=rs.min_confidence)
+                        min_confidence=rs.min_confidence, max_actions_per_hour=rs.max_actions_per_hour,
+                        flap_limit=rs.flap_limit, flap_window_seconds=rs.flap_window_seconds,
+                        max_failed=rs.max_failed)
         ctx = ActionContext(self.admin, self.process, {"bounds": rs.clamp_bounds, "margin": rs.clamp_margin}) \
             if self.admin else None
         self.remediator = Remediator(self.store, policy, ctx,

@@ -11,6 +11,7 @@ class Decision:
     allowed: bool
     mode: ActionMode
     reason: str
+    escalate: bool = False    # stop acting on this model and hand the incident to a person
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,10 @@ class Policy:
     max_actions_per_incident: int = 2
     verify_seconds: float = 120.0
     min_confidence: float = 0.6
+    max_actions_per_hour: int = 6            # per model, all kinds together
+    flap_limit: int = 3                      # same kind on the same model this often in flap_window: flapping
+    flap_window_seconds: float = 3600.0
+    max_failed: int = 2                      # failed or unverified remediations in flap_window: stop
 
     def mode_for(self, kind: ActionKind) -> ActionMode:
         return self.modes.get(kind, self.default_mode)
@@ -46,8 +51,22 @@ class Policy:
         if len(executed) >= self.max_actions_per_incident:
             return Decision(False, mode, f"already {len(executed)} actions on this incident "
                                          f"(max {self.max_actions_per_incident})")
-        recent = [a for a in model_actions if a.kind is kind and a.executed_at is not None
-                  and now - a.executed_at < self.cooldown_seconds]
+        window = [a for a in model_actions if a.executed_at is not None
+                  and now - a.executed_at < self.flap_window_seconds]
+        failed = [a for a in window if a.status in (ActionStatus.FAILED, ActionStatus.NOT_RECOVERED)]
+        if len(failed) >= self.max_failed:
+            return Decision(False, mode, f"{len(failed)} remediations on this model failed or did not recover "
+                                         f"in the last {self.flap_window_seconds:g}s: a person decides", escalate=True)
+        same = [a for a in window if a.kind is kind]
+        if len(same) >= self.flap_limit:
+            return Decision(False, mode, f"flapping: {kind.value} ran {len(same)} times on this model in the last "
+                                         f"{self.flap_window_seconds:g}s; fixing the symptom again would hide the "
+                                         "cause", escalate=True)
+        hour = [a for a in model_actions if a.executed_at is not None and now - a.executed_at < 3600.0]
+        if len(hour) >= self.max_actions_per_hour:
+            return Decision(False, mode, f"rate limit: {len(hour)} actions on this model in the last hour "
+                                         f"(max {self.max_actions_per_hour})")
+        recent = [a for a in same if now - a.executed_at < self.cooldown_seconds]
         if recent:
             wait = self.cooldown_seconds - (now - recent[-1].executed_at)
             return Decision(False, mode, f"{kind.value} cooldown: {wait:.0f}s left")

@@ -49,3 +49,27 @@ def test_escalated_incident_stops_acting():
 def test_approve_mode_is_reported():
     d = Policy(default_mode=ActionMode.APPROVE).decide(ActionKind.CLAMP, 0.9, [], [], False, 0.0)
     assert d.allowed and d.mode is ActionMode.APPROVE
+
+
+def test_flapping_remediation_stops_and_escalates():
+    p = Policy(cooldown_seconds=60, flap_limit=3, flap_window_seconds=3600)
+    restarts = [rec(executed_at=t, incident=f"inc-{i}") for i, t in enumerate((100.0, 400.0, 700.0))]
+    d = p.decide(ActionKind.RESTART, 0.95, [], restarts, False, now=1000.0)
+    assert not d.allowed and d.escalate and "flapping" in d.reason
+    assert p.decide(ActionKind.RESTART, 0.95, [], restarts, False, now=100.0 + 3601 + 600).allowed
+
+
+def test_repeated_failed_remediations_stop_and_escalate():
+    p = Policy(cooldown_seconds=0, max_failed=2)
+    failed = [rec(ActionKind.CLAMP, ActionStatus.NOT_RECOVERED, 100.0, "inc-1"),
+              rec(ActionKind.ROLLBACK, ActionStatus.FAILED, 200.0, "inc-2")]
+    d = p.decide(ActionKind.RESTART, 0.95, [], failed, False, now=300.0)
+    assert not d.allowed and d.escalate and "failed" in d.reason
+
+
+def test_rate_limit_per_model_per_hour():
+    p = Policy(cooldown_seconds=0, max_actions_per_hour=2, flap_limit=10)
+    done = [rec(ActionKind.CLAMP, executed_at=100.0, incident="a"), rec(ActionKind.ROLLBACK, executed_at=200.0,
+                                                                       incident="b")]
+    d = p.decide(ActionKind.RESTART, 0.95, [], done, False, now=300.0)
+    assert not d.allowed and not d.escalate and "rate limit" in d.reason
