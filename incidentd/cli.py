@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "incidentd.commands.drift",
     "incidentd.commands.rules",
     "incidentd.commands.inject",
+    "incidentd.commands.bench",
 )
 
 

@@ -69,6 +69,8 @@ class FaultResult:
     recover_seconds: float | None = None
     incident_id: str | None = None
     expected_action: str | None = None
+    expected_root_cause: str | None = None
+    false_remediation: bool = False
     notes: list[str] = field(default_factory=list)
 
     def public(self) -> dict[str, Any]:
@@ -85,6 +87,7 @@ class Fault:
     expected_action: str | None        # None: the incident must not act on the model
     inject: Callable[[Demo], None]
     clear: Callable[[Demo], None]
+    expected_root_cause: str | None = None
 
 
 DRIFT_FEATURES = [19, 20, 21, 26, 27, 28, 35, 36, 43, 44]
@@ -99,13 +102,16 @@ def _faults() -> list[Fault]:
 
     return [
         Fault("nonfinite_weights", "model", "clamp",
-              post("/admin/faults", {"fault": "nonfinite_weights", "params": {"count": 12, "value": "nan"}}), noop),
-        Fault("bad_version_deploy", "model", "rollback", post("/admin/load", {"version": "v2"}), noop),
+              post("/admin/faults", {"fault": "nonfinite_weights", "params": {"count": 12, "value": "nan"}}), noop,
+              "model.nonfinite_weights"),
+        Fault("bad_version_deploy", "model", "rollback", post("/admin/load", {"version": "v2"}), noop,
+              "model.bad_version"),
         Fault("input_drift", "data", None,
               lambda d: d.traffic.set_drift(0.6, DRIFT_FEATURES, scale=1.0, shift=7.0),
-              lambda d: d.traffic.set_drift(0.0)),
+              lambda d: d.traffic.set_drift(0.0), "data.covariate_drift"),
         Fault("cpu_starvation", "hardware", "restart",
-              post("/admin/faults", {"fault": "starvation", "params": {"threads": 3, "seconds": 300}}), noop),
+              post("/admin/faults", {"fault": "starvation", "params": {"threads": 3, "seconds": 300}}), noop,
+              "hardware.cpu_contention"),
     ]
 
 
@@ -127,6 +133,7 @@ class Demo:
         self.service_url = f"http://127.0.0.1:{self.service_port}"
         self.http = httpx.Client(timeout=10.0)
         self.traffic: Any = None
+        self.gpu_state = self.workdir / "gpu-sim.json"
 
     def say(self, msg: str) -> None:
         self._progress(f"[{time.monotonic() - self.t0:6.1f}s] {msg}")
@@ -197,7 +204,7 @@ class Demo:
         self._wait_http(self.service_url + "/healthz", 120, svc)
         self._wait_http(self.model_url + "/healthz", 60)
         self.say(f"service {self.service_url}, model server {self.model_url}")
-        gpu_state = self.workdir / "gpu-sim.json"
+        gpu_state = self.gpu_state
         gpu_state.write_text("{}")
         side = self._spawn("sidecar", ["sidecar", "--target", self.model_url, "--port", str(self.sidecar_port),
                                        "--interval", str(t.scrape), "--gpu", "simulated",
@@ -259,7 +266,8 @@ class Demo:
         return False
 
     def run_fault(self, fault: Fault) -> FaultResult:
-        res = FaultResult(fault.name, fault.expected_domain, expected_action=fault.expected_action)
+        res = FaultResult(fault.name, fault.expected_domain, expected_action=fault.expected_action,
+                          expected_root_cause=fault.expected_root_cause)
         self.say(f"fault {fault.name}: injecting (expect {fault.expected_domain}"
                  f"{', ' + fault.expected_action if fault.expected_action else ', no action on the model'})")
         injected = time.time()
@@ -307,6 +315,7 @@ class Demo:
         executed = [a for a in detail["actions"] if a["status"] not in ("dry_run", "denied", "awaiting_approval")]
         if executed:
             res.action = executed[0]["kind"]
+            res.false_remediation = fault.expected_action is None or res.action != fault.expected_action
         verified = [a for a in executed if a["status"] == "verified"]
         if verified:
             res.remediated = True
@@ -331,28 +340,44 @@ class Demo:
 
     # ------------------------------------------------------------------ the whole run
 
-    def run(self) -> dict[str, Any]:
-        self.start()
+    def warm_up(self) -> None:
         self.say(f"warming up for {self.t.warmup:.0f}s (detectors learn their baselines)")
         self.wait(self.t.warmup)
         self.wait_quiet(self.t.warmup)
+
+    def control(self) -> tuple[int, int]:
+        """A healthy period: returns (incidents opened, actions executed) — both should be 0."""
         self.say(f"healthy control period: {self.t.control:.0f}s without any fault")
         control_start = time.time()
         self.wait(self.t.control)
-        false_incidents = len(self.incidents_since(control_start))
-        self.say(f"healthy control: {false_incidents} incident(s) opened")
-        for inc in self.incidents_since(control_start):
+        incs = self.incidents_since(control_start)
+        actions = sum(1 for i in incs for a in self.api("GET", f"/incidents/{i['id']}")["actions"]
+                      if a["status"] not in ("dry_run", "denied", "awaiting_approval"))
+        self.say(f"healthy control: {len(incs)} incident(s) opened, {actions} action(s)")
+        for inc in incs:
             self.api("POST", f"/incidents/{inc['id']}/resolve", {"actor": "demo", "note": "false incident"})
+        return len(incs), actions
+
+    def run_phase(self, fault: Fault) -> tuple[FaultResult, int]:
+        """One fault, then wait for quiet; returns the result and the extra incidents it opened."""
+        phase_start = time.time()
+        res = self.run_fault(fault)
+        # More than one incident for one fault counts the extras as false incidents.
+        extra = max(0, len(self.incidents_since(phase_start)) - (1 if res.detected else 0))
+        self.wait(self.t.settle)
+        if not self.wait_quiet(self.t.phase_timeout):
+            self.say("signals still active after the settle period; continuing")
+        return res, extra
+
+    def run(self) -> dict[str, Any]:
+        self.start()
+        self.warm_up()
+        false_incidents, _ = self.control()
         results = []
         for fault in _faults():
-            phase_start = time.time()
-            res = self.run_fault(fault)
-            # More than one incident for one fault counts the extras as false incidents.
-            false_incidents += max(0, len(self.incidents_since(phase_start)) - (1 if res.detected else 0))
+            res, extra = self.run_phase(fault)
+            false_incidents += extra
             results.append(res)
-            self.wait(self.t.settle)
-            if not self.wait_quiet(self.t.phase_timeout):
-                self.say("signals still active after the settle period; continuing")
         stats = self.traffic.stats()
         self.say(f"traffic: {stats.requests_sent} requests, {stats.labels_sent} labels, "
                  f"{stats.requests_failed} failed requests")
