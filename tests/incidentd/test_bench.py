@@ -1,0 +1,42 @@
+"""The fault benchmark's scoring: accuracy, medians and false counts are computed as documented."""
+from __future__ import annotations
+
+from incidentd.bench import BenchReport, default_actions, taxonomy
+from incidentd.demo import FaultResult
+
+
+def result(fault, domain, root, exp_domain, exp_root, detect=2.0, recover=None, false_rem=False):
+    r = FaultResult(fault, exp_domain, detected=detect is not None, detect_seconds=detect, domain=domain,
+                    root_cause=root, expected_root_cause=exp_root, recover_seconds=recover)
+    r.false_remediation = false_rem
+    return r
+
+
+def test_summary_shape_and_figures():
+    runs = [
+        result("crash", "hardware", "hardware.process_crash", "hardware", "hardware.process_crash", 3.0, 10.0),
+        result("crash", "hardware", "hardware.cpu_contention", "hardware", "hardware.process_crash", 5.0, 20.0),
+        result("label_stall", "model", "model.concept_drift", "data", "data.label_stall", 40.0, None, True),
+        result("gpu_errors", None, None, "hardware", "hardware.gpu_errors", None),
+    ]
+    s = BenchReport(runs, control_incidents=1, control_actions=0, extra_incidents=2).summary()
+    assert set(s) == {"runs", "domain_accuracy", "root_cause_accuracy", "mttd_median_s", "mttr_median_s",
+                      "false_incidents", "false_remediations", "per_fault"}
+    assert s["runs"] == 4
+    assert s["domain_accuracy"] == 0.5 and s["root_cause_accuracy"] == 0.25
+    assert s["mttd_median_s"] == 5.0 and s["mttr_median_s"] == 15.0
+    assert s["false_incidents"] == 3 and s["false_remediations"] == 1
+    crash = next(f for f in s["per_fault"] if f["fault"] == "crash")
+    assert crash == {"fault": "crash", "runs": 2, "domain_correct": 2, "root_cause_correct": 1,
+                     "mttd_median_s": 4.0, "mttr_median_s": 15.0}
+    gpu = next(f for f in s["per_fault"] if f["fault"] == "gpu_errors")
+    assert gpu["mttd_median_s"] is None
+
+
+def test_taxonomy_expectations_come_from_the_rule_pack():
+    actions = default_actions()
+    assert actions["model.bad_version"] == "rollback" and actions["data.covariate_drift"] == "notify"
+    by_name = {f.name: f for f in taxonomy()}
+    assert by_name["crash"].expected_action == "restart"
+    assert by_name["unit_change"].expected_action is None            # data faults never touch the model
+    assert by_name["gpu_thermal"].expected_root_cause == "hardware.gpu_thermal"
