@@ -43,7 +43,7 @@ def default_actions() -> dict[str, str]:
 
 
 def taxonomy(names: list[str] | None = None) -> list[Fault]:
-    from incidentd.commands.inject import FAULTS, clear, inject
+    from incidentd.commands.inject import FAULTS, InjectError, clear, inject
 
     actions = default_actions()
     chosen = names or [*PARAMS, *GPU_FAULTS]
@@ -56,7 +56,10 @@ def taxonomy(names: list[str] | None = None) -> list[Fault]:
             inject(name, PARAMS.get(name, []) + extra, d.model_url)
 
         def undo(d: Demo, name: str = name) -> None:
-            clear([f"gpu_state={d.gpu_state}"], d.model_url)
+            try:
+                clear([f"gpu_state={d.gpu_state}"], d.model_url)
+            except InjectError as e:   # the server may be down or restarting (crash): nothing left to clear
+                d.say(f"clear after {name}: {e}")
 
         action = actions.get(spec.simulates, "notify")
         out.append(Fault(name, spec.domain, None if action == "notify" else action, do, undo, spec.simulates))
