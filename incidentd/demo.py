@@ -211,7 +211,7 @@ class Demo:
                                        "--gpu-sim-state", str(gpu_state), "--model-name", "digits",
                                        "--window-seconds", str(t.window_seconds), "--window-rows", "400",
                                        "--drift-min-rows", "200",
-                                       "--drift-alpha", "0.001", "--drift-psi-threshold", "0.3", "--log-level", "WARNING"])
+                                       "--drift-alpha", "0.0001", "--drift-psi-threshold", "0.3", "--log-level", "WARNING"])
         self._wait_http(self.sidecar_url + "/metrics", 60, side)
         self.say(f"sidecar {self.sidecar_url}")
         from incidentd.model_server.traffic import TrafficDriver
