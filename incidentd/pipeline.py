@@ -169,7 +169,7 @@ class DetectionLoop:
                 self.store.save_incident(inc, entries)
                 log.warning("incident %s opened: %s", inc.id, inc.title, extra={"incident": inc.id, "model": model})
                 st.tops.clear()
-            else:
+            elif not self._fading(inc, hyps[0] if hyps else None, facts):
                 upd = lifecycle.update_incident(inc, hyps, evidence_ids, now)
                 if upd.changed:
                     self.store.save_incident(inc, upd.entries)
@@ -188,6 +188,27 @@ class DetectionLoop:
             log.info("incident %s resolved", inc.id, extra={"incident": inc.id, "model": model})
             return None
         return inc
+
+    def _fading(self, inc: Incident, top: Any, facts: Facts) -> bool:
+        """A weaker explanation left behind as the stronger one's evidence ends is not a new diagnosis.
+
+        When a data fault stops, input drift clears before the accuracy window drains; the lingering
+        accuracy drop alone matches concept drift. If everything behind the weaker hypothesis started while
+        the current diagnosis still had its evidence, the incident keeps its diagnosis; a weaker hypothesis
+        on evidence that started later is a new development and replaces it.
+        """
+        current = inc.top
+        if top is None or current is None or top.root_cause == current.root_cause \
+                or top.confidence >= current.confidence:
+            return False
+        support = self.store.evidence(list(current.evidence_ids))
+        if not support:
+            return False
+        # While any evidence of the current diagnosis was still there, or up to when the last of it ended.
+        supported_until = max(e.ended_at if e.ended_at is not None else float("inf") for e in support)
+        onsets = {f.evidence_id: f.onset for f in facts.signals.values()}
+        onsets.update({c.evidence_id: c.at for c in facts.changes})
+        return all(onsets.get(e, float("inf")) <= supported_until for e in top.evidence_ids)
 
     def _superseded(self, inc: Incident, top: Any, facts: Facts) -> bool:
         """A mitigated incident whose fix held does not absorb a new, different fault."""

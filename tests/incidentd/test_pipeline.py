@@ -95,3 +95,16 @@ def test_deploy_of_a_worse_version_is_blamed_on_the_version(stack):
     changes = stack.store.recent_evidence("digits", 0, kind="change")
     assert [c.name for c in changes] == ["deploy"]
     assert changes[0].attributes["from"] == "v1" and changes[0].attributes["to"] == "v2"
+
+
+def test_lingering_accuracy_after_drift_ends_keeps_the_data_diagnosis(stack):
+    stack.tick(60)
+    stack.drifted, stack.accuracy = 6, 0.6
+    stack.tick(20)
+    stack.drifted = 0                   # the upstream fix lands; accuracy windows still hold bad labels
+    stack.tick(6)
+    stack.accuracy = 0.96
+    stack.tick(60)
+    (inc,) = stack.store.incidents()
+    assert inc.top.root_cause == "data.covariate_drift", [h.root_cause for h in inc.hypotheses]
+    assert inc.status.value == "resolved"
