@@ -79,9 +79,6 @@ class SignalSpec(ABC):
                   version: str | None = None) -> bool | None:
         """Whether the signal is healthy on data after ``since``; None when there is not enough data yet."""
 
-    def checkpoint(self) -> dict[str, Any]:
-        return {}
-
 
 # ---------------------------------------------------------------- level signals (latency, CPU, memory)
 
