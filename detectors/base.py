@@ -124,6 +124,15 @@ class Detector(ABC):
         return out
 
 
+def finite_or_none(value: Any) -> float | None:
+    """The point as a float, or None when it is not a finite number (detectors report it, never raise)."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
 def _to_jsonable(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         return {"__ndarray__": obj.tolist(), "dtype": str(obj.dtype)}

@@ -6,7 +6,7 @@ import math
 import numpy as np
 from scipy import special
 
-from detectors.base import Detector, register
+from detectors.base import Detector, finite_or_none, register
 from detectors.errors import InvalidInput
 from detectors.types import DetectorState, Direction
 from detectors.univariate._common import as_float_array
@@ -84,11 +84,8 @@ class BOCPD(Detector):
         self._log_norm = special.gammaln((nu + 1.0) / 2.0) - special.gammaln(nu / 2.0) - 0.5 * np.log(np.pi * nu)
 
     def update(self, value: float, timestamp: float | None = None) -> float:
-        try:
-            x = float(value)
-        except (TypeError, ValueError):
-            return self._invalid()
-        if not math.isfinite(x):
+        x = finite_or_none(value)
+        if x is None:
             return self._invalid()
         if len(self._log_r) == 0:
             self._warm_buf.append(x)

@@ -6,7 +6,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from detectors.base import Detector, register
+from detectors.base import Detector, finite_or_none, register
 from detectors.errors import InvalidInput
 from detectors.types import DetectorState, Direction
 from detectors.univariate._common import as_float_array, check_direction
@@ -50,11 +50,8 @@ class _CumulativeSum(Detector):
         return 1.0 - 0.01 ** (s / getattr(self, self._threshold_attr))
 
     def update(self, value: float, timestamp: float | None = None) -> float:
-        try:
-            x = float(value)
-        except (TypeError, ValueError):
-            return self._invalid()
-        if not math.isfinite(x):
+        x = finite_or_none(value)
+        if x is None:
             return self._invalid()
         a, b = self.alpha, 1.0 - self.alpha
         n = self._n

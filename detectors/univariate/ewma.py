@@ -6,7 +6,7 @@ import math
 import numpy as np
 from scipy import signal
 
-from detectors.base import Detector, register
+from detectors.base import Detector, finite_or_none, register
 from detectors.errors import InvalidInput
 from detectors.types import Direction
 from detectors.univariate._common import as_float_array, check_direction, z_to_score, z_to_score_array
@@ -52,11 +52,8 @@ class EWMA(Detector):
         self.direction = Direction.BOTH
 
     def update(self, value: float, timestamp: float | None = None) -> float:
-        try:
-            x = float(value)
-        except (TypeError, ValueError):
-            return self._invalid()
-        if not math.isfinite(x):
+        x = finite_or_none(value)
+        if x is None:
             return self._invalid()
         n = self._n
         if n == 0:

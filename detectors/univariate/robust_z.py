@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import bisect
-import math
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from detectors.base import Detector, register
+from detectors.base import Detector, finite_or_none, register
 from detectors.errors import InvalidInput
 from detectors.types import Direction
 from detectors.univariate._common import as_float_array, check_direction, z_to_score, z_to_score_array
@@ -62,11 +61,8 @@ class RobustZ(Detector):
 
     # -- streaming -------------------------------------------------------------------------------
     def update(self, value: float, timestamp: float | None = None) -> float:
-        try:
-            x = float(value)
-        except (TypeError, ValueError):
-            return self._invalid()
-        if not math.isfinite(x):
+        x = finite_or_none(value)
+        if x is None:
             return self._invalid()
         s = self._sorted
         n = len(s)

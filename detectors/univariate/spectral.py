@@ -1,12 +1,10 @@
 """Spectral residual (Ren et al., KDD 2019): saliency of the newest point in the log-amplitude spectrum."""
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from detectors.base import Detector, register
+from detectors.base import Detector, finite_or_none, register
 from detectors.errors import InvalidInput
 from detectors.types import DetectorState, Direction
 from detectors.univariate._common import as_float_array
@@ -89,11 +87,8 @@ class SpectralResidual(Detector):
         return np.where(r > 0, 1.0 - 0.01 ** (np.maximum(r, 0.0) / self.r_alarm), 0.0)
 
     def update(self, value: float, timestamp: float | None = None) -> float:
-        try:
-            x = float(value)
-        except (TypeError, ValueError):
-            return self._invalid()
-        if not math.isfinite(x):
+        x = finite_or_none(value)
+        if x is None:
             return self._invalid()
         self._buf.append(x)
         if len(self._buf) > self.window:

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from scipy import signal, special
 
-from detectors.base import Detector, register
+from detectors.base import Detector, finite_or_none, register
 from detectors.errors import InvalidInput
 from detectors.types import DetectorState, Direction
 from detectors.univariate._common import as_float_array
@@ -108,11 +108,8 @@ class Surprise(Detector):
         self.direction = Direction.BOTH
 
     def update(self, value: float, timestamp: float | None = None) -> float:
-        try:
-            x = float(value)
-        except (TypeError, ValueError):
-            return self._invalid()
-        if not math.isfinite(x):
+        x = finite_or_none(value)
+        if x is None:
             return self._invalid()
         if timestamp is not None and not math.isfinite(float(timestamp)):
             timestamp = None
