@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import special
 
 from detectors.types import Direction
+
+if TYPE_CHECKING:
+    from detectors.base import Detector
 
 # Two-sided standard-normal quantile of 0.99: a calibrated score reaches 0.99 exactly at the alarm z.
 Z99 = 2.5758293035489004
@@ -58,3 +62,15 @@ def as_float_array(values: object) -> np.ndarray:
     if arr.ndim != 1:
         raise InvalidInput(f"values must be one-dimensional, got shape {arr.shape}")
     return arr
+
+
+def batch_points(det: Detector, values: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The start of every ``score_batch``: values as floats, zero scores, the mask of finite points.
+
+    When there are points but none is finite, the detector is marked invalid, as ``update`` would.
+    """
+    arr = as_float_array(values)
+    valid = np.isfinite(arr)
+    if len(arr) and not valid.any():
+        det._invalid()
+    return arr, np.zeros(len(arr)), valid

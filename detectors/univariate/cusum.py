@@ -9,7 +9,7 @@ import numpy as np
 from detectors.base import Detector, finite_or_none, register
 from detectors.errors import InvalidInput
 from detectors.types import DetectorState, Direction
-from detectors.univariate._common import as_float_array, check_direction
+from detectors.univariate._common import batch_points, check_direction
 from detectors.univariate._ewm import cusum_path, ewm_path
 
 
@@ -82,13 +82,9 @@ class _CumulativeSum(Detector):
 
     def score_batch(self, values: np.ndarray, timestamps: np.ndarray | None = None) -> np.ndarray:
         """Vectorized equivalent of ``update``: lfilter for the baseline, chunked cumsums for the sums."""
-        values = as_float_array(values)
-        out = np.zeros(len(values))
-        valid = np.isfinite(values)
+        values, out, valid = batch_points(self, values)
         pos = np.flatnonzero(valid)
         if len(pos) == 0:
-            if len(values):
-                self._invalid()
             return out
         v = values[pos]
         off = 0

@@ -9,7 +9,12 @@ from scipy import signal
 from detectors.base import Detector, finite_or_none, register
 from detectors.errors import InvalidInput
 from detectors.types import Direction
-from detectors.univariate._common import as_float_array, check_direction, z_to_score, z_to_score_array
+from detectors.univariate._common import (
+    batch_points,
+    check_direction,
+    z_to_score,
+    z_to_score_array,
+)
 
 
 @register
@@ -80,13 +85,9 @@ class EWMA(Detector):
 
     def score_batch(self, values: np.ndarray, timestamps: np.ndarray | None = None) -> np.ndarray:
         """Vectorized equivalent of ``update`` on every value (linear recursions run through lfilter)."""
-        values = as_float_array(values)
-        out = np.zeros(len(values))
-        valid = np.isfinite(values)
+        values, out, valid = batch_points(self, values)
         v = values[valid]
         if len(v) == 0:
-            if len(values):
-                self._invalid()
             return out
         scores = np.zeros(len(v))
         off = 0

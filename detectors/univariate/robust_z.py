@@ -9,7 +9,12 @@ from numpy.lib.stride_tricks import sliding_window_view
 from detectors.base import Detector, finite_or_none, register
 from detectors.errors import InvalidInput
 from detectors.types import Direction
-from detectors.univariate._common import as_float_array, check_direction, z_to_score, z_to_score_array
+from detectors.univariate._common import (
+    batch_points,
+    check_direction,
+    z_to_score,
+    z_to_score_array,
+)
 
 _MAD_SCALE = 1.4826        # MAD -> sigma for normal data
 _MEANAD_SCALE = 1.2533     # mean absolute deviation -> sigma, used when more than half the window is tied
@@ -87,13 +92,9 @@ class RobustZ(Detector):
     # -- batch -----------------------------------------------------------------------------------
     def score_batch(self, values: np.ndarray, timestamps: np.ndarray | None = None) -> np.ndarray:
         """Vectorized equivalent of calling ``update`` on every value (continues from the current state)."""
-        values = as_float_array(values)
-        out = np.zeros(len(values))
-        valid = np.isfinite(values)
+        values, out, valid = batch_points(self, values)
         v = values[valid]
         if len(v) == 0:
-            if len(values):
-                self._invalid()
             return out
         w = self.window
         hist = np.asarray(self._buf, dtype=float)

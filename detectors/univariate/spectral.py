@@ -7,7 +7,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from detectors.base import Detector, finite_or_none, register
 from detectors.errors import InvalidInput
 from detectors.types import DetectorState, Direction
-from detectors.univariate._common import as_float_array
+from detectors.univariate._common import batch_points
 
 _CHUNK = 1 << 14
 
@@ -104,13 +104,9 @@ class SpectralResidual(Detector):
 
     def score_batch(self, values: np.ndarray, timestamps: np.ndarray | None = None) -> np.ndarray:
         """Vectorized equivalent of ``update``: FFTs of all sliding windows at once, in chunks."""
-        values = as_float_array(values)
-        out = np.zeros(len(values))
-        valid = np.isfinite(values)
+        values, out, valid = batch_points(self, values)
         pos = np.flatnonzero(valid)
         if len(pos) == 0:
-            if len(values):
-                self._invalid()
             return out
         v = values[pos]
         h = len(self._buf)

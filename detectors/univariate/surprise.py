@@ -10,7 +10,7 @@ from scipy import signal, special
 from detectors.base import Detector, finite_or_none, register
 from detectors.errors import InvalidInput
 from detectors.types import DetectorState, Direction
-from detectors.univariate._common import as_float_array
+from detectors.univariate._common import batch_points
 from detectors.univariate.seasonal import Seasonal
 
 _LOG2 = math.log(2.0)
@@ -165,13 +165,9 @@ class Surprise(Detector):
 
     def score_batch(self, values: np.ndarray, timestamps: np.ndarray | None = None) -> np.ndarray:
         """Vectorized equivalent of ``update`` on every value: three lfilter passes and a sparse loop."""
-        values = as_float_array(values)
-        out = np.zeros(len(values))
-        valid = np.isfinite(values)
+        values, out, valid = batch_points(self, values)
         pos = np.flatnonzero(valid)
         if len(pos) == 0:
-            if len(values):
-                self._invalid()
             return out
         v = values[pos]
         zs_all = np.zeros(len(v))
