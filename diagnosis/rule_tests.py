@@ -30,10 +30,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from diagnosis.rules import DEFAULT_PACK, ChangeFact, Facts, RuleEngine, RuleError, SignalFact
+from diagnosis.rules import (
+    DEFAULT_PACK,
+    ChangeFact,
+    Facts,
+    RuleEngine,
+    RuleError,
+    SignalFact,
+    read_yaml_mapping,
+)
 from diagnosis.types import FaultDomain, Hypothesis
 from diagnosis.vocabulary import ACTIONS, CHANGES, CONTEXT, SIGNALS
 
@@ -146,14 +153,7 @@ class RuleTestFile:
 def load_test_file(path: Path | str) -> RuleTestFile:
     """Read and validate a rule test file; rule_files resolve relative to it (default: the default pack)."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError as e:
-        raise RuleTestError(f"{path}: rule test file not found") from e
-    except yaml.YAMLError as e:
-        raise RuleTestError(f"{path}: not valid YAML: {e}") from e
-    if not isinstance(raw, dict):
-        raise RuleTestError(f"{path}: a rule test file is a mapping with keys 'rule_files' and 'tests'")
+    raw = read_yaml_mapping(path, "rule test file", "'rule_files' and 'tests'", RuleTestError)
     try:
         model = RuleTestFileModel.model_validate(raw)
     except ValidationError as e:

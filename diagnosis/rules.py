@@ -371,17 +371,23 @@ def render(template: str, facts: Facts) -> str:
     return template.format_map({"context": _Namespace(ctx), "signal": _Namespace(signals)})
 
 
-def load_pack(path: Path | str) -> RulePackModel:
-    """Read and validate one YAML rule pack; raise RuleError naming file, rule and field."""
-    path = Path(path)
+def read_yaml_mapping(path: Path, what: str, keys: str, error: type[Exception]) -> dict[str, Any]:
+    """A YAML file that must hold a mapping; ``error`` names the file and what is wrong with it."""
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError as e:
-        raise RuleError(f"{path}: rule pack not found") from e
+        raise error(f"{path}: {what} not found") from e
     except yaml.YAMLError as e:
-        raise RuleError(f"{path}: not valid YAML: {e}") from e
+        raise error(f"{path}: not valid YAML: {e}") from e
     if not isinstance(raw, dict):
-        raise RuleError(f"{path}: a rule pack is a mapping with keys 'pack' and 'rules'")
+        raise error(f"{path}: a {what} is a mapping with keys {keys}")
+    return raw
+
+
+def load_pack(path: Path | str) -> RulePackModel:
+    """Read and validate one YAML rule pack; raise RuleError naming file, rule and field."""
+    path = Path(path)
+    raw = read_yaml_mapping(path, "rule pack", "'pack' and 'rules'", RuleError)
     try:
         return RulePackModel.model_validate(raw)
     except ValidationError as e:
