@@ -5,7 +5,8 @@
 
 The split is fixed in advance (not chosen by score): "tune" = artificialWithAnomaly, realAWSCloudwatch,
 realAdExchange; "check" = artificialNoAnomaly, realTraffic, realTweets. Each part is scored with its own
-optimized threshold, as NAB does for a corpus.
+optimized threshold, as NAB does for a corpus. ``--per-category`` adds the standard score of each
+category (again with its own threshold): a change should help both splits, and ideally each category.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ def main() -> None:
     ap.add_argument("--data", default="../shared/nab/data")
     ap.add_argument("--labels", default="../shared/nab/labels/combined_windows.json")
     ap.add_argument("--detector", action="append", help="registered name (repeatable); default: the default")
+    ap.add_argument("--per-category", action="store_true", help="also print each category's standard score")
     args = ap.parse_args()
     for det in args.detector or [None]:
         t0 = time.perf_counter()
@@ -39,6 +41,13 @@ def main() -> None:
             sc = score_corpus(sel, [results[f.key][0] for f in sel])
             line.append(f"{part}: " + " / ".join(f"{sc[p].normalized:5.1f}" for p, _ in PROFILES))
         print("  ".join(line) + f"   ({rows / elapsed:,.0f} rows/s incl. CSV reading)", flush=True)
+        if args.per_category:
+            for cat in sorted({f.key.split("/")[0] for f in files}):
+                sel = [f for f in files if f.key.split("/")[0] == cat]
+                if not any(f.windows for f in sel):
+                    continue                     # no windows: the normalized score is undefined
+                sc = score_corpus(sel, [results[f.key][0] for f in sel], ("standard",))
+                print(f"    {cat:<24} standard {sc['standard'].normalized:5.1f}", flush=True)
     print("(scores: standard / low FP / low FN)", file=sys.stderr)
 
 

@@ -24,6 +24,10 @@ from collector.scrape import Reference
 log = logging.getLogger(__name__)
 
 PREDICTION = "prediction"
+SCALE_FACTOR = 10.0      # a value this many times the reference's largest magnitude is in another unit
+MAX_CODES = 32           # a feature whose reference holds at most this many integer values is a code
+MIN_SHARE = 0.05         # share of a feature's window values that must be affected to flag it
+KNOWN_MIX_PSI = 1.0      # known codes keeping their mix (PSI below this) = new categories, not a shift
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +47,78 @@ class DriftResult:
     drifted_features: tuple[str, ...]
     detected: bool
     prediction_psi: float | None
+    # Schema checks, deterministic (no test): features arriving in another unit (values >= SCALE_FACTOR x
+    # the reference's largest magnitude), and code-like features carrying codes the reference never had
+    # while the known codes keep their mix (a shift of the whole distribution is covariate drift instead).
+    unit_change_features: tuple[str, ...] = ()
+    unseen_category_features: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class _Support:
+    abs_max: np.ndarray                       # per feature, finite reference values
+    codes: list[np.ndarray | None]            # sorted codes of code-like features, else None
+    code_props: list[np.ndarray | None]       # their reference proportions
+
+    @classmethod
+    def of(cls, ref: np.ndarray) -> _Support:
+        finite = np.where(np.isfinite(ref), ref, np.nan)
+        with np.errstate(all="ignore"):
+            abs_max = np.nan_to_num(np.nanmax(np.abs(finite), axis=0), nan=0.0) if ref.size else np.zeros(0)
+        codes: list[np.ndarray | None] = []
+        props: list[np.ndarray | None] = []
+        for j in range(ref.shape[1]):
+            col = ref[:, j][np.isfinite(ref[:, j])]
+            values, counts = np.unique(col, return_counts=True)
+            if col.size and values.size <= MAX_CODES and np.all(values == np.round(values)):
+                codes.append(values)
+                props.append(counts / counts.sum())
+            else:
+                codes.append(None)
+                props.append(None)
+        return cls(abs_max, codes, props)
+
+    def check(self, x: np.ndarray, names: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        units: list[str] = []
+        candidates: dict[int, np.ndarray] = {}          # feature -> mask of its known-code values
+        unseen_rows = np.zeros(len(x), dtype=bool)       # rows carrying a new code in some feature
+        for j, name in enumerate(names):
+            col = x[:, j]
+            finite = np.isfinite(col)
+            if finite.sum() < 20:
+                continue
+            top = self.abs_max[j]
+            if top > 0 and np.mean(np.abs(col[finite]) > SCALE_FACTOR * top) >= MIN_SHARE:
+                units.append(name)
+                continue
+            codes = self.codes[j]
+            if codes is None:
+                continue
+            known = np.isin(col, codes)
+            new = finite & ~known
+            if new.sum() < MIN_SHARE * finite.sum() or not known.any():
+                continue
+            candidates[j] = known
+            unseen_rows |= new
+        unseen, moved = [], []
+        for j, known in candidates.items():
+            # The known codes of the rows that carry new codes tell a shift (they moved too) from new
+            # categories (they did not); with too few such values, the whole window's known codes decide
+            # (then a shift only shows once enough shifted rows filled the window).
+            on_rows = known & unseen_rows
+            values = x[on_rows, j] if on_rows.sum() >= 8 else x[known, j]
+            (unseen if self._known_mix_psi(j, values) < KNOWN_MIX_PSI else moved).append(names[j])
+        # A shift carries values past the reference's range *and* moves the known codes; on a feature
+        # that sat near the top of its range only the first shows. When any feature of the window moved
+        # with its new codes, the new codes elsewhere are most likely the same shift: covariate drift.
+        return tuple(units), (() if moved else tuple(unseen))
+
+    def _known_mix_psi(self, j: int, values: np.ndarray) -> float:
+        codes, ref_props = self.codes[j], self.code_props[j]
+        assert codes is not None and ref_props is not None
+        cur_props = np.bincount(np.searchsorted(codes, values), minlength=codes.size) / len(values)
+        p, q = np.clip(ref_props, 1e-4, None), np.clip(cur_props, 1e-4, None)
+        return float(np.sum((q - p) * np.log(q / p)))
 
 
 @dataclass(slots=True)
@@ -50,6 +126,7 @@ class _Fitted:
     suite: Any
     feature_names: tuple[str, ...]
     prediction_suite: Any | None  # PSI over the predicted class, categorical
+    support: _Support | None = None
 
 
 class DriftMonitor:
@@ -92,7 +169,9 @@ class DriftMonitor:
         if preds.size:
             pred_suite = DriftSuite(tests=("psi",), alpha=self.alpha, correction="none")
             pred_suite.fit(preds.astype(object).reshape(-1, 1), [PREDICTION], categorical=[PREDICTION])
-        self._fitted[reference.version] = _Fitted(suite, tuple(reference.feature_names), pred_suite)
+        ref = np.asarray(reference.inputs, dtype=float)
+        support = _Support.of(ref) if ref.ndim == 2 else None
+        self._fitted[reference.version] = _Fitted(suite, tuple(reference.feature_names), pred_suite, support)
         self._fitted.move_to_end(reference.version)
         while len(self._fitted) > self.max_versions:
             self._fitted.popitem(last=False)
@@ -126,6 +205,7 @@ class DriftMonitor:
             pred_report = fitted.prediction_suite.compare(preds.astype(object).reshape(-1, 1))
             psi = float(pred_report.features[0].statistic)
             psi = psi if math.isfinite(psi) else None
+        units, unseen = fitted.support.check(x, fitted.feature_names) if fitted.support else ((), ())
         return DriftResult(
             version=version,
             rows=int(x.shape[0]),
@@ -133,4 +213,6 @@ class DriftMonitor:
             drifted_features=tuple(str(n) for n in report.drifted_features),
             detected=bool(report.drift),
             prediction_psi=psi,
+            unit_change_features=units,
+            unseen_category_features=unseen,
         )

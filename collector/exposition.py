@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from collector.drift_monitor import SCALE_FACTOR
 from collector.sidecar import PASSTHROUGH
 
 if TYPE_CHECKING:
@@ -29,6 +30,9 @@ HELP: dict[str, str] = {
     "model_nonfinite_outputs_total": "Model outputs that were NaN or infinite (passed through).",
     "model_weights_nonfinite": "Non-finite values in the loaded model weights (passed through).",
     "model_weights_abs_max": "Largest absolute value in the loaded model weights (passed through).",
+    "model_requests_in_flight": "Predict requests being answered now (passed through).",
+    "model_oldest_request_age_seconds": "Age of the oldest predict request still in flight, 0 when none "
+                                        "(passed through).",
 }
 
 
@@ -199,6 +203,18 @@ def _model_families(snap: SidecarSnapshot) -> Iterator[Metric]:
             "model_drifted_features",
             "Features drifting after Benjamini-Hochberg correction.",
             float(len(d.drifted_features)),
+        )
+        yield from gauge(
+            "model_unit_change_features",
+            f"Features arriving in another unit: at least 5% of values >= {SCALE_FACTOR:g}x the reference's "
+            "largest magnitude.",
+            float(len(d.unit_change_features)),
+        )
+        yield from gauge(
+            "model_unseen_category_features",
+            "Code-like features carrying codes the reference never had (at least 5% of values) while the "
+            "known codes keep their mix.",
+            float(len(d.unseen_category_features)),
         )
         yield from gauge(
             "model_input_drift_detected",

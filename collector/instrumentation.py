@@ -21,6 +21,7 @@ import time
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, Generic, TypeVar
 
@@ -32,6 +33,7 @@ __all__ = [
     "LATENCY_BUCKETS",
     "ErrorReason",
     "FeedbackRecord",
+    "InFlightCollector",
     "ModelInstrumentation",
     "ModelStateCollector",
     "Page",
@@ -172,6 +174,48 @@ class ModelStateCollector(Collector):
         yield am
 
 
+class InFlightCollector(Collector):
+    """``model_requests_in_flight`` and ``model_oldest_request_age_seconds``, read at scrape time.
+
+    A hung server answers nothing, so its latency histogram and request counter simply stop moving;
+    what gives a hang away is a request that has been in flight for far longer than any answer takes.
+    """
+
+    def __init__(self, model: str, version: Callable[[], str]) -> None:
+        self._model = model
+        self._version = version
+        self._lock = threading.Lock()
+        self._started: dict[int, float] = {}
+        self._ids = itertools.count()
+
+    @contextmanager
+    def track(self) -> Iterator[None]:
+        key = next(self._ids)
+        with self._lock:
+            self._started[key] = time.monotonic()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._started.pop(key, None)
+
+    def collect(self) -> Iterator[Metric]:
+        now = time.monotonic()
+        with self._lock:
+            n = len(self._started)
+            oldest = min(self._started.values(), default=now)
+        labels = [self._model, self._version()]
+        inflight = GaugeMetricFamily("model_requests_in_flight", "Predict requests being answered now",
+                                     labels=["model", "version"])
+        inflight.add_metric(labels, float(n))
+        yield inflight
+        age = GaugeMetricFamily("model_oldest_request_age_seconds",
+                                "Age of the oldest predict request still in flight (0 when none)",
+                                labels=["model", "version"])
+        age.add_metric(labels, max(0.0, now - oldest))
+        yield age
+
+
 class ModelInstrumentation:
     """Metrics and logs for one served model; ``set_version`` after a model swap.
 
@@ -197,6 +241,8 @@ class ModelInstrumentation:
         self.nonfinite = Counter("model_nonfinite_outputs_total", "Predicted rows with a non-finite output",
                                  labels, registry=registry)
         registry.register(ModelStateCollector(model, lambda: self.version, weight_stats))
+        self._in_flight = InFlightCollector(model, lambda: self.version)
+        registry.register(self._in_flight)
         self.prediction_log: RingLog[PredictionRecord] = RingLog(prediction_log_size)
         self.feedback_log: RingLog[FeedbackRecord] = RingLog(feedback_log_size)
         # request id -> True for ids still in the prediction log window (for feedback validation)
@@ -220,6 +266,10 @@ class ModelInstrumentation:
     def set_version(self, version: str) -> None:
         self._touch(version)
         self._version = version
+
+    def in_flight(self) -> Any:
+        """Context manager around answering one predict request (feeds the in-flight gauges)."""
+        return self._in_flight.track()
 
     @staticmethod
     def new_request_id() -> str:

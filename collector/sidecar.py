@@ -41,6 +41,8 @@ PASSTHROUGH: dict[str, str] = {
     "model_nonfinite_outputs_total": "counter",
     "model_weights_nonfinite": "gauge",
     "model_weights_abs_max": "gauge",
+    "model_requests_in_flight": "gauge",
+    "model_oldest_request_age_seconds": "gauge",
 }
 
 

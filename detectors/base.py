@@ -23,6 +23,9 @@ import numpy as np
 from detectors.types import DetectorState, Direction
 
 REGISTRY: dict[str, type[Detector]] = {}
+# enum members bound once: a class-attribute lookup such as DetectorState.NORMAL costs ~0.15 us, and
+# _judge runs on every streamed point
+_WARMUP, _NORMAL, _ANOMALOUS = DetectorState.WARMUP, DetectorState.NORMAL, DetectorState.ANOMALOUS
 
 
 def register(cls: type[Detector]) -> type[Detector]:
@@ -65,11 +68,11 @@ class Detector(ABC):
         """Store ``score`` and derive the state from it (WARMUP until ``warm``)."""
         self.score = score
         if not warm:
-            self.state = DetectorState.WARMUP
+            self.state = _WARMUP
         elif score >= self.alarm_threshold:
-            self.state = DetectorState.ANOMALOUS
+            self.state = _ANOMALOUS
         else:
-            self.state = DetectorState.NORMAL
+            self.state = _NORMAL
         return score
 
     # Constructor arguments stored under another attribute name. ``direction`` is the usual one: the

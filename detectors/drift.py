@@ -47,6 +47,7 @@ CORRECTIONS = ("fdr_bh", "bonferroni", "none")
 MULTIVARIATE_NAME = "(all features)"
 _KS_MAX_AUTO_N = 10000   # scipy's ks_2samp 'auto': exact p-values when both samples are at most this big
 _PSI_EPS = 1e-4          # proportions are clipped to this before the PSI/JSD logarithms
+_KS_GRID_MAX = 65536     # most buckets of the KS grid (current samples under a quarter of it are just sorted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,10 +101,54 @@ class DriftReport:
                                                     -f.statistic))
 
 
+@dataclass(frozen=True, slots=True)
+class _KsGrid:
+    """A monotone bucketing of the real line fitted to the reference, for the KS statistic of big samples.
+
+    ``bucket(x) = clip(trunc((x - lo) * scale), 0, size - 1)`` is non-decreasing in x even in floating
+    point, so counting the current values per bucket (O(m), no sort) bounds both ECDFs inside every
+    bucket; only the few buckets whose bound could beat the best exact value are sorted and compared
+    point by point (``_ks_stat_grid``).
+    """
+
+    lo: float
+    scale: float
+    ref_below: np.ndarray       # ref_below[b]: reference values in buckets < b (length size + 1)
+    ref_cdf: np.ndarray         # ref_below / n: F_ref just before bucket b
+
+    @property
+    def size(self) -> int:
+        return len(self.ref_below) - 1
+
+    def bucket(self, x: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore"):    # far outliers overflow to +-inf and land in an end bucket
+            b = np.subtract(x, self.lo)
+            b *= self.scale
+        np.maximum(b, 0, out=b)
+        np.minimum(b, self.size - 1, out=b)
+        return b.astype(np.intp)
+
+    @classmethod
+    def fit(cls, sorted_ref: np.ndarray) -> _KsGrid:
+        n = len(sorted_ref)
+        size = int(min(_KS_GRID_MAX, max(1, n // 8)))   # about eight reference values per bucket
+        # spread the buckets over the central 99.8% so that outliers do not coarsen them
+        lo, hi = float(sorted_ref[int(0.001 * (n - 1))]), float(sorted_ref[int(0.999 * (n - 1))])
+        with np.errstate(over="ignore", divide="ignore"):
+            scale = size / (hi - lo) if hi > lo else 1.0
+        if not math.isfinite(scale):
+            scale = 1.0
+        ref_below = np.zeros(size + 1, dtype=np.int64)
+        grid = cls(lo, float(scale), ref_below, ref_below / n)
+        np.cumsum(np.bincount(grid.bucket(sorted_ref), minlength=size), out=ref_below[1:])
+        np.divide(ref_below, n, out=grid.ref_cdf)
+        return grid
+
+
 @dataclass(slots=True)
 class _Numeric:
     sorted_ref: np.ndarray      # finite reference values, ascending
-    cdf: np.ndarray             # (1..n)/n, cached for KS
+    grid: _KsGrid
     edges: np.ndarray           # PSI/JSD bin edges (searchsorted side='left')
     ref_props: np.ndarray       # reference proportion per bin
     std: float
@@ -212,7 +257,7 @@ class DriftSuite:
         edges = np.unique(np.concatenate([[np.nextafter(x[0], -np.inf)], q]))
         props = _bin_props(edges, x)
         std = float(np.std(x))
-        return _Numeric(x, np.arange(1, n + 1) / n, edges, props, std)
+        return _Numeric(x, _KsGrid.fit(x), edges, props, std)
 
     def _fit_pca(self, ref: np.ndarray) -> dict[str, np.ndarray]:
         ref = ref[np.isfinite(ref).all(axis=1)]
@@ -239,12 +284,11 @@ class DriftSuite:
         """Test current data (same columns as the reference) and return the report."""
         if not self._fitted:
             raise InvalidInput("DriftSuite.compare called before fit")
-        block: np.ndarray | None = None
         if isinstance(current, np.ndarray) and not self.categorical and current.dtype.kind in "fiub" \
                 and current.ndim == 2 and current.shape[1] == len(self.feature_names):
-            # fast path: one transposed copy that becomes the (features x rows) block sorted in place
-            block = np.array(current.T, dtype=float, order="C")
-            names, columns = list(self.feature_names), list(block)
+            # fast path: column views of the caller's array, nothing copied up front
+            arr = current if current.dtype == np.float64 else current.astype(float)
+            names, columns = list(self.feature_names), [arr[:, j] for j in range(arr.shape[1])]
         else:
             names, columns, _ = _columns(current, None if _is_frame(current) else self.feature_names,
                                          set(self.categorical), what="current", expected=self.feature_names)
@@ -259,48 +303,36 @@ class DriftSuite:
         cat_tests = [t for t in self.tests if t in CATEGORICAL_TESTS] or ["chi2"]
         results: dict[tuple[str, str], tuple[float, float | None, bool | None]] = {}
         if num_names and num_tests:
-            if block is None or len(num_names) != len(block):
-                block = np.empty((len(num_names), m))
-                for i, n in enumerate(num_names):
-                    block[i] = _as_float(by_name[n], n, "current")
-            finite = np.isfinite(block)
-            if finite.all():
-                counts = np.full(len(num_names), m)
-            else:
-                block[~finite] = np.nan
-                counts = finite.sum(axis=1)
-            del finite
-            want_ks = "ks" in num_tests
-            # sorts each row in place (NaNs go last) and takes its KS statistic
-            ks_stats = self._sort_rows(num_names, block, counts, want_ks)
-            for i, n in enumerate(num_names):
-                if counts[i] < m:
-                    missing[n] = int(m - counts[i])
+            keep = any(t != "ks" for t in num_tests)
+            finite = self._numeric_columns(num_names, by_name, m, "ks" in num_tests, keep)
+            counts = [k for _, k, _ in finite]
+            for n, k in zip(num_names, counts):
+                if k < m:
+                    missing[n] = m - k
             if "ks" in num_tests:
-                for (n, stat, p) in self._ks(num_names, block, counts, ks_stats):
+                for (n, stat, p) in self._ks(num_names, counts, [d for _, _, d in finite]):
                     results[(n, "ks")] = (stat, p, None)
-            for i, n in enumerate(num_names):
-                c = block[i, : counts[i]]
+            for n, (c, k, _) in zip(num_names, finite):
                 ref = self._num[n]
                 if "psi" in num_tests:
                     results[(n, "psi")] = _threshold(_psi(ref.ref_props, _bin_props(ref.edges, c)),
-                                                     self.psi_threshold, len(c))
+                                                     self.psi_threshold, k)
                 if "jsd" in num_tests:
                     results[(n, "jsd")] = _threshold(_jsd(ref.ref_props, _bin_props(ref.edges, c)),
-                                                     self.jsd_threshold, len(c))
+                                                     self.jsd_threshold, k)
                 if "wasserstein" in num_tests:
                     results[(n, "wasserstein")] = _threshold(_wasserstein(ref.sorted_ref, c, ref.std),
-                                                             self.wasserstein_threshold, len(c))
+                                                             self.wasserstein_threshold, k)
             if "mmd" in num_tests:
                 from detectors._mmd import mmd_permutation_test
 
                 rng = np.random.default_rng(self.seed)
-                for i, n in enumerate(num_names):
-                    c = block[i, : counts[i]]
+                for n, (c, _, _) in zip(num_names, finite):
                     if len(c) == 0:
                         results[(n, "mmd")] = (0.0, 1.0, None)
                         continue
-                    stat, p = mmd_permutation_test(self._num[n].sorted_ref, c, self.mmd_permutations,
+                    # sorted, so that the seeded subsample does not depend on the row order
+                    stat, p = mmd_permutation_test(self._num[n].sorted_ref, np.sort(c), self.mmd_permutations,
                                                    self.mmd_max_samples, rng)
                     results[(n, "mmd")] = (stat, p, None)
         for n in self.feature_names:
@@ -342,24 +374,23 @@ class DriftSuite:
                            correction=self.correction, adjusted_p_values=tuple(adjusted),
                            n_reference=self._n_reference, n_current=m, missing=missing)
 
-    def _sort_rows(self, names: list[str], block: np.ndarray, counts: np.ndarray,
-                   with_ks: bool) -> list[float | None]:
-        """Sort every row (and take its KS statistic), on several threads for big inputs.
+    def _numeric_columns(self, names: list[str], by_name: dict[str, Any], m: int, with_ks: bool,
+                         keep: bool) -> list[tuple[np.ndarray, int, float | None]]:
+        """Per numeric feature: its finite current values (unsorted; empty unless ``keep``), their count and
+        the KS statistic. Columns run on several threads for big inputs (numpy releases the GIL)."""
+        empty = np.empty(0)
 
-        numpy's sort and searchsorted release the GIL, so threads give real parallelism here.
-        """
-        def work(i: int) -> float | None:
-            row = block[i]
-            row.sort()
-            if not with_ks:
-                return None
-            k = int(counts[i])
-            if k == 0:
-                return None
-            ref = self._num[names[i]]
-            return _ks_stat(ref.sorted_ref, ref.cdf, row[:k])
+        def work(i: int) -> tuple[np.ndarray, int, float | None]:
+            name = names[i]
+            c = _as_float(by_name[name], name, "current")      # may be a strided column view
+            with np.errstate(over="ignore", invalid="ignore"):
+                total = c.sum()
+            if not math.isfinite(total):                        # cheap: any NaN or inf makes the sum so
+                c = c[np.isfinite(c)]
+            d = _ks_stat_grid(self._num[name], c) if with_ks and len(c) else None
+            return (np.ascontiguousarray(c) if keep else empty), len(c), d
 
-        workers = min(self.workers, len(names)) if block.size >= 1_000_000 else 1
+        workers = min(self.workers, len(names)) if m * len(names) >= 1_000_000 else 1
         if workers <= 1:
             return [work(i) for i in range(len(names))]
         from concurrent.futures import ThreadPoolExecutor
@@ -367,22 +398,15 @@ class DriftSuite:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             return list(pool.map(work, range(len(names))))
 
-    def _ks(self, names: list[str], block: np.ndarray, counts: np.ndarray,
+    def _ks(self, names: list[str], counts: list[int],
             ks_stats: list[float | None]) -> list[tuple[str, float, float]]:
-        from scipy import stats
-
         out: list[tuple[str, float, float]] = []
         asymp_idx, asymp_d, asymp_en = [], [], []
-        for i, n in enumerate(names):
-            ref = self._num[n]
-            m = int(counts[i])
-            if m == 0:
+        for n, m, d in zip(names, counts, ks_stats):
+            if m == 0 or d is None:
                 out.append((n, 0.0, 1.0))
                 continue
-            d = ks_stats[i]
-            if d is None:
-                d = _ks_stat(ref.sorted_ref, ref.cdf, block[i, :m])
-            n1 = len(ref.sorted_ref)
+            n1 = len(self._num[n].sorted_ref)
             if max(n1, m) <= _KS_MAX_AUTO_N:
                 ok, d_exact, p = _ks_exact(n1, m, d)
                 if ok:
@@ -394,14 +418,14 @@ class DriftSuite:
             asymp_en.append(np.round(big * small / (big + small)))
             out.append((n, d, math.nan))
         if asymp_idx:
-            ps = np.clip(stats.kstwo.sf(np.asarray(asymp_d), np.asarray(asymp_en)), 0, 1)
+            ps = _kstwo_sf(np.asarray(asymp_d), np.asarray(asymp_en))
             for j, p in zip(asymp_idx, np.atleast_1d(ps)):
                 out[j] = (out[j][0], out[j][1], float(p))
         return out
 
 
 # -- KS --------------------------------------------------------------------------------------------
-def _ks_stat(ref: np.ndarray, ref_cdf: np.ndarray, cur: np.ndarray) -> float:
+def _ks_stat(ref: np.ndarray, cur: np.ndarray) -> float:
     """Two-sided KS statistic from two sorted samples, computed exactly as scipy does (same divisions).
 
     The maximum of F_ref - F_cur is reached at reference points and the minimum at current points
@@ -418,10 +442,58 @@ def _ks_stat(ref: np.ndarray, ref_cdf: np.ndarray, cur: np.ndarray) -> float:
         left[tied] = np.searchsorted(ref, cur[tied], side="left")
     # cur_j <= ref_i  <=>  left_j <= i
     cur_at_ref = np.cumsum(np.bincount(left, minlength=n + 1)[:n])
-    max_s = float(np.max(ref_cdf - cur_at_ref / m))
+    max_s = float(np.max(np.arange(1, n + 1) / n - cur_at_ref / m))
     min_s = float(np.min(right / n - np.arange(1, m + 1) / m))
     min_s = min(max(-min_s, 0.0), 1.0)
     return max(max_s, min_s)
+
+
+def _ks_stat_grid(ref: _Numeric, cur: np.ndarray) -> float:
+    """The KS statistic of the sorted reference against unsorted current values, equal to ``_ks_stat``.
+
+    Per grid bucket, counts give F_ref - F_cur exactly just after the bucket's last value (a value the
+    statistic is taken over) and bound it inside the bucket. Only buckets whose bound beats the best
+    exact value are refined: their current values are sorted and compared with the reference values
+    of the same buckets, as ``_ks_stat`` does for everything. On ordinary data that is a few hundred
+    values, so the O(m log m) sort of the whole sample, which dominated, is gone.
+    """
+    grid, sref = ref.grid, ref.sorted_ref
+    n, m, size = len(sref), len(cur), grid.size
+    if 4 * m < size:
+        return _ks_stat(sref, np.sort(cur))
+    b = grid.bucket(cur)
+    per_bucket = np.bincount(b, minlength=size)
+    below = np.zeros(size + 1, dtype=np.int64)          # current values in buckets < b
+    np.cumsum(per_bucket, out=below[1:])
+    ref_cdf, cur_cdf = grid.ref_cdf, below / m
+    diff = ref_cdf - cur_cdf                           # F_ref - F_cur after each bucket (and 0 before)
+    best = max(float(diff.max()), -float(diff.min()))
+    # F_ref - F_cur inside bucket b lies in [ref_cdf[b] - cur_cdf[b+1], ref_cdf[b+1] - cur_cdf[b]]
+    refine = (ref_cdf[1:] - cur_cdf[:-1] > best) | (ref_cdf[:-1] - cur_cdf[1:] < -best)
+    if not refine.any():
+        return best
+    picked = refine[b]
+    k = int(np.count_nonzero(picked))
+    if 2 * k > m:                                       # the grid does not separate these samples
+        return _ks_stat(sref, np.sort(cur))
+    xs = np.sort(cur[picked])
+    picked_below = np.zeros(size + 1, dtype=np.int64)
+    np.cumsum(np.where(refine, per_bucket, 0), out=picked_below[1:])
+    offset = below - picked_below                       # current values before bucket b that were not picked
+    if k:
+        # F_cur - F_ref at the picked current values (the last of equal values has the exact count)
+        rank = np.arange(1, k + 1) + offset[grid.bucket(xs)]
+        right = np.searchsorted(sref, xs, side="right")
+        best = max(best, -float(np.min(right / n - rank / m)))
+    # F_ref - F_cur at the reference values of the refined buckets (the last of equal values is exact)
+    starts, ends = grid.ref_below[:-1][refine], grid.ref_below[1:][refine]
+    lengths = ends - starts
+    if lengths.sum():
+        idx = np.arange(lengths.sum()) + np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
+        left = np.searchsorted(sref, xs, side="left")   # cur_j <= ref_i  <=>  left_j <= i
+        cur_le = np.repeat(offset[:-1][refine], lengths) + np.searchsorted(left, idx, side="right")
+        best = max(best, float(np.max((idx + 1) / n - cur_le / m)))
+    return best
 
 
 def _ks_exact(n1: int, n2: int, d: float) -> tuple[bool, float, float]:
@@ -435,16 +507,64 @@ def _ks_exact(n1: int, n2: int, d: float) -> tuple[bool, float, float]:
 
 
 def _ks_pair(ref_sorted: np.ndarray, cur_sorted: np.ndarray) -> tuple[float, float]:
-    from scipy import stats
-
     n1, m = len(ref_sorted), len(cur_sorted)
-    d = _ks_stat(ref_sorted, np.arange(1, n1 + 1) / n1, cur_sorted)
+    d = _ks_stat(ref_sorted, cur_sorted)
     if max(n1, m) <= _KS_MAX_AUTO_N:
         ok, d2, p = _ks_exact(n1, m, d)
         if ok:
             return d2, p
     big, small = sorted([float(n1), float(m)], reverse=True)
-    return d, float(np.clip(stats.kstwo.sf(d, np.round(big * small / (big + small))), 0, 1))
+    return d, float(_kstwo_sf(np.array([d]), np.array([np.round(big * small / (big + small))]))[0])
+
+
+def _kstwo_sf(d: np.ndarray, en: np.ndarray) -> np.ndarray:
+    """``scipy.stats.kstwo.sf(d, en)`` (ks_2samp's asymptotic p-value), with scipy's slow branch vectorized.
+
+    For ``n * d**2`` in [2.2, 370) (and for ``d >= 0.5``) scipy returns ``2 * scipy.special.smirnov(n, d)``,
+    Smirnov's exact sum of ``n (1 - d)`` terms evaluated in a scalar C loop: about 85 ms at n = 50,000 and
+    ten times that at 500,000, paid by every clearly drifted feature of a big sample. The same sum in log
+    space with numpy costs a few milliseconds and agrees with scipy to about 1e-10 relative (n up to
+    250,000 checked); every other case is left to scipy.
+    """
+    from scipy import stats
+
+    d = np.asarray(d, dtype=float)
+    en = np.asarray(en, dtype=float)
+    t = en * d
+    nxsquared = t * d
+    # the conditions under which scipy's _kolmogn (n > 140, two-sided sf) evaluates 2 * smirnov(n, d)
+    smirnov = (en > 140) & (t > 1.0) & (t < en - 1) & (d < 1.0) & (
+        (d >= 0.5) | ((nxsquared >= 2.2) & (nxsquared < 370.0)))
+    out = np.empty(len(d))
+    if (~smirnov).any():
+        out[~smirnov] = stats.kstwo.sf(d[~smirnov], en[~smirnov])
+    log_fact: dict[int, np.ndarray] = {}   # log(k!) for k = 0..n, shared by the features of one compare
+    for i in np.flatnonzero(smirnov):
+        n = int(en[i])
+        if n not in log_fact:
+            from scipy.special import gammaln
+
+            log_fact[n] = gammaln(np.arange(1.0, n + 2.0))
+        out[i] = 2.0 * _smirnov_sf(n, float(d[i]), log_fact[n])
+    return np.clip(out, 0.0, 1.0)
+
+
+def _smirnov_sf(n: int, d: float, log_fact: np.ndarray) -> float:
+    """P(D+_n >= d), Smirnov's exact sum over v <= n(1 - d) of C(n, v) d (d + v/n)^(v-1) (1 - d - v/n)^(n-v).
+
+    All terms are positive, so the sum itself has no cancellation; the log-factorials (magnitude up to
+    n log n) set the rounding error, about 1e-10 relative at n = 10^5.
+    """
+    nn = int(math.floor(n * (1.0 - d)))
+    v = np.arange(nn + 1, dtype=float)
+    evn = np.minimum(d + v / n, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_terms = (v - 1.0) * np.log(evn) + (n - v) * np.log1p(-evn)
+    log_terms += log_fact[n] - log_fact[: nn + 1] - log_fact[n - nn:][::-1]
+    top = float(log_terms.max())
+    if top == -math.inf:
+        return 0.0
+    return math.exp(top + math.log(float(np.exp(log_terms - top).sum())) + math.log(d))
 
 
 # -- threshold tests -------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ class CatalogSettings:
     error_window_seconds: float = 60.0
     counter_window_seconds: float = 60.0
     label_stall_seconds: float = 300.0
+    request_stall_seconds: float = 30.0   # no healthy answer takes this long; a hung one never ends
     latency_quantile: str = "0.9"   # p90: a starved server is slow for everyone; p99 over a short
     # window is owned by a handful of requests and jumps on every deploy or GC pause
     confirm_points: int = 2
@@ -40,6 +41,13 @@ def default_catalog(cfg: CatalogSettings | None = None) -> list[SignalSpec]:
                   detector_params={"window": 60, "z_alarm": 4.0, "direction": "up", "min_periods": 5}),
         GaugeThresholdSpec("input_drift", "model_drifted_features", op="gt", threshold=0, confirm=c,
                            clear=3, describe="{value} features drift (KS/PSI, Benjamini-Hochberg corrected)"),
+        GaugeThresholdSpec("unit_change", "model_unit_change_features", op="gt", threshold=0, confirm=c,
+                           clear=3, describe="{value} feature(s) arrive at >= 10x the reference's magnitude"),
+        # Two points more than the others: in the first seconds of a shift its rows are a small part of the
+        # sidecar's window and look like new codes; by then the moved known codes give the shift away.
+        GaugeThresholdSpec("unseen_categories", "model_unseen_category_features", op="gt", threshold=0,
+                           confirm=c + 2, clear=3, describe="{value} feature(s) carry codes never seen in the "
+                                                        "reference"),
         GaugeThresholdSpec("prediction_drift", "model_prediction_drift_statistic", {"test": "psi"},
                            op="gt", threshold=0.25, confirm=c, clear=3,
                            describe="PSI of predicted classes {value} (threshold {threshold})"),
@@ -59,6 +67,9 @@ def default_catalog(cfg: CatalogSettings | None = None) -> list[SignalSpec]:
                            confirm=c, describe="host memory at {value}"),
         GaugeThresholdSpec("target_down", "model_up", op="lt", threshold=1, confirm=c + 1, clear=2,
                            describe="model_up = {value}"),
+        GaugeThresholdSpec("request_stall", "model_oldest_request_age_seconds", op="gt",
+                           threshold=cfg.request_stall_seconds, confirm=c,
+                           describe="oldest predict request in flight for {value}s (threshold {threshold}s)"),
         GaugeThresholdSpec("gpu_thermal", "model_gpu_throttled", op="gt", threshold=0, confirm=c,
                            describe="throttle flag {value}"),
         CounterIncreaseSpec("gpu_errors", "model_gpu_ecc_errors_total",

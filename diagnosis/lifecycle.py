@@ -24,7 +24,7 @@ def severity_for(hyps: list[Hypothesis]) -> Severity:
     top = hyps[0] if hyps else None
     if top is None:
         return Severity.WARNING
-    if top.domain is FaultDomain.MODEL or top.root_cause in ("hardware.process_crash",):
+    if top.domain is FaultDomain.MODEL or top.root_cause in ("hardware.process_crash", "hardware.process_hang"):
         return Severity.CRITICAL
     return Severity.WARNING
 

@@ -79,6 +79,14 @@ class SignalSpec(ABC):
                   version: str | None = None) -> bool | None:
         """Whether the signal is healthy on data after ``since``; None when there is not enough data yet."""
 
+    def baseline(self, model: str) -> dict[str, Any] | None:
+        """What this signal learned about ``model`` (JSON-serializable), so a restart need not relearn it."""
+        return None
+
+    def restore_baseline(self, model: str, saved: dict[str, Any], now: float) -> None:
+        """Start ``model`` from a saved baseline instead of a warm-up (before its first ``observe``)."""
+        return None   # nothing learned, nothing to restore (threshold and counter signals)
+
 
 # ---------------------------------------------------------------- level signals (latency, CPU, memory)
 
@@ -178,6 +186,18 @@ class LevelSpec(SignalSpec):
                    + (f" ({v / base:.1f}x)" if base and not math.isnan(base) and base > 0 else ""))
         return SignalReading(self.name, model, t, active, score, v, st.active_since, summary,
                              self.detector_name)
+
+    def baseline(self, model: str) -> dict[str, Any] | None:
+        st = self._state.get(model)
+        if st is None or not st.baseline:
+            return None
+        return {"detector": st.detector.checkpoint(), "baseline": list(st.baseline)}
+
+    def restore_baseline(self, model: str, saved: dict[str, Any], now: float) -> None:
+        st = self._new_state(now)
+        st.detector = Detector.restore(saved["detector"])
+        st.baseline.extend(float(v) for v in saved["baseline"])
+        self._state[model] = st
 
     def _sel(self) -> str:
         return "{" + ",".join(f'{k}="{v}"' for k, v in self.matchers.items()) + "}" if self.matchers else ""
@@ -394,6 +414,17 @@ class ProportionSpec(SignalSpec):
             new_den += dd
         st.cursor = now
         return new_num, new_den
+
+    def baseline(self, model: str) -> dict[str, Any] | None:
+        st = self._state.get(model)
+        if st is None or st.base_den <= 0:
+            return None
+        return {"base_num": st.base_num, "base_den": st.base_den}
+
+    def restore_baseline(self, model: str, saved: dict[str, Any], now: float) -> None:
+        num, den = float(saved["base_num"]), float(saved["base_den"])
+        if math.isfinite(num) and math.isfinite(den) and 0 <= num <= den:
+            self._state[model] = _PropState(base_num=num, base_den=den)
 
     def _baseline(self, st: _PropState) -> float | None:
         if st.base_den < self.min_baseline:

@@ -28,8 +28,15 @@ PARAMS: dict[str, list[str]] = {
     "memory_pressure": [],
     "cpu_contention": ["threads=3", "seconds=300"],
     "crash": [],
+    "hang": ["seconds=300"],
 }
 GPU_FAULTS = ("gpu_thermal", "gpu_errors")
+
+# The bench injects a fault every ~40 s on one model, far denser than any production fault rate, so the
+# guards meant for a fault that keeps coming back (cooldown, rate limit, flapping) would judge the
+# *sequence* instead of each fault. They run with windows shorter than one phase here; the guards
+# themselves are tested in tests/remediation/test_policy.py.
+BENCH_POLICY: dict[str, Any] = {"cooldown_seconds": 15, "rate_window_seconds": 30, "flap_window_seconds": 30}
 
 
 def default_actions() -> dict[str, str]:
@@ -106,7 +113,7 @@ class BenchReport:
 def run_bench(fast: bool, repeat: int, names: list[str] | None, progress: Callable[[str], None],
               workdir: Any = None) -> dict[str, Any]:
     faults = taxonomy(names)
-    demo = Demo(fast=fast, workdir=workdir, progress=progress, plots=False)
+    demo = Demo(fast=fast, workdir=workdir, progress=progress, plots=False, remediation=BENCH_POLICY)
     runs: list[FaultResult] = []
     control_incidents = control_actions = extra = 0
     try:

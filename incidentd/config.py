@@ -2,14 +2,57 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from incidentd.errors import ConfigError
 from remediation.types import ActionKind, ActionMode
+
+
+class ExecutorSettings(BaseModel):
+    """How restart (and, on Kubernetes, rollback) reach the serving instance.
+
+    ``local``: the process the service supervises (``supervise_command``, embedded mode); ``systemd``:
+    one service unit; ``kubernetes``: one Deployment's container through the official client (extra
+    ``k8s``), rollback by setting ``image_template.format(version=KNOWN_GOOD)`` when a template is given.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["local", "systemd", "kubernetes"] = "local"
+    unit: str | None = None
+    scope: Literal["system", "user"] = "system"
+    namespace: str | None = None
+    deployment: str | None = None
+    container: str | None = None
+    image_template: str | None = None
+    rollout_timeout_seconds: float = Field(300.0, gt=0)
+
+    @model_validator(mode="after")
+    def _complete(self) -> ExecutorSettings:
+        # The executors validate names strictly (one unit / one Deployment, no globs or selectors); doing
+        # it here turns a typo into a start-up error instead of a failed action during an incident.
+        from remediation.executors_k8s import KubernetesDeployment, validate_image
+        from remediation.executors_systemd import validate_unit
+
+        if self.kind == "systemd":
+            if not self.unit:
+                raise ValueError("executor kind 'systemd' needs 'unit'")
+            validate_unit(self.unit)
+        if self.kind == "kubernetes":
+            missing = [k for k in ("namespace", "deployment", "container") if not getattr(self, k)]
+            if missing:
+                raise ValueError(f"executor kind 'kubernetes' needs {', '.join(missing)}")
+            KubernetesDeployment(self.namespace, self.deployment, self.container)   # type: ignore[arg-type]
+            if self.image_template is not None:
+                if "{version}" not in self.image_template:
+                    raise ValueError("image_template must contain '{version}'")
+                validate_image(self.image_template.format(version="v1"))
+        elif self.image_template is not None:
+            raise ValueError("image_template applies to executor kind 'kubernetes' only")
+        return self
 
 
 class RemediationSettings(BaseModel):
@@ -20,7 +63,8 @@ class RemediationSettings(BaseModel):
     max_actions_per_incident: int = Field(2, ge=1)
     verify_seconds: float = Field(120.0, gt=0)
     min_confidence: float = Field(0.6, ge=0, le=1)
-    max_actions_per_hour: int = Field(6, ge=1)
+    max_actions_per_window: int = Field(6, ge=1)
+    rate_window_seconds: float = Field(3600.0, gt=0)
     flap_limit: int = Field(3, ge=1)
     flap_window_seconds: float = Field(3600.0, gt=0)
     max_failed: int = Field(2, ge=1)
@@ -28,6 +72,8 @@ class RemediationSettings(BaseModel):
     restart_grace_seconds: float = Field(30.0, ge=0)
     clamp_bounds: str = "minmax"
     clamp_margin: float = Field(0.1, ge=0)
+    executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
+    revert_on_worse: bool = True
 
 
 class DetectionSettings(BaseModel):
@@ -36,6 +82,7 @@ class DetectionSettings(BaseModel):
     error_window_seconds: float = Field(60.0, gt=0)
     counter_window_seconds: float = Field(60.0, gt=0)
     label_stall_seconds: float = Field(300.0, gt=0)
+    request_stall_seconds: float = Field(30.0, gt=0)
     confirm_points: int = Field(2, ge=1)
     resolve_after_seconds: float = Field(120.0, ge=0)
 
@@ -71,6 +118,13 @@ class Settings(BaseSettings):
             if not str(u).startswith(("http://", "https://")):
                 raise ValueError(f"{u!r} is not an http(s) URL")
         return v
+
+    @model_validator(mode="after")
+    def _executor_fits(self) -> Settings:
+        if self.remediation.executor.kind != "local" and self.supervise_command:
+            raise ValueError(f"supervise_command runs the model server locally; it conflicts with executor "
+                             f"kind {self.remediation.executor.kind!r}")
+        return self
 
     @classmethod
     def load(cls, path: Path | str | None = None, **overrides: Any) -> Settings:

@@ -44,14 +44,14 @@ class Timing:
     remediation: dict[str, Any]
 
 
-FAST = Timing(scrape=1.0, detect=2.0, warmup=30.0, control=25.0, phase_timeout=75.0, settle=4.0, window_seconds=12.0,
+FAST = Timing(scrape=0.5, detect=2.0, warmup=30.0, control=25.0, phase_timeout=75.0, settle=4.0, window_seconds=12.0,
               detection={"accuracy_window_seconds": 15, "error_window_seconds": 15, "counter_window_seconds": 8,
-                         "label_stall_seconds": 30, "confirm_points": 2, "resolve_after_seconds": 8},
+                         "label_stall_seconds": 30, "request_stall_seconds": 5, "confirm_points": 2, "resolve_after_seconds": 8},
               remediation={"cooldown_seconds": 60, "verify_seconds": 40, "act_after_cycles": 2,
                            "restart_grace_seconds": 12, "max_actions_per_incident": 2})
 NORMAL = Timing(scrape=2.0, detect=5.0, warmup=60.0, control=60.0, phase_timeout=240.0, settle=10.0, window_seconds=30.0,
                 detection={"accuracy_window_seconds": 40, "error_window_seconds": 30, "counter_window_seconds": 20,
-                           "label_stall_seconds": 60, "confirm_points": 2, "resolve_after_seconds": 30},
+                           "label_stall_seconds": 60, "request_stall_seconds": 15, "confirm_points": 2, "resolve_after_seconds": 30},
                 remediation={"cooldown_seconds": 120, "verify_seconds": 90, "act_after_cycles": 2,
                              "restart_grace_seconds": 20, "max_actions_per_incident": 2})
 
@@ -117,8 +117,9 @@ def _faults() -> list[Fault]:
 
 class Demo:
     def __init__(self, fast: bool = True, workdir: Path | None = None, progress: Callable[[str], None] | None = None,
-                 plots: bool = True):
+                 plots: bool = True, remediation: dict[str, Any] | None = None):
         self.t = FAST if fast else NORMAL
+        self.remediation = {**self.t.remediation, **(remediation or {})}
         self.fast = fast
         self._owned = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="incidentd-demo-")).resolve()
@@ -195,7 +196,7 @@ class Demo:
                                   str(registry_dir), "--port", str(self.model_port), "--enable-fault-injection",
                                   "--model-name", "digits", "--device", "cpu", "--log-level", "warning"],
             "supervise_log": str(self.workdir / "model-server.log"),
-            "detection": t.detection, "remediation": t.remediation,
+            "detection": t.detection, "remediation": self.remediation,
         }
         (self.workdir / "incidentd.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
         self.say("starting the service (it supervises the model server)")
@@ -288,7 +289,7 @@ class Demo:
             detail = self.api("GET", f"/incidents/{inc['id']}")
             top = detail["hypotheses"][0] if detail["hypotheses"] else None
             actions = detail["actions"]
-            done = [a for a in actions if a["status"] in ("verified", "not_recovered", "failed")]
+            done = [a for a in actions if a["status"] in ("verified", "not_recovered", "failed", "reverted")]
             if fault.expected_action is None and top and top["domain"] == fault.expected_domain:
                 stable_data += 1
                 if stable_data >= 3:

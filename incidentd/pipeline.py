@@ -32,6 +32,8 @@ from remediation.types import ActionFailed
 log = logging.getLogger(__name__)
 
 HOST_SIGNALS = frozenset({"host_cpu", "host_memory"})
+BASELINE_SAVE_SECONDS = 60.0            # how often learned baselines are written to the store
+BASELINE_MAX_AGE_SECONDS = 24 * 3600.0  # an older saved baseline is relearned rather than trusted
 
 
 @dataclass(slots=True)
@@ -69,6 +71,7 @@ class DetectionLoop:
         self._models: dict[str, _ModelState] = {}
         self.last_readings: dict[str, dict[str, SignalReading]] = {}
         self.cycles = 0
+        self._saved_at: dict[str, float] = {}
 
     # ------------------------------------------------------------------ discovery and context
 
@@ -138,7 +141,45 @@ class DetectionLoop:
             incidents[model] = inc.id if inc else None
         return CycleReport(now, models, active, incidents)
 
+    # ------------------------------------------------------------------ baselines across restarts
+
+    def _restore_baselines(self, model: str, now: float) -> None:
+        saved = self.store.get(f"baselines:{model}")
+        if not isinstance(saved, dict) or now - float(saved.get("at", 0.0)) > BASELINE_MAX_AGE_SECONDS:
+            return
+        restored = []
+        for name, state in (saved.get("signals") or {}).items():
+            spec = self.specs.get(name)
+            if spec is None or not isinstance(state, dict):
+                continue
+            try:
+                spec.restore_baseline(model, state, now)
+                restored.append(name)
+            except Exception as e:   # a damaged or outdated entry is relearned, never fatal
+                log.warning("baseline of %s for %s not restored (%s): relearning it", name, model, e)
+        if restored:
+            log.info("restored learned baselines of %s for %s (saved %.0fs ago)", ", ".join(sorted(restored)),
+                     model, now - float(saved["at"]))
+        self._saved_at[model] = now
+
+    def _save_baselines(self, model: str, now: float) -> None:
+        if now - self._saved_at.get(model, 0.0) < BASELINE_SAVE_SECONDS:
+            return
+        signals = {n: b for n, s in self.specs.items() if (b := s.baseline(model)) is not None}
+        if signals:
+            self.store.put(f"baselines:{model}", {"at": now, "signals": signals})
+        self._saved_at[model] = now
+
+    def save_baselines(self, now: float | None = None) -> None:
+        """Write every model's learned baselines now (the service calls it when it stops)."""
+        now = time.time() if now is None else now
+        for model in list(self._models):
+            self._saved_at.pop(model, None)
+            self._save_baselines(model, now)
+
     def _cycle_model(self, model: str, now: float) -> Incident | None:
+        if model not in self._models:
+            self._restore_baselines(model, now)
         st = self._models.setdefault(model, _ModelState())
         readings: dict[str, SignalReading] = {}
         for name, spec in self.specs.items():
@@ -146,6 +187,7 @@ class DetectionLoop:
             if r is not None:
                 readings[name] = r
         self.last_readings[model] = readings
+        self._save_baselines(model, now)
         ctx = self._context(model, st, now)
         self._note_version(model, st, ctx.get("running_version"), now)
         facts, summaries = self._facts(model, st, readings, ctx, now)
@@ -264,7 +306,7 @@ class DetectionLoop:
                    ctx: dict[str, Any]) -> None:
         assert self.remediator is not None
         entries = self.remediator.verify(inc, self.specs, self.source, now, ctx.get("running_version"),
-                                         grace=self.step)
+                                         grace=self.step, active={n: f.onset for n, f in facts.signals.items()})
         if entries:
             self.store.save_incident(inc, entries)
         if not hyps or inc.escalated or inc.status is IncidentStatus.RESOLVED:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -17,6 +18,12 @@ from remediation.policy import Policy
 from remediation.types import ActionFailed, ActionKind, ActionMode, ActionRecord, ActionStatus, Plan
 
 log = logging.getLogger(__name__)
+
+# Symptoms an action on the model can cause. One of these starting after an action (and not part of the
+# diagnosis it acted on) means the action made things worse. Drift, labels, host and GPU signals are not
+# caused by a clamp, rollback or restart, so they never count against one.
+HARM_SIGNALS = frozenset({"accuracy", "error_rate", "nonfinite_outputs", "weights_nonfinite",
+                          "weights_exploding", "prediction_drift", "latency", "target_down", "request_stall"})
 
 
 class Remediator:
@@ -59,22 +66,23 @@ class Remediator:
         if any(a.kind is kind for a in incident_actions):
             return None   # one action of a kind per incident; a failed one escalates instead of repeating
         decision = self.policy.decide(kind, top.confidence, incident_actions, self.records(model=inc.model),
-                                      inc.escalated, now)
+                                      inc.escalated, now, root_cause=top.root_cause)
         if not decision.allowed and decision.escalate and not inc.escalated:
             entry = lifecycle.escalate(inc, now, f"{kind.value} not started: {decision.reason}")
             self.store.save_incident(inc, [entry])
             return None
         if not decision.allowed:
-            key = f"{inc.id}:{kind}"
-            if self._last_block.get(key) != decision.reason:
-                self._last_block[key] = decision.reason
+            key, shape = f"{inc.id}:{kind}", re.sub(r"\d+", "#", decision.reason)
+            if self._last_block.get(key) != shape:   # once per reason, not once per countdown second
+                self._last_block[key] = shape
                 self.store.append_timeline(inc.id, TimelineEntry(now, "action_blocked",
                                            f"{kind.value} not started: {decision.reason}"))
             return None
         rec = ActionRecord(id=new_id("act"), incident_id=inc.id, model=inc.model, kind=kind, mode=decision.mode,
                            status=ActionStatus.EXECUTING, target="", plan={},
                            reason=f"{top.root_cause} (confidence {top.confidence:.2f}, rules {', '.join(top.rules)})",
-                           idempotency_key=f"{inc.id}:{kind.value}", created_at=now, verify_signals=list(signals))
+                           idempotency_key=f"{inc.id}:{kind.value}", created_at=now, verify_signals=list(signals),
+                           root_cause=top.root_cause)
         try:
             plan = ACTIONS[kind].plan(self.ctx, inc.model)
         except ActionFailed as e:
@@ -188,13 +196,28 @@ class Remediator:
     # ------------------------------------------------------------------ verifying
 
     def verify(self, inc: Incident, specs: dict[str, SignalSpec], source: SourceLike, now: float,
-               version: str | None, grace: float) -> list[TimelineEntry]:
-        """Check every action in verification on this incident; returns timeline entries for the incident."""
+               version: str | None, grace: float, active: dict[str, float] | None = None) -> list[TimelineEntry]:
+        """Check every action in verification on this incident; returns timeline entries for the incident.
+
+        ``active`` maps the model's active signals to their onsets: a harm signal that started after the
+        action (past ``grace``), was not among the symptoms it was meant to fix, and is unhealthy on data
+        from a quarter of the verification window after the action on (labels arrive late: an accuracy drop
+        noticed just after an action may be the fault's own, on predictions made before it) makes it a
+        regression; the action is reverted (when it can be) and the incident escalated.
+        """
         entries: list[TimelineEntry] = []
         for rec in self.records(incident_id=inc.id):
             if rec.status is not ActionStatus.VERIFYING or rec.executed_at is None:
                 continue
             since = rec.executed_at + grace
+            settled = rec.executed_at + max(grace, self.policy.verify_seconds / 4)
+            worse = sorted(n for n, onset in (active or {}).items()
+                           if n in HARM_SIGNALS and n not in rec.verify_signals and onset > since
+                           and n in specs and now > settled
+                           and specs[n].recovered(source, inc.model, settled, now, version=version) is False)
+            if worse and self.policy.revert_on_worse:
+                entries.append(self._revert(inc, rec, worse, now))
+                continue
             verdicts = {name: specs[name].recovered(source, inc.model, since, now, version=version)
                         for name in rec.verify_signals if name in specs}
             if verdicts and all(v is True for v in verdicts.values()):
@@ -216,6 +239,36 @@ class Remediator:
                               "acting on this incident: a person decides"))
                 self.on_outcome(rec.kind.value, "not_recovered")
         return entries
+
+
+    def _revert(self, inc: Incident, rec: ActionRecord, worse: list[str], now: float) -> TimelineEntry:
+        assert self.ctx is not None
+        try:
+            undone = ACTIONS[rec.kind].revert(self.ctx, _plan_from(rec), rec.result)
+        except Exception as e:   # boundary: a failed undo is reported, never raised into the loop
+            undone = {"error": str(e)}
+            log.exception("revert of %s (%s) failed", rec.id, rec.kind.value)
+        rec.status = ActionStatus.REVERTED if undone and "error" not in undone else ActionStatus.NOT_RECOVERED
+        rec.log("worse", new_symptoms=worse, revert=undone)
+        self._save(rec)
+        self.on_outcome(rec.kind.value, "reverted" if rec.status is ActionStatus.REVERTED else "worse")
+        if rec.status is ActionStatus.REVERTED:
+            what = f"reverted it ({_describe(undone)})"
+        elif undone is None:
+            what = f"{rec.kind.value} cannot be undone"
+        else:
+            what = f"the revert failed: {undone['error']}"
+        return lifecycle.escalate(inc, now, f"{', '.join(worse)} started after the {rec.kind.value} "
+                                            f"{now - (rec.executed_at or now):.1f}s ago: the action made things "
+                                            f"worse; {what}; incidentd stops acting on this incident")
+
+
+def _describe(result: dict) -> str:
+    if "from" in result and "to" in result:
+        return f"{result['from']} -> {result['to']}"
+    if "previous" in result and "current" in result:
+        return f"{result['previous']} -> {result['current']}"
+    return ", ".join(f"{k}={v}" for k, v in list(result.items())[:3])
 
 
 def _plan_dict(plan: Plan) -> dict:

@@ -19,6 +19,7 @@ from incidentd.store import Store
 from incidentd.tsdb import EmbeddedStore, Scraper
 from remediation.actions import ActionContext
 from remediation.executors import LocalProcess, ModelServerAdmin
+from remediation.executors_systemd import RestartExecutor, RollbackExecutor
 from remediation.policy import Policy
 
 log = logging.getLogger(__name__)
@@ -71,9 +72,11 @@ class Runtime:
         self.specs = default_catalog(CatalogSettings(
             accuracy_window_seconds=d.accuracy_window_seconds, error_window_seconds=d.error_window_seconds,
             counter_window_seconds=d.counter_window_seconds, label_stall_seconds=d.label_stall_seconds,
+            request_stall_seconds=d.request_stall_seconds,
             confirm_points=d.confirm_points))
         self.admin = ModelServerAdmin(settings.model_server_url) if settings.model_server_url else None
         self.process: LocalProcess | None = None
+        restarter, rollout = self._executors(settings)
         if settings.supervise_command:
             if not settings.model_server_url:
                 from incidentd.errors import ConfigError
@@ -83,11 +86,13 @@ class Runtime:
         rs = settings.remediation
         policy = Policy(default_mode=rs.default_mode, modes=dict(rs.modes), cooldown_seconds=rs.cooldown_seconds,
                         max_actions_per_incident=rs.max_actions_per_incident, verify_seconds=rs.verify_seconds,
-                        min_confidence=rs.min_confidence, max_actions_per_hour=rs.max_actions_per_hour,
+                        min_confidence=rs.min_confidence, max_actions_per_window=rs.max_actions_per_window,
+                        rate_window_seconds=rs.rate_window_seconds,
                         flap_limit=rs.flap_limit, flap_window_seconds=rs.flap_window_seconds,
-                        max_failed=rs.max_failed)
-        ctx = ActionContext(self.admin, self.process, {"bounds": rs.clamp_bounds, "margin": rs.clamp_margin}) \
-            if self.admin else None
+                        max_failed=rs.max_failed, revert_on_worse=rs.revert_on_worse)
+        ctx = ActionContext(self.admin, self.process or restarter,
+                            {"bounds": rs.clamp_bounds, "margin": rs.clamp_margin}, rollout,
+                            rs.executor.image_template) if self.admin else None
         self.remediator = Remediator(self.store, policy, ctx,
                                      on_outcome=lambda k, o: self.metrics.actions.labels(k, o).inc())
         self.loop = DetectionLoop(settings, self.source, self.store, self.engine, self.specs, self.remediator,
@@ -103,6 +108,21 @@ class Runtime:
         self.scheduler = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1,
                                                            "misfire_grace_time": 30})
         self.started = False
+
+    @staticmethod
+    def _executors(settings: Settings) -> tuple[RestartExecutor | None, RollbackExecutor | None]:
+        ex = settings.remediation.executor
+        if ex.kind == "systemd":
+            from remediation.executors_systemd import SystemdUnit
+
+            return SystemdUnit(ex.unit or "", scope=ex.scope), None
+        if ex.kind == "kubernetes":
+            from remediation.executors_k8s import KubernetesDeployment
+
+            dep = KubernetesDeployment(ex.namespace or "", ex.deployment or "", ex.container or "",
+                                       rollout_timeout=ex.rollout_timeout_seconds)
+            return dep, dep if ex.image_template else None
+        return None, None
 
     # ------------------------------------------------------------------ jobs (boundaries: log, count, go on)
 
@@ -154,6 +174,10 @@ class Runtime:
         if self.started:
             self.scheduler.shutdown(wait=True)
             self.started = False
+            try:
+                self.loop.save_baselines()
+            except Exception:   # boundary: stopping must finish even if the store is unwritable
+                log.exception("could not save learned baselines")
         self.remediator.close()
         if self.mirror is not None:
             self.mirror.sink.close()

@@ -10,17 +10,30 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from remediation.executors import LocalProcess, ModelServerAdmin
+from remediation.executors import ModelServerAdmin
+from remediation.executors_systemd import RestartExecutor, RollbackExecutor
 from remediation.types import ActionFailed, ActionKind, Plan
 
 
 @dataclass(slots=True)
 class ActionContext:
-    """What actions act through. ``process`` is set in embedded mode, where incidentd supervises the server."""
+    """What actions act through.
+
+    ``process`` restarts the serving instance: the supervised child (``LocalProcess``, embedded mode), a
+    systemd unit or a Kubernetes Deployment. ``rollout`` is set when a rollback must change the serving
+    release itself (a Deployment's image, ``release_template.format(version=...)``) rather than load a
+    version into the running server through its admin API.
+    """
 
     admin: ModelServerAdmin
-    process: LocalProcess | None = None
+    process: RestartExecutor | None = None
     clamp_params: dict[str, Any] | None = None
+    rollout: RollbackExecutor | None = None
+    release_template: str | None = None
+
+    def release(self, version: str) -> str:
+        assert self.release_template is not None
+        return self.release_template.format(version=version)
 
 
 class Action(Protocol):
@@ -89,10 +102,20 @@ class Rollback:
         current, good = v.get("current"), v.get("known_good")
         if not good:
             raise ActionFailed(f"{model} has no known-good version to roll back to", retryable=False)
+        if ctx.rollout is not None:
+            running, image = ctx.rollout.current(), ctx.release(good)
+            return Plan(ActionKind.ROLLBACK, getattr(ctx.rollout, "target", "rollout"),
+                        {"from": running, "to": image, "version": good, "via": "rollout"},
+                        f"set the image of {model} from {running} to known-good {image}", noop=running == image)
         return Plan(ActionKind.ROLLBACK, ctx.admin.base_url, {"from": current, "to": good},
                     f"roll {model} back from {current} to known-good {good}", noop=current == good)
 
     def execute(self, ctx: ActionContext, plan: Plan) -> dict[str, Any]:
+        if plan.params.get("via") == "rollout":
+            if ctx.rollout is None:
+                raise ActionFailed("the plan rolls out an image but no rollout executor is configured")
+            old, new = ctx.rollout.rollback(plan.params["to"])
+            return {"noop": old == new, "from": old, "to": new}
         now = ctx.admin.versions().get("current")
         if now == plan.params["to"]:
             return {"noop": True, "current": now, "reason": "already on the known-good version"}
@@ -105,19 +128,23 @@ class Rollback:
     def revert(self, ctx: ActionContext, plan: Plan, result: dict[str, Any]) -> dict[str, Any] | None:
         if result.get("noop") or not result.get("from"):
             return None
+        if plan.params.get("via") == "rollout" and ctx.rollout is not None:
+            old, new = ctx.rollout.rollback(result["from"])
+            return {"from": old, "to": new}
         return ctx.admin.load(result["from"])
 
 
 @action(ActionKind.RESTART)
 class Restart:
-    """Restart the supervised model-server process (embedded mode)."""
+    """Restart the serving instance through the configured executor (process, systemd unit, Deployment)."""
 
     def plan(self, ctx: ActionContext, model: str) -> Plan:
         if ctx.process is None:
             raise ActionFailed("restart needs a supervised process (embedded mode) or an executor "
-                               "configured for the model", retryable=False)
-        return Plan(ActionKind.RESTART, " ".join(ctx.process.command[:3]), {"pid": ctx.process.pid},
-                    f"restart the model server of {model} (pid {ctx.process.pid})")
+                               "configured for the model (remediation.executor)", retryable=False)
+        return Plan(ActionKind.RESTART, " ".join(ctx.process.command[:6]), {"pid": ctx.process.pid},
+                    f"restart the model server of {model} (instance {ctx.process.pid}): "
+                    f"{' '.join(ctx.process.command[:6])}")
 
     def execute(self, ctx: ActionContext, plan: Plan) -> dict[str, Any]:
         assert ctx.process is not None

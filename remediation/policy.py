@@ -28,16 +28,20 @@ class Policy:
     max_actions_per_incident: int = 2
     verify_seconds: float = 120.0
     min_confidence: float = 0.6
-    max_actions_per_hour: int = 6            # per model, all kinds together
-    flap_limit: int = 3                      # same kind on the same model this often in flap_window: flapping
+    max_actions_per_window: int = 6          # per model, all kinds together, in rate_window
+    rate_window_seconds: float = 3600.0
+    flap_limit: int = 3                      # same kind for the same root cause on the same model this
+                                             # often in flap_window: flapping
     flap_window_seconds: float = 3600.0
     max_failed: int = 2                      # failed or unverified remediations in flap_window: stop
+    revert_on_worse: bool = True             # undo an action after which new symptoms appear
 
     def mode_for(self, kind: ActionKind) -> ActionMode:
         return self.modes.get(kind, self.default_mode)
 
     def decide(self, kind: ActionKind, confidence: float, incident_actions: list[ActionRecord],
-               model_actions: list[ActionRecord], escalated: bool, now: float) -> Decision:
+               model_actions: list[ActionRecord], escalated: bool, now: float,
+               root_cause: str | None = None) -> Decision:
         mode = self.mode_for(kind)
         if mode is ActionMode.NEVER:
             return Decision(False, mode, f"policy says never {kind.value}")
@@ -53,19 +57,25 @@ class Policy:
                                          f"(max {self.max_actions_per_incident})")
         window = [a for a in model_actions if a.executed_at is not None
                   and now - a.executed_at < self.flap_window_seconds]
-        failed = [a for a in window if a.status in (ActionStatus.FAILED, ActionStatus.NOT_RECOVERED)]
+        failed = [a for a in window if a.status in (ActionStatus.FAILED, ActionStatus.NOT_RECOVERED,
+                                                    ActionStatus.REVERTED)]
         if len(failed) >= self.max_failed:
             return Decision(False, mode, f"{len(failed)} remediations on this model failed or did not recover "
                                          f"in the last {self.flap_window_seconds:g}s: a person decides", escalate=True)
         same = [a for a in window if a.kind is kind]
-        if len(same) >= self.flap_limit:
-            return Decision(False, mode, f"flapping: {kind.value} ran {len(same)} times on this model in the last "
-                                         f"{self.flap_window_seconds:g}s; fixing the symptom again would hide the "
-                                         "cause", escalate=True)
-        hour = [a for a in model_actions if a.executed_at is not None and now - a.executed_at < 3600.0]
-        if len(hour) >= self.max_actions_per_hour:
-            return Decision(False, mode, f"rate limit: {len(hour)} actions on this model in the last hour "
-                                         f"(max {self.max_actions_per_hour})")
+        # Flapping is the same fix for the same problem again and again (the fault keeps coming back);
+        # different faults that each needed a restart are what the rate limit is for.
+        again = [a for a in same if root_cause is None or a.root_cause in ("", root_cause)]
+        if len(again) >= self.flap_limit:
+            why = f" for {root_cause}" if root_cause else ""
+            return Decision(False, mode, f"flapping: {kind.value} ran {len(again)} times{why} on this model in the "
+                                         f"last {self.flap_window_seconds:g}s; fixing the symptom again would hide "
+                                         "the cause", escalate=True)
+        recent_all = [a for a in model_actions if a.executed_at is not None
+                      and now - a.executed_at < self.rate_window_seconds]
+        if len(recent_all) >= self.max_actions_per_window:
+            return Decision(False, mode, f"rate limit: {len(recent_all)} actions on this model in the last "
+                                         f"{self.rate_window_seconds:g}s (max {self.max_actions_per_window})")
         recent = [a for a in same if now - a.executed_at < self.cooldown_seconds]
         if recent:
             wait = self.cooldown_seconds - (now - recent[-1].executed_at)

@@ -29,6 +29,7 @@ class ActionStatus(enum.StrEnum):
     VERIFYING = "verifying"
     VERIFIED = "verified"            # executed and the signals recovered
     NOT_RECOVERED = "not_recovered"  # executed, the signals did not recover: escalated
+    REVERTED = "reverted"            # executed, new symptoms appeared: undone and escalated
     FAILED = "failed"                # execution failed
     DRY_RUN = "dry_run"
     NOOP = "noop"                    # nothing to do (e.g. already on the known-good version)
@@ -75,6 +76,7 @@ class ActionRecord:
     verified_at: float | None = None
     result: dict[str, Any] = field(default_factory=dict)
     verify_signals: list[str] = field(default_factory=list)
+    root_cause: str = ""                 # the diagnosis acted on (flapping is counted per root cause)
     audit: list[dict[str, Any]] = field(default_factory=list)
 
     def log(self, event: str, actor: str = "incidentd", **data: Any) -> None:

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 # Two-sided standard-normal quantile of 0.99: a calibrated score reaches 0.99 exactly at the alarm z.
 Z99 = 2.5758293035489004
 _SQRT2 = math.sqrt(2.0)
+# enum members bound once: Direction.UP is a class-attribute lookup costing ~0.15 us per streamed point
+_UP, _DOWN = Direction.UP, Direction.DOWN
 
 
 def check_direction(direction: str | Direction) -> Direction:
@@ -32,9 +34,9 @@ def z_to_score(z: float, direction: Direction, z_alarm: float) -> float:
     score = erf(c * z' / sqrt(2)) with c = Z99 / z_alarm, i.e. the two-sided normal coverage of the
     rescaled statistic; z' is |z|, max(z, 0) or max(-z, 0) for both/up/down.
     """
-    if direction is Direction.UP:
+    if direction is _UP:
         zz = max(0.0, z)
-    elif direction is Direction.DOWN:
+    elif direction is _DOWN:
         zz = -z if z < 0.0 else 0.0
     else:
         zz = abs(z)

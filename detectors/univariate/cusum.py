@@ -12,6 +12,8 @@ from detectors.types import DetectorState, Direction
 from detectors.univariate._common import batch_points, check_direction
 from detectors.univariate._ewm import cusum_path, ewm_path
 
+_UP, _DOWN = Direction.UP, Direction.DOWN
+
 
 class _CumulativeSum(Detector):
     """Two one-sided sums S+ = max(0, S+ + z - k), S- = max(0, S- - z - k), z standardized by an EWMA baseline.
@@ -50,35 +52,46 @@ class _CumulativeSum(Detector):
         return 1.0 - 0.01 ** (s / getattr(self, self._threshold_attr))
 
     def update(self, value: float, timestamp: float | None = None) -> float:
+        # The hot path of every streamed point: locals instead of repeated attribute lookups, the same
+        # arithmetic (in the same order) as score_batch so that both paths give identical scores.
         x = finite_or_none(value)
         if x is None:
             return self._invalid()
-        a, b = self.alpha, 1.0 - self.alpha
+        a = self.alpha
+        b = 1.0 - a
         n = self._n
+        raw_mean = self._mean
         if n == 0:
-            self._mean = a * x + b * self._mean
+            self._mean = a * x + b * raw_mean
             self._n = 1
             return self._judge(0.0, False)
+        raw_var = self._var
         # bias-corrected EWMA mean and variance (both start at 0)
-        mean = self._mean / (1.0 - b ** n)
-        var = self._var / (1.0 - b ** (n - 1)) if n > 1 else 0.0
+        mean = raw_mean / (1.0 - b ** n)
+        var = raw_var / (1.0 - b ** (n - 1)) if n > 1 else 0.0
         d = x - mean
-        warm = n >= self.warmup
-        if warm:
-            sd = math.sqrt(var)
-            floor = 1e-9 * max(1.0, abs(mean))
-            z = d / (max(floor, sd))
-            k = getattr(self, self._allowance_attr)
-            up = self._up + (z - k)
-            down = self._down + (-z - k)
-            self._up = max(0.0, up)
-            self._down = max(0.0, down)
-            if self._up > 0.0 or self._down > 0.0:
-                self.direction = Direction.UP if self._up >= self._down else Direction.DOWN
-        self._mean = a * x + b * self._mean
-        self._var = (a * b) * (d * d) + b * self._var
+        self._mean = a * x + b * raw_mean
+        self._var = (a * b) * (d * d) + b * raw_var
         self._n = n + 1
-        return self._judge(self._score(self._up, self._down) if warm else 0.0, warm)
+        if n < self.warmup:
+            return self._judge(0.0, False)
+        sd = math.sqrt(var)
+        floor = 1e-9 * (mean if mean > 1.0 else -mean if mean < -1.0 else 1.0)
+        z = d / (sd if sd > floor else floor)
+        k = getattr(self, self._allowance_attr)
+        up = self._up + (z - k)
+        down = self._down + (-z - k)
+        if not up > 0.0:        # max(0.0, up), without the call
+            up = 0.0
+        if not down > 0.0:
+            down = 0.0
+        self._up = up
+        self._down = down
+        if up > 0.0 or down > 0.0:
+            self.direction = _UP if up >= down else _DOWN
+        watch = self.watch
+        s = up if watch is _UP else down if watch is _DOWN else (down if down > up else up)
+        return self._judge(1.0 - 0.01 ** (s / getattr(self, self._threshold_attr)), True)
 
     def score_batch(self, values: np.ndarray, timestamps: np.ndarray | None = None) -> np.ndarray:
         """Vectorized equivalent of ``update``: lfilter for the baseline, chunked cumsums for the sums."""

@@ -75,14 +75,14 @@ FAULTS: dict[str, FaultSpec] = {f.name: f for f in [
                   "features": Param("ints", "feature indices, comma-separated", "19,20,27,28,35,36,43,44"),
                   "scale": Param("float", "multiplier", 1.0),
                   "shift": Param("float", "offset", 8.0)}),
-    FaultSpec("unit_change", "data", "data.covariate_drift", "server",
+    FaultSpec("unit_change", "data", "data.schema_change", "server",
               "schema/unit change: one feature of every request multiplied by a factor", "unit_change", {
                   "feature": Param("int", "feature index", 19),
                   "factor": Param("float", "multiplier (x1000: metres to millimetres)", 1000.0)}),
     FaultSpec("null_features", "data", "data.missing_features", "server",
               "a fraction of input values arrive as null (imputed by the server)", "null_features", {
                   "fraction": Param("float", "share of values nulled", 0.3)}),
-    FaultSpec("unseen_categories", "data", "data.covariate_drift", "server",
+    FaultSpec("unseen_categories", "data", "data.unseen_categories", "server",
               "integer codes never seen in training (pixel intensities above 16) in some features",
               "unseen_categories", {
                   "fraction": Param("float", "share of rows affected", 0.3),
@@ -116,7 +116,7 @@ FAULTS: dict[str, FaultSpec] = {f.name: f for f in [
               "the process exits after answering", "crash", {
                   "delay_seconds": Param("float", "delay before exit", 0.2),
                   "exit_code": Param("int", "exit status", 3)}),
-    FaultSpec("hang", "hardware", "hardware.process_crash", "server",
+    FaultSpec("hang", "hardware", "hardware.process_hang", "server",
               "/predict blocks (health and metrics still answer)", "hang", {
                   "seconds": Param("float", "how long", 60.0)}),
     FaultSpec("latency", "hardware", "hardware.cpu_contention", "server",

@@ -260,6 +260,10 @@ def create_app(settings: ModelServerSettings) -> FastAPI:
 
     @app.post("/predict")
     async def predict(body: PredictRequest) -> dict[str, Any]:
+        with inst.in_flight():
+            return await answer(body)
+
+    async def answer(body: PredictRequest) -> dict[str, Any]:
         started = time.perf_counter()
         width = holder.n_features()
         for i, row in enumerate(body.inputs):

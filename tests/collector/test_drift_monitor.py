@@ -86,3 +86,51 @@ def test_reference_cache_is_bounded_per_version() -> None:
     for v in ("v1", "v2", "v3"):
         mon.fit(Reference(v, names, digits_like(rng, 300), rng.integers(0, 10, 300)))
     assert not mon.has("v1") and mon.has("v2") and mon.has("v3")
+
+
+@pytest.fixture(scope="module")
+def digits_monitor() -> tuple[DriftMonitor, np.ndarray]:
+    from incidentd.model_server.model import load_digits_split
+
+    split = load_digits_split()
+    mon = DriftMonitor(min_rows=200)
+    mon.fit(Reference("v1", [f"px{i}" for i in range(64)], split.x_train.tolist(), []))
+    return mon, split.x_holdout.astype(float)
+
+
+CENTRE = [19, 20, 21, 26, 27, 28, 35, 36, 43, 44]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_schema_checks_tell_unit_change_unseen_codes_and_shift_apart(digits_monitor, seed) -> None:
+    mon, holdout = digits_monitor
+    rng = np.random.default_rng(seed)
+    x = holdout[rng.integers(0, len(holdout), 400)]
+    healthy = mon.compare("v1", x, np.array([]))
+    assert healthy.unit_change_features == () and healthy.unseen_category_features == ()
+
+    unit = x.copy()
+    unit[:, 19] *= 1000                                  # one feature arrives in another unit
+    r = mon.compare("v1", unit, np.array([]))
+    assert r.unit_change_features == ("px19",) and r.unseen_category_features == ()
+
+    unseen = x.copy()
+    rows = rng.random(400) < 0.3
+    unseen[np.ix_(rows, CENTRE)] = rng.integers(17, 65, (rows.sum(), len(CENTRE)))
+    r = mon.compare("v1", unseen, np.array([]))
+    assert set(r.unseen_category_features) >= {f"px{i}" for i in CENTRE[1:]} and r.unit_change_features == ()
+
+    shifted = x.copy()
+    rows = rng.random(400) < 0.6
+    shifted[np.ix_(rows, CENTRE)] += 7                   # new codes too, but the known ones moved: drift
+    r = mon.compare("v1", shifted, np.array([]))
+    assert r.detected and r.unseen_category_features == () and r.unit_change_features == ()
+
+    # the first seconds of a fault: a few affected rows in a window of healthy ones
+    for share in (0.1, 0.2, 0.4):
+        early_shift, early_unseen = x.copy(), x.copy()
+        rows = rng.random(400) < share
+        early_shift[np.ix_(rows, CENTRE)] += 7
+        early_unseen[np.ix_(rows, CENTRE)] = rng.integers(17, 65, (rows.sum(), len(CENTRE)))
+        assert mon.compare("v1", early_shift, np.array([])).unseen_category_features == (), share
+        assert mon.compare("v1", early_unseen, np.array([])).unseen_category_features != (), share

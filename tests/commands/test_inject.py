@@ -133,7 +133,7 @@ def feedback_records(url: str) -> list[dict[str, Any]]:
 def test_unit_change_multiplies_one_feature_by_1000(url: str) -> None:
     code, out, text = cli("unit_change", "--param", "feature=20", "--param", "factor=1000", "--target", url)
     assert code == 0, text
-    assert out["fault"] == "unit_change" and out["simulates"] == "data.covariate_drift"
+    assert out["fault"] == "unit_change" and out["simulates"] == "data.schema_change"
     assert out["response"]["applied"] == {"feature": 20, "factor": 1000.0}
     (rec,) = predict(url, [ROW])
     assert rec["inputs"][20] == ROW[20] * 1000
@@ -391,12 +391,18 @@ def test_data_faults_with_defaults_drift_for_the_sidecars_monitor(
             out += predict(url, rows[i:i + 200])
         return out
 
-    def drifted(recs: list[dict[str, Any]]) -> tuple[str, ...]:
+    def compare(recs: list[dict[str, Any]]) -> Any:
         x = np.array([[np.nan if v is None else v for v in r["inputs"]] for r in recs], float)
         res = mon.compare(ref["version"], x, np.array([r["prediction"] or 0 for r in recs]))
         assert res is not None
-        return res.drifted_features
+        return res
 
-    assert drifted(window()) == ()
+    before = compare(window())
+    assert before.drifted_features == ()
+    assert before.unit_change_features == () and before.unseen_category_features == ()
     assert cli(fault, "--target", url)[0] == 0
-    assert len(drifted(window())) >= 1
+    after = compare(window())
+    assert len(after.drifted_features) >= 1
+    # ... and the sidecar's schema checks tell the three apart (what the default rules rank on)
+    assert bool(after.unit_change_features) is (fault == "unit_change")
+    assert bool(after.unseen_category_features) is (fault == "unseen_categories")

@@ -198,3 +198,15 @@ def test_sliding_window_keeps_only_recent_rows() -> None:
     assert sw.compare().drifted_features == ["f1"]
     with pytest.raises(InvalidInput):
         sw.add(np.zeros((3, 5)))
+
+
+@pytest.mark.parametrize("n", [141, 1000, 20_000, 50_000])
+def test_fast_ks_p_values_equal_scipys_kstwo(n: int) -> None:
+    """Our vectorized Smirnov sum replaces scipy's slow branch; it must give scipy's numbers."""
+    from detectors.drift import _kstwo_sf
+
+    d = np.array([0.3 / np.sqrt(n), 1.5 / np.sqrt(n), 3.0 / np.sqrt(n), 10.0 / np.sqrt(n), 0.5, 0.7])
+    d = d[d < 1.0]
+    ours = _kstwo_sf(d, np.full(len(d), float(n)))
+    ref = stats.kstwo.sf(d, n)
+    assert np.allclose(ours, ref, rtol=1e-9, atol=1e-300)

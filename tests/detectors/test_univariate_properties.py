@@ -81,3 +81,19 @@ def test_constant_series_then_change_is_flagged_not_nan() -> None:
     for cls in (RobustZ, EWMA):
         s = cls().score_batch(np.r_[np.full(100, 5.0), 6.0])
         assert np.all(s[:100] == 0.0) and s[-1] == 1.0
+
+
+def test_robust_z_streaming_mad_search_equals_the_batch_partition() -> None:
+    """The O(log n) MAD of the streaming path gives the batch path's floats, ties and even sizes included."""
+    import numpy as np
+
+    from detectors.univariate.robust_z import _robust_scale, _sorted_window_scale
+
+    rng = np.random.default_rng(3)
+    for _ in range(3000):
+        n = int(rng.integers(1, 80))
+        pool = rng.integers(0, 5, n).astype(float) if rng.random() < 0.3 else rng.normal(size=n)
+        s = sorted(pool.tolist())
+        med = s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
+        want = float(_robust_scale(np.abs(np.asarray(s) - med)[None, :], np.array([med]))[0])
+        assert _sorted_window_scale(s, med) == want, (s, med)

@@ -26,6 +26,16 @@ def test_yaml_and_env_settings(tmp_path, monkeypatch):
     ("unknown_key: 1\n", "unknown_key"),
     ("- a list\n", "mapping"),
     ("port: [unclosed\n", "not valid YAML"),
+    ("remediation: {executor: {kind: systemd}}\n", "needs 'unit'"),
+    ("remediation: {executor: {kind: systemd, unit: 'model-*'}}\n", "glob patterns are refused"),
+    ("remediation: {executor: {kind: kubernetes, namespace: ml, deployment: digits}}\n", "needs container"),
+    ("remediation: {executor: {kind: kubernetes, namespace: ml, deployment: 'app=x', container: m}}\n",
+     "label selectors are refused"),
+    ("remediation: {executor: {kind: kubernetes, namespace: ml, deployment: d, container: m, "
+     "image_template: 'reg/x:latest'}}\n", "must contain '{version}'"),
+    ("remediation: {executor: {kind: local, image_template: 'r/x:{version}'}}\n", "kubernetes' only"),
+    ("supervise_command: [python, -m, x]\nremediation: {executor: {kind: systemd, unit: m}}\n",
+     "conflicts with executor kind 'systemd'"),
 ])
 def test_invalid_settings_name_the_field(tmp_path, text, needle):
     p = tmp_path / "s.yaml"
@@ -45,3 +55,26 @@ def test_serve_refuses_a_bad_rule_pack_with_exit_2(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert "rule 'r'" in r.stderr and "signal 'nope'" in r.stderr
+
+
+@pytest.mark.parametrize("executor,restarter,rolls_out", [
+    ({"kind": "systemd", "unit": "model@digits", "scope": "user"}, "SystemdUnit", False),
+    ({"kind": "kubernetes", "namespace": "ml", "deployment": "digits", "container": "model",
+      "image_template": "registry.example.com/ml/digits:{version}"}, "KubernetesDeployment", True),
+    ({"kind": "kubernetes", "namespace": "ml", "deployment": "digits", "container": "model"},
+     "KubernetesDeployment", False),
+])
+def test_executor_is_selected_by_settings(tmp_path, executor, restarter, rolls_out):
+    from incidentd.runtime import Runtime
+
+    s = Settings.load(None, database=str(tmp_path / "db.sqlite"), model_server_url="http://127.0.0.1:9",
+                      remediation={"executor": executor})
+    rt = Runtime(s)
+    try:
+        ctx = rt.remediator.ctx
+        assert type(ctx.process).__name__ == restarter
+        assert (ctx.rollout is not None) is rolls_out
+        if executor["kind"] == "systemd":
+            assert ctx.process.command[-1] == "model@digits.service" and "--user" in ctx.process.command
+    finally:
+        rt.stop()

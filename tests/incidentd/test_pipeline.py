@@ -29,13 +29,14 @@ class Stack:
         self.version = "v1"
         self.drifted = 0
         self.accuracy = 0.96
+        self.latency = 0.004
 
     def tick(self, seconds: int = 1) -> None:
         for _ in range(seconds):
             self.t += 1
             self.labeled += 40
             self.correct += int(self.rng.binomial(40, self.accuracy))
-            lat = 0.004 + self.rng.normal(0, 0.0004)
+            lat = self.latency + self.rng.normal(0, 0.0004)
             m, v = 'model="digits"', f'version="{self.version}"'
             self.metrics.ingest_text("\n".join([
                 f"model_up{{{m},{v}}} 1",
@@ -108,3 +109,41 @@ def test_lingering_accuracy_after_drift_ends_keeps_the_data_diagnosis(stack):
     (inc,) = stack.store.incidents()
     assert inc.top.root_cause == "data.covariate_drift", [h.root_cause for h in inc.hypotheses]
     assert inc.status.value == "resolved"
+
+
+def restart_service(stack, restore: bool) -> None:
+    """What a service restart in embedded mode leaves: the SQLite store, an empty metrics store."""
+    if restore:
+        stack.loop.save_baselines(stack.t)
+    else:
+        stack.store.put("baselines:digits", None)
+    stack.metrics = EmbeddedStore(3600, 5000)
+    specs = default_catalog(CatalogSettings(accuracy_window_seconds=15, counter_window_seconds=8))
+    stack.loop = DetectionLoop(stack.settings, stack.metrics, stack.store, RuleEngine.load([DEFAULT_PACK]),
+                               specs, remediator=None, step=1.0)
+
+
+@pytest.mark.parametrize("restore", [True, False])
+def test_a_restarted_service_keeps_its_learned_baselines(stack, restore):
+    stack.tick(90)
+    restart_service(stack, restore)
+    stack.tick(4)
+    stack.latency = 0.2                       # 50x the learned p90, seconds after the restart
+    stack.tick(8)
+    latency = stack.loop.last_readings["digits"].get("latency")
+    if restore:
+        assert latency is not None and latency.active, "the restored baseline judges the very first points"
+        assert [i.top.root_cause for i in stack.store.incidents()] == ["hardware.cpu_contention"]
+    else:
+        # the control: without the saved baseline the detector is still warming up and sees nothing
+        assert latency is None or not latency.active
+        assert stack.store.incidents() == []
+
+
+def test_a_damaged_saved_baseline_is_relearned_not_fatal(stack, caplog):
+    stack.store.put("baselines:digits", {"at": stack.t, "signals": {"latency": {"detector": "garbage"},
+                                                                   "accuracy": {"base_num": 5, "base_den": 1}}})
+    stack.tick(60)
+    assert "not restored" in caplog.text
+    assert stack.loop.last_readings["digits"]["accuracy"].value > 0.9     # learned afresh, and working
+    assert stack.store.incidents() == []

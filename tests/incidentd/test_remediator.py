@@ -127,3 +127,41 @@ def test_service_restart_mid_action_reconciles_instead_of_rerunning(tmp_path, se
     assert current(server) == "v2", "a reconciled action is verified, not blindly re-run"
     fresh.close()
     assert ActionKind.ROLLBACK is rec.kind
+
+
+def test_new_symptom_after_the_action_reverts_it_and_escalates(tmp_path, server):
+    store, rem, inc = setup(tmp_path, server)
+    rec = rem.consider(inc, BAD_VERSION, ["accuracy"], time.time())
+    rec = wait_status(rem, rec.id, {ActionStatus.VERIFYING})
+    assert current(server) == "v1"
+    # The rollback's own symptom lingering from before the action is not "worse" ...
+    entries = rem.verify(inc, {"accuracy": Verdict(None)}, None, time.time(), "v1", grace=0.0,
+                         active={"accuracy": rec.executed_at - 30, "input_drift": rec.executed_at + 2})
+    assert entries == [] and rem.records()[0].status is ActionStatus.VERIFYING
+    # ... nor a new one that is healthy again on data after the action settled (late labels) ...
+    specs = {"accuracy": Verdict(None), "nonfinite_outputs": Verdict(True)}
+    later = rec.executed_at + 0.5      # past a quarter of the 1 s verification window, before its end
+    active = {"accuracy": rec.executed_at - 30, "nonfinite_outputs": rec.executed_at + 0.1}
+    assert rem.verify(inc, specs, None, later, "v1", grace=0.0, active=active) == []
+    # ... a new harm signal that started after it and stays unhealthy is.
+    specs["nonfinite_outputs"] = Verdict(False)
+    entries = rem.verify(inc, specs, None, later, "v1", grace=0.0, active=active)
+    assert [e.kind for e in entries] == ["escalated"] and inc.escalated
+    assert "nonfinite_outputs started after the rollback" in entries[0].message
+    assert current(server) == "v2", "the rollback was undone"
+    rec = rem.records()[0]
+    assert rec.status is ActionStatus.REVERTED
+    assert rec.audit[-1]["event"] == "worse" and rec.audit[-1]["new_symptoms"] == ["nonfinite_outputs"]
+    # A reverted action counts as a failed remediation for the escalation guard.
+    assert Policy(max_failed=1).decide(ActionKind.ROLLBACK, 0.9, [], rem.records(), False, time.time()).escalate
+    rem.close()
+
+
+def test_revert_can_be_switched_off(tmp_path, server):
+    store, rem, inc = setup(tmp_path, server, revert_on_worse=False)
+    rec = rem.consider(inc, BAD_VERSION, ["accuracy"], time.time())
+    rec = wait_status(rem, rec.id, {ActionStatus.VERIFYING})
+    entries = rem.verify(inc, {"accuracy": Verdict(None), "nonfinite_outputs": Verdict(False)}, None,
+                         rec.executed_at + 0.5, "v1", grace=0.0, active={"nonfinite_outputs": rec.executed_at + 0.1})
+    assert entries == [] and current(server) == "v1"
+    rem.close()

@@ -59,9 +59,26 @@ def test_hang_stalls_predict_until_cleared(live_server: LiveServer) -> None:
         assert httpx.get(url + "/predictions", params={"after": 0, "limit": 1}, timeout=2).status_code == 200
         assert not any(f.result() for f in futures)
     assert httpx.get(url + "/healthz", timeout=2).status_code == 200      # the process is alive
-    assert httpx.get(url + "/metrics", timeout=2).status_code == 200
+    # what gives the hang away: requests stay in flight long after their clients gave up
+    time.sleep(1.0)
+    stalled = _gauges(httpx.get(url + "/metrics", timeout=2).text)
+    assert stalled["model_requests_in_flight"] >= 1
+    assert stalled["model_oldest_request_age_seconds"] > 1.5
     assert "hang" in httpx.delete(url + "/admin/faults", timeout=5).json()["cleared"]
     assert httpx.post(url + "/predict", json={"inputs": ROWS}, timeout=5).status_code == 200
+    deadline = time.monotonic() + 5
+    while _gauges(httpx.get(url + "/metrics", timeout=2).text)["model_requests_in_flight"] and \
+            time.monotonic() < deadline:
+        time.sleep(0.1)
+    healthy = _gauges(httpx.get(url + "/metrics", timeout=2).text)
+    assert healthy["model_requests_in_flight"] == 0 and healthy["model_oldest_request_age_seconds"] == 0
+
+
+def _gauges(text: str) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {s.name: s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+            if s.name in ("model_requests_in_flight", "model_oldest_request_age_seconds")}
 
 
 def test_crash_exits_after_answering_and_restart_serves_same_version(live_server: LiveServer) -> None:

@@ -377,3 +377,39 @@ def test_protocols(api: tuple[FakeAPI, str]) -> None:
     dep = make(url)
     assert isinstance(dep, RestartExecutor) and isinstance(dep, RollbackExecutor)
     assert dep.command == ["kubectl", "--namespace", "ml", "rollout", "restart", "deployment/digits"]
+
+
+def test_actions_restart_and_roll_back_through_the_deployment(api: tuple[FakeAPI, str], registry_dir) -> None:
+    """The Restart and Rollback actions, configured for Kubernetes, act on the Deployment: the known-good
+    version comes from the model registry (via the server's admin API), the image from the template."""
+    from remediation.actions import ACTIONS, ActionContext
+    from remediation.executors import ModelServerAdmin
+    from remediation.types import ActionKind
+    from tests.model_server.conftest import start_server
+
+    fake, url = api
+    fake.objects[("ml", "digits")] = deployment("ml", "digits")
+    server = start_server(registry_dir)
+    try:
+        dep = make(url)
+        ctx = ActionContext(ModelServerAdmin(server.url), dep, rollout=dep,
+                            release_template="registry.example.com/ml/digits:{version}")
+        rollback = ACTIONS[ActionKind.ROLLBACK]
+        plan = rollback.plan(ctx, "digits")
+        assert not plan.noop and plan.params["to"] == GOOD_IMAGE and plan.params["from"] == BAD_IMAGE
+        assert rollback.simulate(ctx, plan) == {"would_switch": {"from": BAD_IMAGE, "to": GOOD_IMAGE}}
+        assert not any(r.method == "PATCH" for r in fake.requests), "a dry run sends no PATCH"
+        result = rollback.execute(ctx, plan)
+        assert result == {"noop": False, "from": BAD_IMAGE, "to": GOOD_IMAGE}
+        assert rollback.execute(ctx, plan)["noop"] is True, "a retried rollback does not apply twice"
+        assert rollback.plan(ctx, "digits").noop
+        rollback.revert(ctx, plan, result)                 # what a regression after the rollback triggers
+        assert dep.current() == BAD_IMAGE
+        restart = ACTIONS[ActionKind.RESTART]
+        rplan = restart.plan(ctx, "digits")
+        assert rplan.params["pid"] == dep.pid and "rollout restart deployment/digits" in rplan.description
+        first = restart.execute(ctx, rplan)
+        assert first["noop"] is False and restart.execute(ctx, rplan)["noop"] is True
+        assert sum(r.method == "PATCH" for r in fake.requests) == 3    # set image, set image back, restart
+    finally:
+        server.stop()

@@ -59,6 +59,18 @@ def test_flapping_remediation_stops_and_escalates():
     assert p.decide(ActionKind.RESTART, 0.95, [], restarts, False, now=100.0 + 3601 + 600).allowed
 
 
+def test_flapping_is_the_same_fix_for_the_same_root_cause():
+    p = Policy(cooldown_seconds=60, flap_limit=3, flap_window_seconds=3600)
+    restarts = [rec(executed_at=t, incident=f"inc-{i}") for i, t in enumerate((100.0, 400.0, 700.0))]
+    for r, cause in zip(restarts, ("hardware.process_crash", "hardware.process_crash", "hardware.process_crash")):
+        r.root_cause = cause
+    d = p.decide(ActionKind.RESTART, 0.95, [], restarts, False, now=1000.0, root_cause="hardware.process_crash")
+    assert not d.allowed and d.escalate and "for hardware.process_crash" in d.reason
+    # three crashes fixed by restarts do not make a memory leak's first restart "flapping"
+    assert p.decide(ActionKind.RESTART, 0.95, [], restarts, False, now=1000.0,
+                    root_cause="hardware.memory_pressure").allowed
+
+
 def test_repeated_failed_remediations_stop_and_escalate():
     p = Policy(cooldown_seconds=0, max_failed=2)
     failed = [rec(ActionKind.CLAMP, ActionStatus.NOT_RECOVERED, 100.0, "inc-1"),
@@ -68,8 +80,10 @@ def test_repeated_failed_remediations_stop_and_escalate():
 
 
 def test_rate_limit_per_model_per_hour():
-    p = Policy(cooldown_seconds=0, max_actions_per_hour=2, flap_limit=10)
+    p = Policy(cooldown_seconds=0, max_actions_per_window=2, flap_limit=10)
     done = [rec(ActionKind.CLAMP, executed_at=100.0, incident="a"), rec(ActionKind.ROLLBACK, executed_at=200.0,
                                                                        incident="b")]
     d = p.decide(ActionKind.RESTART, 0.95, [], done, False, now=300.0)
     assert not d.allowed and not d.escalate and "rate limit" in d.reason
+    assert Policy(cooldown_seconds=0, max_actions_per_window=2, flap_limit=10, rate_window_seconds=150).decide(
+        ActionKind.RESTART, 0.95, [], done, False, now=300.0).allowed, "only actions inside the window count"
