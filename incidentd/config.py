@@ -29,6 +29,7 @@ class ExecutorSettings(BaseModel):
     container: str | None = None
     image_template: str | None = None
     rollout_timeout_seconds: float = Field(300.0, gt=0)
+    max_unavailable: int = Field(1, ge=1)   # blast radius: replicas a rollout may take down at once
 
     @model_validator(mode="after")
     def _complete(self) -> ExecutorSettings:

@@ -120,7 +120,8 @@ class Runtime:
             from remediation.executors_k8s import KubernetesDeployment
 
             dep = KubernetesDeployment(ex.namespace or "", ex.deployment or "", ex.container or "",
-                                       rollout_timeout=ex.rollout_timeout_seconds)
+                                       rollout_timeout=ex.rollout_timeout_seconds,
+                                       max_unavailable=ex.max_unavailable)
             return dep, dep if ex.image_template else None
         return None, None
 

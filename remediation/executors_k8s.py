@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import re
 import time
 from collections.abc import Callable
@@ -77,6 +78,7 @@ class RolloutState:
     paused: bool
     restarted_at: str | None
     images: dict[str, str]           # container name -> image
+    down_at_once: int = 0            # replicas a rollout may take down at once (Recreate: all of them)
 
     def done(self) -> tuple[bool, str]:
         """kubectl's DeploymentStatusViewer: (finished, message); raises when the deadline passed."""
@@ -113,7 +115,20 @@ def rollout_state(d: Any) -> RolloutState:
         paused=bool(d.spec.paused),
         restarted_at=ann.get(RESTARTED_AT),
         images={c.name: c.image for c in tmpl.spec.containers},
+        down_at_once=_down_at_once(d.spec.strategy, d.spec.replicas),
     )
+
+
+def _down_at_once(strategy: Any, replicas: int | None) -> int:
+    """Replicas a rollout of this strategy takes down together, as the Deployment controller resolves it."""
+    n = 1 if replicas is None else int(replicas)
+    if strategy is not None and strategy.type == "Recreate":
+        return n
+    ru = strategy.rolling_update if strategy is not None else None
+    value = ru.max_unavailable if ru is not None and ru.max_unavailable is not None else "25%"
+    if isinstance(value, str) and value.endswith("%"):
+        return math.floor(n * float(value[:-1]) / 100.0)    # maxUnavailable rounds down
+    return int(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +155,7 @@ class KubernetesDeployment:
 
     def __init__(self, namespace: str, name: str, container: str, api_client: ApiClient | None = None,
                  rollout_timeout: float = 300.0, poll_interval: float = 2.0, request_timeout: float = 30.0,
+                 max_unavailable: int = 1,
                  sleep: Callable[[float], None] = time.sleep, monotonic: Callable[[], float] = time.monotonic,
                  now: Callable[[], dt.datetime] | None = None) -> None:
         self.namespace = _check_name("namespace", namespace, _DNS1123_LABEL, 63)
@@ -147,6 +163,9 @@ class KubernetesDeployment:
         self.container = _check_name("container", container, _DNS1123_LABEL, 63)
         self._api_client = api_client
         self._apps: Any = None
+        if max_unavailable < 1:
+            raise ValueError("max_unavailable must be at least 1")
+        self.max_unavailable = max_unavailable
         self.rollout_timeout = rollout_timeout
         self.poll_interval = poll_interval
         self.request_timeout = request_timeout
@@ -203,6 +222,15 @@ class KubernetesDeployment:
                                f"(containers: {sorted(state.images)})", retryable=False)
         return state
 
+    def _check_blast_radius(self, state: RolloutState, what: str) -> None:
+        """Refuse a rollout that would take more replicas down at once than allowed (Recreate, a big
+        maxUnavailable): remediation replaces one replica at a time or not at all."""
+        if state.down_at_once > self.max_unavailable:
+            raise ActionFailed(f"{what} of deployment {self.namespace}/{self.name} refused: its strategy takes "
+                               f"{state.down_at_once} of {state.replicas} replicas down at once (limit "
+                               f"{self.max_unavailable}); use RollingUpdate with maxUnavailable <= "
+                               f"{self.max_unavailable}", retryable=False)
+
     def _patch(self, what: str, body: dict[str, Any]) -> RolloutState:
         d = self._call(what, self._api().patch_namespaced_deployment, body=body)
         return rollout_state(d)
@@ -246,6 +274,7 @@ class KubernetesDeployment:
         if before.paused:
             raise ActionFailed(f"deployment {self.namespace}/{self.name} is paused: can't restart a paused "
                                "deployment (run rollout resume first)", retryable=False)
+        self._check_blast_radius(before, "rollout restart")
         self._patch("rollout restart", self.restart_body(rfc3339_now(self._now)))
         after = self.wait_rollout()
         log.warning("rollout restart of %s: generation %d -> %d", self.target, before.generation,
@@ -257,6 +286,7 @@ class KubernetesDeployment:
         before = self.read()
         if before.images[self.container] == image:
             return RolloutOutcome(True, before, before, f"{self.container} already runs {image}")
+        self._check_blast_radius(before, "set image")
         self._patch("set image", self.set_image_body(image))
         after = self.wait_rollout()
         log.warning("set image of %s: %s -> %s", self.target, before.images[self.container], image)

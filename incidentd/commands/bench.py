@@ -12,6 +12,7 @@ def faults(
     repeat: int = typer.Option(1, "--repeat", min=1, help="Rounds: every fault once per round, plus a control."),
     only: list[str] = typer.Option([], "--fault", help="Only this fault (repeatable); default: the taxonomy."),
     as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object on stdout."),
+    plot: str | None = typer.Option(None, "--plot", help="Also write a PNG of detect/recover times per fault."),
 ) -> None:
     """Inject every fault of the taxonomy REPEAT times with healthy controls; report accuracy, MTTD, MTTR."""
     import json
@@ -25,6 +26,10 @@ def faults(
         typer.echo(f"error: unknown fault(s) {unknown}; known: {sorted(FAULTS)}", err=True)
         raise typer.Exit(2)
     report = run_bench(fast, repeat, list(only) or None, lambda m: print(m, file=sys.stderr, flush=True))
+    if plot:
+        from incidentd.plots import render_bench
+
+        print(f"plot: {render_bench(report, plot)}", file=sys.stderr)
     if as_json:
         print(json.dumps(report))
         return

@@ -20,13 +20,15 @@ PER_FAULT_KEYS = {"fault", "runs", "domain_correct", "root_cause_correct", "mttd
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
+    plot = tmp_path_factory.mktemp("bench") / "bench.png"
     proc = subprocess.run([sys.executable, "-m", "incidentd.cli", "bench", "faults", "--fast", "--repeat", "1",
-                           "--json"], capture_output=True, text=True, timeout=2400)
+                           "--json", "--plot", str(plot)], capture_output=True, text=True, timeout=2400)
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
     assert proc.returncode == 0 and len(lines) == 1, f"{proc.stdout!r}\n{proc.stderr[-4000:]}"
     report = json.loads(lines[0])
     print(f"\nbench: MTTD median {report['mttd_median_s']} s, MTTR median {report['mttr_median_s']} s; "
           + ", ".join(f"{f['fault']} {f['mttd_median_s']}/{f['mttr_median_s']}" for f in report["per_fault"]))
+    assert plot.read_bytes()[:4] == b"\x89PNG", "--plot writes the picture"
     return report, proc.stderr
 
 

@@ -40,3 +40,14 @@ def test_taxonomy_expectations_come_from_the_rule_pack():
     assert by_name["crash"].expected_action == "restart"
     assert by_name["unit_change"].expected_action is None            # data faults never touch the model
     assert by_name["gpu_thermal"].expected_root_cause == "hardware.gpu_thermal"
+
+
+def test_bench_plot_is_written(tmp_path):
+    from incidentd.plots import render_bench
+
+    runs = [result("crash", "hardware", "hardware.process_crash", "hardware", "hardware.process_crash", 3.0, 10.0),
+            result("gpu_errors", "hardware", "hardware.gpu_thermal", "hardware", "hardware.gpu_errors", 2.0)]
+    report = BenchReport(runs, control_incidents=0, control_actions=0, extra_incidents=0).summary()
+    out = render_bench(report, str(tmp_path / "bench.png"))
+    data = open(out, "rb").read()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000

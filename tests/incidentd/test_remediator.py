@@ -165,3 +165,33 @@ def test_revert_can_be_switched_off(tmp_path, server):
                          rec.executed_at + 0.5, "v1", grace=0.0, active={"nonfinite_outputs": rec.executed_at + 0.1})
     assert entries == [] and current(server) == "v1"
     rem.close()
+
+
+def test_a_restart_that_makes_things_worse_escalates_and_says_it_cannot_be_undone(tmp_path, registry_dir):
+    import sys
+
+    from diagnosis.types import FaultDomain as D
+    from remediation.executors import LocalProcess
+    from tests.model_server.conftest import free_port
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = LocalProcess([sys.executable, "-m", "incidentd.model_server", "--registry", str(registry_dir), "--port",
+                         str(port), "--log-level", "warning", "--device", "cpu"], url + "/healthz",
+                        tmp_path / "ms.log")
+    proc.start()
+    try:
+        store = Store(tmp_path / "db.sqlite")
+        rem = Remediator(store, Policy(verify_seconds=1.0), ActionContext(ModelServerAdmin(url), proc))
+        hang = Hypothesis(D.HARDWARE, "hardware.process_hang", 0.9, "restart", "hung", evidence_ids=("ev",))
+        inc, entries = open_incident("digits", [hang], ["ev"], time.time(), [])
+        store.save_incident(inc, entries)
+        rec = rem.consider(inc, hang, ["request_stall"], time.time())
+        rec = wait_status(rem, rec.id, {ActionStatus.VERIFYING})
+        entries = rem.verify(inc, {"request_stall": Verdict(None), "error_rate": Verdict(False)}, None,
+                             rec.executed_at + 0.5, None, grace=0.0, active={"error_rate": rec.executed_at + 0.1})
+        assert [e.kind for e in entries] == ["escalated"] and "restart cannot be undone" in entries[0].message
+        assert rem.records()[0].status is ActionStatus.NOT_RECOVERED
+        rem.close()
+    finally:
+        proc.stop()

@@ -413,3 +413,29 @@ def test_actions_restart_and_roll_back_through_the_deployment(api: tuple[FakeAPI
         assert sum(r.method == "PATCH" for r in fake.requests) == 3    # set image, set image back, restart
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("strategy,replicas,limit,refused", [
+    ({"type": "Recreate"}, 3, 1, True),                                                  # all at once
+    ({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": "50%"}}, 4, 1, True),
+    ({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 2}}, 5, 2, False),
+    ({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}, 3, 1, False),
+    ({"type": "Recreate"}, 1, 1, False),                                                 # one replica is one
+])
+def test_blast_radius_one_replica_at_a_time(api: tuple[FakeAPI, str], strategy: dict[str, Any], replicas: int,
+                                            limit: int, refused: bool) -> None:
+    fake, url = api
+    obj = deployment("ml", "digits", replicas=replicas)
+    obj["spec"]["strategy"] = strategy
+    fake.objects[("ml", "digits")] = obj
+    dep = make(url, max_unavailable=limit)
+    if refused:
+        with pytest.raises(ActionFailed, match="replicas down at once") as e:
+            dep.restart()
+        assert not e.value.retryable
+        with pytest.raises(ActionFailed, match="replicas down at once"):
+            dep.rollback(GOOD_IMAGE)
+        assert not any(r.method == "PATCH" for r in fake.requests), "refused before any change"
+    else:
+        dep.restart()
+        assert sum(r.method == "PATCH" for r in fake.requests) == 1
