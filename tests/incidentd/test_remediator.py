@@ -168,17 +168,10 @@ def test_revert_can_be_switched_off(tmp_path, server):
 
 
 def test_a_restart_that_makes_things_worse_escalates_and_says_it_cannot_be_undone(tmp_path, registry_dir):
-    import sys
-
     from diagnosis.types import FaultDomain as D
-    from remediation.executors import LocalProcess
-    from tests.model_server.conftest import free_port
+    from tests.model_server.conftest import supervised_server
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = LocalProcess([sys.executable, "-m", "incidentd.model_server", "--registry", str(registry_dir), "--port",
-                         str(port), "--log-level", "warning", "--device", "cpu"], url + "/healthz",
-                        tmp_path / "ms.log")
+    proc, url = supervised_server(registry_dir, tmp_path / "ms.log")
     proc.start()
     try:
         store = Store(tmp_path / "db.sqlite")

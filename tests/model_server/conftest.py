@@ -59,6 +59,17 @@ class LiveServer:
                 self.proc.wait(5)
 
 
+def supervised_server(registry: Path, log: Path) -> tuple[object, str]:
+    """A model server as embedded mode runs it: a LocalProcess the caller starts and stops; (process, url)."""
+    from remediation.executors import LocalProcess
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = LocalProcess([sys.executable, "-m", "incidentd.model_server", "--registry", str(registry), "--port",
+                         str(port), "--log-level", "warning", "--device", "cpu"], url + "/healthz", log)
+    return proc, url
+
+
 def start_server(registry: Path, port: int | None = None, faults: bool = True, timeout: float = 60) -> LiveServer:
     port = port or free_port()
     cmd = [sys.executable, "-m", "incidentd.model_server", "--registry", str(registry), "--port", str(port),

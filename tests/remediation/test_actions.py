@@ -1,15 +1,13 @@
 """Actions on a real model server: dry-run changes nothing, execution fixes, a retry does not apply twice."""
 from __future__ import annotations
 
-import sys
-
 import httpx
 import pytest
 
 from remediation.actions import ACTIONS, ActionContext
-from remediation.executors import LocalProcess, ModelServerAdmin
+from remediation.executors import ModelServerAdmin
 from remediation.types import ActionKind
-from tests.model_server.conftest import free_port, start_server
+from tests.model_server.conftest import start_server, supervised_server
 
 
 @pytest.fixture()
@@ -68,11 +66,7 @@ def test_unknown_version_is_a_clear_non_retryable_failure(server):
 
 
 def test_restart_replaces_the_process_once(registry_dir, tmp_path):
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = LocalProcess([sys.executable, "-m", "incidentd.model_server", "--registry", str(registry_dir), "--port",
-                         str(port), "--log-level", "warning", "--device", "cpu"], url + "/healthz",
-                        tmp_path / "ms.log")
+    proc, url = supervised_server(registry_dir, tmp_path / "ms.log")
     proc.start()
     try:
         ctx = ActionContext(ModelServerAdmin(url), proc)
