@@ -163,8 +163,10 @@ class DetectionLoop:
         self._saved_at[model] = now
 
     def _save_baselines(self, model: str, now: float) -> None:
-        if now - self._saved_at.get(model, 0.0) < BASELINE_SAVE_SECONDS:
-            return
+        if now - self._saved_at.get(model, 0.0) >= BASELINE_SAVE_SECONDS:
+            self._write_baselines(model, now)
+
+    def _write_baselines(self, model: str, now: float) -> None:
         signals = {n: b for n, s in self.specs.items() if (b := s.baseline(model)) is not None}
         if signals:
             self.store.put(f"baselines:{model}", {"at": now, "signals": signals})
@@ -174,8 +176,7 @@ class DetectionLoop:
         """Write every model's learned baselines now (the service calls it when it stops)."""
         now = time.time() if now is None else now
         for model in list(self._models):
-            self._saved_at.pop(model, None)
-            self._save_baselines(model, now)
+            self._write_baselines(model, now)
 
     def _cycle_model(self, model: str, now: float) -> Incident | None:
         if model not in self._models:
@@ -248,8 +249,7 @@ class DetectionLoop:
             return False
         # While any evidence of the current diagnosis was still there, or up to when the last of it ended.
         supported_until = max(e.ended_at if e.ended_at is not None else float("inf") for e in support)
-        onsets = {f.evidence_id: f.onset for f in facts.signals.values()}
-        onsets.update({c.evidence_id: c.at for c in facts.changes})
+        onsets = _onsets(facts)
         return all(onsets.get(e, float("inf")) <= supported_until for e in top.evidence_ids)
 
     def _superseded(self, inc: Incident, top: Any, facts: Facts) -> bool:
@@ -260,8 +260,7 @@ class DetectionLoop:
             return False
         # Lingering symptoms of the fixed fault (accuracy windows still draining) are not a new fault:
         # the new hypothesis must rest on something that started after the fix was verified.
-        onsets = {f.evidence_id: f.onset for f in facts.signals.values()}
-        onsets.update({c.evidence_id: c.at for c in facts.changes})
+        onsets = _onsets(facts)
         return any(onsets.get(e, 0.0) > inc.mitigated_at for e in top.evidence_ids)
 
     def _facts(self, model: str, st: _ModelState, readings: dict[str, SignalReading], ctx: dict[str, Any],
@@ -326,3 +325,8 @@ class DetectionLoop:
             self.store.save_incident(inc)
 
 
+def _onsets(facts: Facts) -> dict[str, float]:
+    """Evidence id -> when it started, for every active signal and change behind the facts."""
+    onsets = {f.evidence_id: f.onset for f in facts.signals.values()}
+    onsets.update({c.evidence_id: c.at for c in facts.changes})
+    return onsets

@@ -240,7 +240,6 @@ class Remediator:
                 self.on_outcome(rec.kind.value, "not_recovered")
         return entries
 
-
     def _revert(self, inc: Incident, rec: ActionRecord, worse: list[str], now: float) -> TimelineEntry:
         assert self.ctx is not None
         try:

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import TypeVar
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from pydantic import BaseModel
 
 from diagnosis.catalog import CatalogSettings, default_catalog
 from diagnosis.rules import DEFAULT_PACK, RuleEngine
@@ -23,6 +25,7 @@ from remediation.executors_systemd import RestartExecutor, RollbackExecutor
 from remediation.policy import Policy
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -49,6 +52,13 @@ class ServiceMetrics:
                                 "Webhook notifications by source and outcome.", ["source", "outcome"], registry=r)
 
 
+def _from_settings(cls: type[T], section: BaseModel) -> T:
+    """A dataclass built from the settings section's fields of the same names (the rest keep defaults), so a
+    new setting reaches the policy or catalog by being declared in both, not by a copy line here."""
+    return cls(**{f.name: getattr(section, f.name) for f in fields(cls)  # type: ignore[call-arg]
+                  if f.name in type(section).model_fields})
+
+
 class Runtime:
     """Everything the service runs. ``start()`` schedules the jobs; ``stop()`` stops them and the children."""
 
@@ -68,12 +78,7 @@ class Runtime:
             self.source = self.embedded
         packs = ([DEFAULT_PACK] if settings.use_default_rules else []) + list(settings.rules)
         self.engine = RuleEngine.load(packs)
-        d = settings.detection
-        self.specs = default_catalog(CatalogSettings(
-            accuracy_window_seconds=d.accuracy_window_seconds, error_window_seconds=d.error_window_seconds,
-            counter_window_seconds=d.counter_window_seconds, label_stall_seconds=d.label_stall_seconds,
-            request_stall_seconds=d.request_stall_seconds,
-            confirm_points=d.confirm_points))
+        self.specs = default_catalog(_from_settings(CatalogSettings, settings.detection))
         self.admin = ModelServerAdmin(settings.model_server_url) if settings.model_server_url else None
         self.process: LocalProcess | None = None
         restarter, rollout = self._executors(settings)
@@ -84,12 +89,7 @@ class Runtime:
             self.process = LocalProcess(settings.supervise_command, settings.model_server_url + "/healthz",
                                         settings.supervise_log)
         rs = settings.remediation
-        policy = Policy(default_mode=rs.default_mode, modes=dict(rs.modes), cooldown_seconds=rs.cooldown_seconds,
-                        max_actions_per_incident=rs.max_actions_per_incident, verify_seconds=rs.verify_seconds,
-                        min_confidence=rs.min_confidence, max_actions_per_window=rs.max_actions_per_window,
-                        rate_window_seconds=rs.rate_window_seconds,
-                        flap_limit=rs.flap_limit, flap_window_seconds=rs.flap_window_seconds,
-                        max_failed=rs.max_failed, revert_on_worse=rs.revert_on_worse)
+        policy = _from_settings(Policy, rs)
         ctx = ActionContext(self.admin, self.process or restarter,
                             {"bounds": rs.clamp_bounds, "margin": rs.clamp_margin}, rollout,
                             rs.executor.image_template) if self.admin else None

@@ -8,6 +8,7 @@ import pytest
 
 from incidentd.config import Settings
 from incidentd.errors import ConfigError
+from remediation.types import ActionKind, ActionMode
 
 
 def test_yaml_and_env_settings(tmp_path, monkeypatch):
@@ -76,5 +77,23 @@ def test_executor_is_selected_by_settings(tmp_path, executor, restarter, rolls_o
         assert (ctx.rollout is not None) is rolls_out
         if executor["kind"] == "systemd":
             assert ctx.process.command[-1] == "model@digits.service" and "--user" in ctx.process.command
+    finally:
+        rt.stop()
+
+
+def test_every_policy_and_detection_setting_reaches_the_service(tmp_path):
+    from incidentd.runtime import Runtime
+
+    s = Settings.load(None, database=str(tmp_path / "db.sqlite"), model_server_url="http://127.0.0.1:9",
+                      remediation={"modes": {"restart": "approve"}, "flap_limit": 5, "rate_window_seconds": 60,
+                                   "revert_on_worse": False},
+                      detection={"request_stall_seconds": 7, "confirm_points": 3})
+    rt = Runtime(s)
+    try:
+        p = rt.remediator.policy
+        assert (p.flap_limit, p.rate_window_seconds, p.revert_on_worse) == (5, 60, False)
+        assert p.mode_for(ActionKind.RESTART) is ActionMode.APPROVE
+        stall = next(spec for spec in rt.specs if spec.name == "request_stall")
+        assert (stall.threshold, stall.confirm) == (7, 3)
     finally:
         rt.stop()
