@@ -90,6 +90,10 @@ class Fault:
     expected_root_cause: str | None = None
 
 
+# Action statuses as the incident API reports them: never executed, and finished (verdict reached).
+NOT_EXECUTED = ("dry_run", "denied", "awaiting_approval")
+FINISHED = ("verified", "not_recovered", "failed", "reverted")
+
 DRIFT_FEATURES = [19, 20, 21, 26, 27, 28, 35, 36, 43, 44]
 
 
@@ -289,7 +293,7 @@ class Demo:
             detail = self.api("GET", f"/incidents/{inc['id']}")
             top = detail["hypotheses"][0] if detail["hypotheses"] else None
             actions = detail["actions"]
-            done = [a for a in actions if a["status"] in ("verified", "not_recovered", "failed", "reverted")]
+            done = [a for a in actions if a["status"] in FINISHED]
             if fault.expected_action is None and top and top["domain"] == fault.expected_domain:
                 stable_data += 1
                 if stable_data >= 3:
@@ -313,7 +317,7 @@ class Demo:
         top = detail["hypotheses"][0] if detail["hypotheses"] else None
         res.domain = top["domain"] if top else None
         res.root_cause = top["root_cause"] if top else None
-        executed = [a for a in detail["actions"] if a["status"] not in ("dry_run", "denied", "awaiting_approval")]
+        executed = [a for a in detail["actions"] if a["status"] not in NOT_EXECUTED]
         if executed:
             res.action = executed[0]["kind"]
             res.false_remediation = fault.expected_action is None or res.action != fault.expected_action
@@ -353,7 +357,7 @@ class Demo:
         self.wait(self.t.control)
         incs = self.incidents_since(control_start)
         actions = sum(1 for i in incs for a in self.api("GET", f"/incidents/{i['id']}")["actions"]
-                      if a["status"] not in ("dry_run", "denied", "awaiting_approval"))
+                      if a["status"] not in NOT_EXECUTED)
         self.say(f"healthy control: {len(incs)} incident(s) opened, {actions} action(s)")
         for inc in incs:
             self.api("POST", f"/incidents/{inc['id']}/resolve", {"actor": "demo", "note": "false incident"})
