@@ -122,7 +122,9 @@ def sidecar(
         drift_alpha=drift_alpha,
         drift_psi_threshold=drift_psi_threshold,
         process_source=process_source,
-        timeout_seconds=max(1.0, min(5.0, 2 * interval)),
+        # Not below 2 s however fast the cycle: a CPU-starved server answers /metrics slowly, and a
+        # shorter timeout reads it as down (a crash) instead of contended.
+        timeout_seconds=max(2.0, min(5.0, 2 * interval)),
     )
     sc = Sidecar(
         target,
