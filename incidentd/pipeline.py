@@ -293,12 +293,12 @@ class DetectionLoop:
                 del st.episodes[name]
         for c in changes:
             facts.changes.append(ChangeFact(c.name, c.at, c.id))
-        for a in self.store.recent_evidence(model, now - 86400, kind=EvidenceKind.ALERT.value):
-            if a.ended_at is None:
-                facts.alerts[a.name] = a.id
-                sig = a.attributes.get("signal")
-                if sig in SIGNALS and sig not in facts.signals:
-                    facts.signals[sig] = SignalFact(sig, a.at, a.score, float("nan"), a.summary, a.id)
+        # An alert counts for as long as it fires, however long ago it started.
+        for a in self.store.open_alerts(model):
+            facts.alerts[a.name] = a.id
+            sig = a.attributes.get("signal")
+            if sig in SIGNALS and sig not in facts.signals:
+                facts.signals[sig] = SignalFact(sig, a.at, a.score, float("nan"), a.summary, a.id)
         return facts, summaries
 
     def _remediate(self, inc: Incident, st: _ModelState, hyps: list, facts: Facts, now: float,

@@ -143,6 +143,12 @@ class Store:
         rows = self._query(sql + " ORDER BY at", tuple(args))
         return [Evidence.from_dict(json.loads(r[0])) for r in rows]
 
+    def open_alerts(self, model: str) -> list[Evidence]:
+        """Every alert of the model that is still firing, however long ago it started."""
+        rows = self._query("SELECT doc FROM evidence WHERE model=? AND kind='alert' "
+                           "AND json_extract(doc, '$.ended_at') IS NULL ORDER BY at", (model,))
+        return [Evidence.from_dict(json.loads(r[0])) for r in rows]
+
     def models_with_active_incidents(self) -> list[str]:
         rows = self._query("SELECT DISTINCT model FROM incidents WHERE status!=?", (IncidentStatus.RESOLVED.value,))
         return [r[0] for r in rows]

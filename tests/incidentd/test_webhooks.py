@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import datetime as dt
 
 import pytest
 from fastapi.testclient import TestClient
@@ -10,6 +11,11 @@ from incidentd.api.app import create_app
 from incidentd.config import Settings
 from incidentd.errors import StorageError
 from incidentd.runtime import Runtime
+
+def ago(**delta) -> str:
+    """An RFC 3339 time relative to now, so the tests pass on any date."""
+    return (dt.datetime.now(dt.UTC) - dt.timedelta(**delta)).isoformat().replace("+00:00", "Z")
+
 
 # A real Alertmanager v4 notification (shape as sent by Alertmanager 0.25+).
 PAYLOAD = {
@@ -24,7 +30,7 @@ PAYLOAD = {
         "labels": {"alertname": "ModelAccuracyLow", "model": "digits", "severity": "critical",
                    "signal": "accuracy"},
         "annotations": {"summary": "accuracy of digits below 0.9"},
-        "startsAt": "2026-11-23T06:00:00.000Z", "endsAt": "0001-01-01T00:00:00Z",
+        "startsAt": ago(minutes=30), "endsAt": "0001-01-01T00:00:00Z",
         "generatorURL": "http://prometheus:9090/graph?g0.expr=...", "fingerprint": "c2a6e1d2f3b4a5c6",
     }],
 }
@@ -48,7 +54,7 @@ def resolved(payload):
     p = copy.deepcopy(payload)
     p["status"] = "resolved"
     p["alerts"][0]["status"] = "resolved"
-    p["alerts"][0]["endsAt"] = "2026-11-23T06:05:00.000Z"
+    p["alerts"][0]["endsAt"] = ago(minutes=25)
     return p
 
 
@@ -80,6 +86,17 @@ def test_incident_resolves_when_the_alert_resolves_and_a_stale_firing_never_reop
     assert [i["status"] for i in client.get("/incidents").json()["incidents"]] == ["resolved"]
 
 
+def test_an_alert_firing_for_days_still_counts_as_evidence(client, runtime):
+    old = copy.deepcopy(PAYLOAD)
+    old["alerts"][0]["startsAt"] = ago(days=3)
+    assert client.post("/webhooks/alertmanager", json=old).status_code == 200
+    runtime.loop.cycle()
+    incs = client.get("/incidents").json()["incidents"]
+    assert [i["status"] for i in incs] == ["open"]
+    detail = client.get(f"/incidents/{incs[0]['id']}").json()
+    assert [e["name"] for e in detail["evidence"]] == ["ModelAccuracyLow"]
+
+
 def test_refire_after_resolve_opens_a_new_incident(client, runtime):
     runtime.settings.detection.resolve_after_seconds = 0
     client.post("/webhooks/alertmanager", json=PAYLOAD)
@@ -88,7 +105,7 @@ def test_refire_after_resolve_opens_a_new_incident(client, runtime):
     runtime.loop.cycle()
     runtime.loop.cycle()
     again = copy.deepcopy(PAYLOAD)
-    again["alerts"][0]["startsAt"] = "2026-11-23T07:00:00.000Z"
+    again["alerts"][0]["startsAt"] = ago(minutes=1)
     client.post("/webhooks/alertmanager", json=again)
     runtime.loop.cycle()
     statuses = sorted(i["status"] for i in client.get("/incidents").json()["incidents"])
@@ -160,7 +177,7 @@ GRAFANA = {
     "alerts": [{
         "status": "firing", "labels": {"alertname": "ModelLatencyHigh", "model": "digits", "signal": "latency"},
         "annotations": {"summary": "p90 latency of digits above 250ms"},
-        "startsAt": "2026-11-23T06:10:03.157076+02:00", "endsAt": "0001-01-01T00:00:00Z",
+        "startsAt": (dt.datetime.now(dt.timezone(dt.timedelta(hours=2))) - dt.timedelta(minutes=20)).isoformat(), "endsAt": "0001-01-01T00:00:00Z",
         "generatorURL": "http://grafana:3000/alerting/1afz29v7z/edit", "fingerprint": "c6eadffa33fcdf37",
         "silenceURL": "http://grafana:3000/alerting/silence/new", "dashboardURL": "", "panelURL": "",
         "values": {"B": 0.31, "C": 1},
