@@ -11,16 +11,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from collector.drift_monitor import SCALE_FACTOR
-from collector.sidecar import PASSTHROUGH
-
-if TYPE_CHECKING:
-    from collector.sidecar import SidecarSnapshot
+from collector.snapshot import PASSTHROUGH, SidecarSnapshot
 
 MV = ["model", "version"]
 

@@ -17,34 +17,26 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from prometheus_client import CollectorRegistry
 
 from collector.drift_monitor import DriftMonitor, DriftResult
+from collector.exposition import SidecarCollector
 from collector.gpu import GPUReading, GPUSource, NoGPUSource
-from collector.hardware import HostReading, HostSampler, ProcessReading, ProcessSampler
+from collector.hardware import HostSampler, ProcessReading, ProcessSampler
 from collector.scrape import ModelServerClient, ScrapeError
 from collector.sinks import EventSink, EventType, NullSink, make_event
-from collector.windows import AccuracyStats, CounterRate, LabelJoin, PredictionWindow, WindowStats
+from collector.snapshot import PASSTHROUGH, SidecarSnapshot
+from collector.windows import CounterRate, LabelJoin, PredictionWindow
 from detectors.errors import IncidentdError
 from detectors.types import Sample
 
+__all__ = ["PASSTHROUGH", "Sidecar", "SidecarConfig", "SidecarSnapshot"]
+
 log = logging.getLogger(__name__)
-
-# Series of the model server passed through unchanged (name of the sample -> Prometheus type).
-PASSTHROUGH: dict[str, str] = {
-    "model_requests_total": "counter",
-    "model_request_errors_total": "counter",
-    "model_nonfinite_outputs_total": "counter",
-    "model_weights_nonfinite": "gauge",
-    "model_weights_abs_max": "gauge",
-    "model_requests_in_flight": "gauge",
-    "model_oldest_request_age_seconds": "gauge",
-}
-
 
 @dataclass(frozen=True, slots=True)
 class SidecarConfig:
@@ -71,42 +63,6 @@ class SidecarConfig:
     process_source: str = "auto"
 
 
-@dataclass(frozen=True, slots=True)
-class SidecarSnapshot:
-    """The signals computed by the latest cycle; what /metrics exposes."""
-
-    at: float
-    target: str
-    model: str
-    version: str | None
-    up: bool
-    pid: int | None
-    scrapes_total: int
-    scrape_errors_total: int
-    sink_errors_total: int
-    last_error: str | None
-    window: WindowStats
-    throughput_rps: float | None
-    error_ratio: float | None
-    accuracy: AccuracyStats | None  # current version
-    accuracy_by_version: dict[str, AccuracyStats]  # bounded: the last few versions
-    label_lag_seconds: float | None
-    drift: DriftResult | None  # None: no reference yet or too few rows
-    drift_window_rows: int
-    passthrough: tuple[Sample, ...]
-    host: HostReading | None
-    process: ProcessReading | None
-    gpus: tuple[GPUReading, ...] = field(default_factory=tuple)
-
-    @property
-    def latency_quantiles(self) -> dict[float, float]:
-        return self.window.latency_quantiles
-
-    @property
-    def accuracy_ratio(self) -> float | None:
-        return None if self.accuracy is None else self.accuracy.accuracy_ratio
-
-
 def _sum_samples(samples: list[Sample], name: str) -> float | None:
     vals = [s.value for s in samples if s.name == name and math.isfinite(s.value)]
     return sum(vals) if vals else None
@@ -131,8 +87,6 @@ class Sidecar:
         client: httpx.Client | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        from collector.exposition import SidecarCollector
-
         self.target_url = target_url.rstrip("/")
         self.interval = float(interval)
         self.config = config or SidecarConfig()

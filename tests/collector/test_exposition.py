@@ -11,7 +11,8 @@ from collector.drift_monitor import DriftResult, FeatureDriftSignal
 from collector.exposition import SidecarCollector
 from collector.gpu import SimulatedGPUSource
 from collector.hardware import HostReading, ProcessReading
-from collector.sidecar import Sidecar, SidecarSnapshot
+from collector.sidecar import Sidecar
+from collector.snapshot import SidecarSnapshot
 from collector.sinks import MemorySink
 from collector.windows import AccuracyStats, WindowStats
 from detectors.types import Sample
