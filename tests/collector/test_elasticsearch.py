@@ -6,16 +6,9 @@ import json
 import pytest
 from prometheus_client import CollectorRegistry
 
-from collector.elasticsearch import (
-    DocKind,
-    ElasticsearchSink,
-    Spool,
-    SpoolPolicy,
-    document_id,
-    index_templates,
-    mappings_for,
-    to_document,
-)
+from collector.elasticsearch import ElasticsearchSink
+from collector.es_documents import DocKind, document_id, index_templates, mappings_for, to_document
+from collector.spool import Spool, SpoolPolicy
 from collector.sinks import EventSink, EventType, make_event
 
 
@@ -200,7 +193,7 @@ def test_unreachable_server_keeps_everything_in_the_spool(tmp_path):
 
 
 def test_real_incident_and_action_records_map_onto_the_mapping():
-    from collector.elasticsearch import state_version
+    from collector.es_documents import state_version
     from diagnosis.types import FaultDomain, Hypothesis, Incident, IncidentStatus, Severity
     from remediation.types import ActionKind, ActionMode, ActionRecord, ActionStatus
 
