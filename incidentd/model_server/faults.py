@@ -12,70 +12,51 @@ The data faults transform requests *inside* the server, before the prediction lo
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+from incidentd.model_server.fault_params import (
+    ConceptDriftParams,
+    CrashParams,
+    ExplodingWeightsParams,
+    FaultKind,
+    FaultParamError,
+    FaultParams,
+    HangParams,
+    InputDriftParams,
+    LabelStallParams,
+    LatencyParams,
+    MemoryBalloonParams,
+    NonfiniteWeightsParams,
+    NullFeaturesParams,
+    StarvationParams,
+    UnitChangeParams,
+    UnseenCategoriesParams,
+)
 
 if TYPE_CHECKING:
     import torch
 
+__all__ = ["HANDLERS", "FaultKind", "FaultParamError", "FaultState", "ServedModel", "apply_fault"]
+
 log = logging.getLogger(__name__)
 
 
-class FaultKind(enum.StrEnum):
-    NONFINITE_WEIGHTS = "nonfinite_weights"
-    EXPLODING_WEIGHTS = "exploding_weights"
-    STARVATION = "starvation"
-    HANG = "hang"
-    CRASH = "crash"
-    LATENCY = "latency"
-    NULL_FEATURES = "null_features"
-    INPUT_DRIFT = "input_drift"
-    UNIT_CHANGE = "unit_change"
-    UNSEEN_CATEGORIES = "unseen_categories"
-    LABEL_STALL = "label_stall"
-    CONCEPT_DRIFT = "concept_drift"
-    MEMORY_BALLOON = "memory_balloon"
-
-
-# Central pixels of the 8x8 digits: they vary most, so a shift there is what the drift tests see first.
-DEFAULT_DRIFT_FEATURES: tuple[int, ...] = (19, 20, 27, 28, 35, 36, 43, 44)
 MAX_HELD_LABELS = 100_000
 
 
-class FaultParamError(ValueError):
-    """A fault parameter is missing or out of range; ``field`` names it."""
-
-    def __init__(self, field: str, msg: str) -> None:
-        self.field = field
-        super().__init__(msg)
-
-
-def _num(params: dict[str, Any], key: str, default: float, lo: float, hi: float) -> float:
-    v = params.get(key, default)
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        raise FaultParamError(key, f"params.{key} must be a number")
-    if not (lo <= float(v) <= hi):
-        raise FaultParamError(key, f"params.{key} must be in [{lo}, {hi}], got {v}")
-    return float(v)
-
-
-def _features(params: dict[str, Any], key: str, default: tuple[int, ...], width: int) -> tuple[int, ...]:
-    v = params.get(key, list(default))
-    if isinstance(v, int) and not isinstance(v, bool):
-        v = [v]
-    if not isinstance(v, list) or not v or any(isinstance(f, bool) or not isinstance(f, int) for f in v):
-        raise FaultParamError(key, f"params.{key} must be a non-empty list of feature indices")
-    bad = [f for f in v if not 0 <= f < width]
+def _features(features: list[int], key: str, width: int) -> tuple[int, ...]:
+    bad = [f for f in features if not 0 <= f < width]
     if bad:
-        raise FaultParamError(key, f"params.{key}: indices {bad} out of range 0..{width - 1}")
-    return tuple(dict.fromkeys(int(f) for f in v))
+        raise FaultParamError(key, f"indices {bad} out of range 0..{width - 1}")
+    return tuple(dict.fromkeys(int(f) for f in features))
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,35 +236,62 @@ class FaultState:
         return x
 
 
+class ServedModel(Protocol):
+    """What a fault handler may touch of the served model (``incidentd.model_server.app.ModelHolder``)."""
+
+    lock: threading.RLock
+    model: torch.nn.Module | None
+
+    def n_features(self) -> int: ...
+
+    def n_classes(self) -> int: ...
+
+
 def _pick_tensor(model: torch.nn.Module, name: str | None) -> tuple[str, torch.Tensor]:
     params = dict(model.named_parameters())
     if name is None:
         name = next(n for n in params if n.endswith("weight"))
     if name not in params:
-        raise FaultParamError("tensor", f"params.tensor {name!r} is not a parameter; known: {sorted(params)}")
+        raise FaultParamError("tensor", f"{name!r} is not a parameter; known: {sorted(params)}")
     return name, params[name]
 
 
-def inject_weights(model: torch.nn.Module, kind: FaultKind, params: dict[str, Any],
-                   rng: np.random.Generator) -> dict[str, Any]:
-    """Write NaN/inf or scaled values into the LIVE parameters; returns what was done."""
+def _damage(model: torch.nn.Module, tensor: str | None, count: int | None, default_count: Callable[[int], int],
+            rng: np.random.Generator, write: Callable[[torch.Tensor, torch.Tensor], None]) -> tuple[str, int]:
     import torch
 
-    name, t = _pick_tensor(model, params.get("tensor"))
-    count = int(_num(params, "count", 10 if kind is FaultKind.NONFINITE_WEIGHTS else max(1, t.numel() // 20),
-                     1, t.numel()))
-    idx = torch.as_tensor(rng.choice(t.numel(), size=count, replace=False), device=t.device)
+    name, t = _pick_tensor(model, tensor)
+    n = default_count(t.numel()) if count is None else count
+    if n > t.numel():
+        raise FaultParamError("count", f"must be <= {t.numel()} (entries in {name}), got {n}")
+    idx = torch.as_tensor(rng.choice(t.numel(), size=n, replace=False), device=t.device)
     with torch.no_grad():
-        flat = t.view(-1)
-        if kind is FaultKind.NONFINITE_WEIGHTS:
-            value = params.get("value", "nan")
-            if value not in ("nan", "inf", "-inf"):
-                raise FaultParamError("value", "params.value must be 'nan', 'inf' or '-inf'")
-            flat[idx] = float(value)
-            return {"tensor": name, "count": count, "value": value}
-        scale = _num(params, "scale", 1000.0, -1e30, 1e30)
-        flat[idx] = flat[idx] * scale
-        return {"tensor": name, "count": count, "scale": scale}
+        write(t.view(-1), idx)
+    return name, n
+
+
+def nonfinite_weights(state: FaultState, served: ServedModel, p: NonfiniteWeightsParams) -> dict[str, Any]:
+    """Write NaN/inf into random entries of the LIVE parameters."""
+
+    def write(flat: torch.Tensor, idx: torch.Tensor) -> None:
+        flat[idx] = float(p.value)
+
+    with served.lock:
+        assert served.model is not None
+        name, count = _damage(served.model, p.tensor, p.count, lambda n: n, state.rng, write)
+    return {"tensor": name, "count": count, "value": p.value}
+
+
+def exploding_weights(state: FaultState, served: ServedModel, p: ExplodingWeightsParams) -> dict[str, Any]:
+    """Multiply random entries of the LIVE parameters (finite but huge)."""
+
+    def write(flat: torch.Tensor, idx: torch.Tensor) -> None:
+        flat[idx] = flat[idx] * p.scale
+
+    with served.lock:
+        assert served.model is not None
+        name, count = _damage(served.model, p.tensor, p.count, lambda n: max(1, n // 20), state.rng, write)
+    return {"tensor": name, "count": count, "scale": p.scale}
 
 
 def _burn(stop: threading.Event, deadline: float) -> None:
@@ -294,73 +302,70 @@ def _burn(stop: threading.Event, deadline: float) -> None:
             x += i * i
 
 
-def start_starvation(state: FaultState, params: dict[str, Any]) -> dict[str, Any]:
-    threads = int(_num(params, "threads", 4, 1, 64))
-    seconds = _num(params, "seconds", 0.0, 0.0, 86_400.0)
-    deadline = time.monotonic() + seconds if seconds > 0 else 0.0
-    for i in range(threads):
+def start_starvation(state: FaultState, served: ServedModel, p: StarvationParams) -> dict[str, Any]:
+    deadline = time.monotonic() + p.seconds if p.seconds > 0 else 0.0
+    for i in range(p.threads):
         th = threading.Thread(target=_burn, args=(state.starvation_stop, deadline),
                               name=f"fault-starvation-{i}", daemon=True)
         th.start()
         state.starvation_threads.append(th)
-    return {"threads": threads, "seconds": seconds or None}
+    return {"threads": p.threads, "seconds": p.seconds or None}
 
 
-def start_hang(state: FaultState, params: dict[str, Any]) -> dict[str, Any]:
-    seconds = _num(params, "seconds", 60.0, 0.0, 86_400.0)
-    state.hang_until = time.monotonic() + seconds
-    return {"seconds": seconds}
+def start_hang(state: FaultState, served: ServedModel, p: HangParams) -> dict[str, Any]:
+    state.hang_until = time.monotonic() + p.seconds
+    return {"seconds": p.seconds}
 
 
-def schedule_crash(params: dict[str, Any]) -> dict[str, Any]:
-    delay = _num(params, "delay_seconds", 0.2, 0.0, 60.0)
-    code = int(_num(params, "exit_code", 3, 0, 255))
-    log.warning("fault crash: process exits in %.2fs with code %d", delay, code)
-    timer = threading.Timer(delay, os._exit, args=(code,))
+def schedule_crash(state: FaultState, served: ServedModel, p: CrashParams) -> dict[str, Any]:
+    log.warning("fault crash: process exits in %.2fs with code %d", p.delay_seconds, p.exit_code)
+    timer = threading.Timer(p.delay_seconds, os._exit, args=(p.exit_code,))
     timer.daemon = True
     timer.start()
-    return {"delay_seconds": delay, "exit_code": code}
+    return {"delay_seconds": p.delay_seconds, "exit_code": p.exit_code}
+
+
+def start_latency(state: FaultState, served: ServedModel, p: LatencyParams) -> dict[str, Any]:
+    state.latency_seconds = p.seconds
+    return {"seconds": p.seconds}
+
+
+def start_null_features(state: FaultState, served: ServedModel, p: NullFeaturesParams) -> dict[str, Any]:
+    state.null_fraction = p.fraction
+    return {"fraction": p.fraction}
 
 
 # --- data faults ------------------------------------------------------------------------------------
-def start_input_drift(state: FaultState, params: dict[str, Any], width: int) -> dict[str, Any]:
-    t = InputTransform(_num(params, "fraction", 0.5, 0.0, 1.0),
-                       _features(params, "features", DEFAULT_DRIFT_FEATURES, width),
-                       _num(params, "scale", 1.0, -1e6, 1e6), _num(params, "shift", 8.0, -1e6, 1e6))
+def start_input_drift(state: FaultState, served: ServedModel, p: InputDriftParams) -> dict[str, Any]:
+    t = InputTransform(p.fraction, _features(p.features, "features", served.n_features()), p.scale, p.shift)
     state.input_drift = t
     return t.as_dict()
 
 
-def start_unit_change(state: FaultState, params: dict[str, Any], width: int) -> dict[str, Any]:
-    (feature,) = _features(params, "feature", (DEFAULT_DRIFT_FEATURES[0],), width)[:1]
-    factor = _num(params, "factor", 1000.0, -1e6, 1e6)
-    state.unit_change = InputTransform(1.0, (feature,), factor, 0.0)
-    return {"feature": feature, "factor": factor}
+def start_unit_change(state: FaultState, served: ServedModel, p: UnitChangeParams) -> dict[str, Any]:
+    (feature,) = _features([p.feature], "feature", served.n_features())
+    state.unit_change = InputTransform(1.0, (feature,), p.factor, 0.0)
+    return {"feature": feature, "factor": p.factor}
 
 
-def start_unseen_categories(state: FaultState, params: dict[str, Any], width: int) -> dict[str, Any]:
-    low = int(_num(params, "low", 17, -1e9, 1e9))
-    high = int(_num(params, "high", 64, -1e9, 1e9))
-    if high < low:
-        raise FaultParamError("high", f"params.high ({high}) must be >= params.low ({low})")
-    u = UnseenCodes(_num(params, "fraction", 0.3, 0.0, 1.0),
-                    _features(params, "features", DEFAULT_DRIFT_FEATURES, width), low, high)
+def start_unseen_categories(state: FaultState, served: ServedModel, p: UnseenCategoriesParams) -> dict[str, Any]:
+    u = UnseenCodes(p.fraction, _features(p.features, "features", served.n_features()), p.low, p.high)
     state.unseen = u
     return u.as_dict()
 
 
-def start_label_stall(state: FaultState, params: dict[str, Any]) -> dict[str, Any]:
-    mode = params.get("mode", "hold")
-    if mode not in ("hold", "drop"):
-        raise FaultParamError("mode", "params.mode must be 'hold' (release on clear) or 'drop'")
+def start_label_stall(state: FaultState, served: ServedModel, p: LabelStallParams) -> dict[str, Any]:
     with state.lock:
-        state.label_stall = mode
-    return {"mode": mode}
+        state.label_stall = p.mode
+    return {"mode": p.mode}
 
 
-def start_concept_drift(state: FaultState, params: dict[str, Any], n_classes: int) -> dict[str, Any]:
-    shift = int(_num(params, "shift", 1, 1, n_classes - 1))
-    r = LabelRemap(_num(params, "fraction", 0.5, 0.0, 1.0), shift)
+def start_concept_drift(state: FaultState, served: ServedModel, p: ConceptDriftParams) -> dict[str, Any]:
+    n_classes = served.n_classes()
+    if p.shift > n_classes - 1:
+        raise FaultParamError("shift", f"must be in 1..{n_classes - 1} (the model has {n_classes} classes), "
+                                       f"got {p.shift}")
+    r = LabelRemap(p.fraction, p.shift)
     state.concept_drift = r
     return r.as_dict()
 
@@ -398,17 +403,40 @@ class MemoryBalloon:
         self._chunks.clear()
 
 
-def start_memory_balloon(state: FaultState, params: dict[str, Any]) -> dict[str, Any]:
+def start_memory_balloon(state: FaultState, served: ServedModel, p: MemoryBalloonParams) -> dict[str, Any]:
     import psutil
 
-    target = int(_num(params, "megabytes", 768, 1, 65_536))
-    step = int(_num(params, "step_megabytes", 64, 1, 65_536))
-    interval = _num(params, "interval_seconds", 0.5, 0.0, 3600.0)
     available_mb = psutil.virtual_memory().available // 2**20
-    if target > 0.75 * available_mb:
-        raise FaultParamError("megabytes", f"params.megabytes {target} is more than 75% of the "
+    if p.megabytes > 0.75 * available_mb:
+        raise FaultParamError("megabytes", f"{p.megabytes} is more than 75% of the "
                                            f"{available_mb} MB available: refusing to OOM the host")
     if state.balloon is not None:
         state.balloon.release()
-    state.balloon = MemoryBalloon(target, step, interval)
-    return {"megabytes": target, "step_megabytes": step, "interval_seconds": interval}
+    state.balloon = MemoryBalloon(p.megabytes, p.step_megabytes, p.interval_seconds)
+    return {"megabytes": p.megabytes, "step_megabytes": p.step_megabytes, "interval_seconds": p.interval_seconds}
+
+
+# --- the table ----------------------------------------------------------------------------------------
+Handler = Callable[[FaultState, ServedModel, Any], dict[str, Any]]
+
+# One handler per fault kind; each takes that kind's parameter model (incidentd.model_server.fault_params).
+HANDLERS: dict[FaultKind, Handler] = {
+    FaultKind.NONFINITE_WEIGHTS: nonfinite_weights,
+    FaultKind.EXPLODING_WEIGHTS: exploding_weights,
+    FaultKind.STARVATION: start_starvation,
+    FaultKind.HANG: start_hang,
+    FaultKind.CRASH: schedule_crash,
+    FaultKind.LATENCY: start_latency,
+    FaultKind.NULL_FEATURES: start_null_features,
+    FaultKind.INPUT_DRIFT: start_input_drift,
+    FaultKind.UNIT_CHANGE: start_unit_change,
+    FaultKind.UNSEEN_CATEGORIES: start_unseen_categories,
+    FaultKind.LABEL_STALL: start_label_stall,
+    FaultKind.CONCEPT_DRIFT: start_concept_drift,
+    FaultKind.MEMORY_BALLOON: start_memory_balloon,
+}
+
+
+def apply_fault(kind: FaultKind, params: FaultParams, state: FaultState, served: ServedModel) -> dict[str, Any]:
+    """Run ``kind``'s handler; returns what was done. Raises FaultParamError for a value the model refuses."""
+    return HANDLERS[kind](state, served, params)
