@@ -12,116 +12,110 @@ Every fault is named after what it simulates (docs/faults.md). Most go to the se
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
+from pydantic import Field
 
-ParamType = Literal["float", "int", "bool", "str", "ints", "path"]
+from incidentd.model_server.fault_params import (
+    PARAMS,
+    FaultKind,
+    FaultParamError,
+    FaultParams,
+    validate_params,
+)
 
 
-@dataclass(frozen=True, slots=True)
-class Param:
-    type: ParamType
-    help: str
-    default: Any = None
-    required: bool = False
+# Parameters of the faults that go to the server are the server's own models (one per fault kind, in
+# incidentd/model_server/fault_params.py); the few that act elsewhere (a load, the GPU file) are declared here.
+class BadVersionParams(FaultParams):
+    version: str = Field(min_length=1, description="registry version to deploy")
+
+
+class GpuThermalParams(FaultParams):
+    gpu_state: Path = Field(description="the sidecar's simulated GPU state file (incidentd sidecar --gpu "
+                                        "simulated --gpu-sim-state FILE)")
+    gpu: int | None = Field(None, ge=0, description="only this GPU (index); default: every simulated GPU")
+    temperature: float = Field(92.0, allow_inf_nan=False, description="degrees Celsius")
+    throttled: bool = Field(True, description="throttle flag")
+
+
+class GpuErrorsParams(FaultParams):
+    gpu_state: Path = Field(description="the sidecar's simulated GPU state file (incidentd sidecar --gpu "
+                                        "simulated --gpu-sim-state FILE)")
+    gpu: int | None = Field(None, ge=0, description="only this GPU (index); default: every simulated GPU")
+    ecc: int = Field(1, ge=0, description="ECC errors to add (counters only grow)")
+    xid: int = Field(0, ge=0, description="Xid errors to add (counters only grow)")
+
+
+class ClearParams(FaultParams):
+    gpu_state: Path | None = Field(None, description="also cool the simulated GPUs in this file")
 
 
 @dataclass(frozen=True, slots=True)
 class FaultSpec:
-    """One fault of the taxonomy: what it simulates, how it is injected, its parameters."""
+    """One fault of the taxonomy: what it simulates, how it is injected, its parameter model."""
 
     name: str
     domain: Literal["model", "data", "hardware"]
     simulates: str                      # the root cause diagnosis should find
     via: Literal["server", "load", "gpu"]
     summary: str
-    server_fault: str = ""              # the /admin/faults name when via == "server"
-    params: dict[str, Param] = field(default_factory=dict)
+    server_fault: FaultKind | None = None   # the /admin/faults kind when via == "server"
+    params: type[FaultParams] = FaultParams
 
+    @classmethod
+    def server(cls, name: str, domain: Literal["model", "data", "hardware"], simulates: str, summary: str,
+               kind: FaultKind) -> FaultSpec:
+        return cls(name, domain, simulates, "server", summary, kind, PARAMS[kind])
 
-_GPU = Param("path", "the sidecar's simulated GPU state file (incidentd sidecar --gpu simulated "
-                     "--gpu-sim-state FILE)", required=True)
-_GPU_INDEX = Param("int", "only this GPU (index); default: every simulated GPU")
 
 FAULTS: dict[str, FaultSpec] = {f.name: f for f in [
     # ------------------------------------------------------------------ model
-    FaultSpec("nonfinite_weights", "model", "model.nonfinite_weights", "server",
-              "write NaN/inf into random entries of the live weights", "nonfinite_weights", {
-                  "tensor": Param("str", "parameter name", "net.0.weight"),
-                  "count": Param("int", "entries to damage", 10),
-                  "value": Param("str", "nan, inf or -inf", "nan")}),
-    FaultSpec("exploding_weights", "model", "model.exploding_weights", "server",
-              "multiply random entries of the live weights (finite but huge)", "exploding_weights", {
-                  "tensor": Param("str", "parameter name", "net.0.weight"),
-                  "count": Param("int", "entries to scale (default 5% of the tensor)"),
-                  "scale": Param("float", "multiplier", 1000.0)}),
+    FaultSpec.server("nonfinite_weights", "model", "model.nonfinite_weights",
+                     "write NaN/inf into random entries of the live weights", FaultKind.NONFINITE_WEIGHTS),
+    FaultSpec.server("exploding_weights", "model", "model.exploding_weights",
+                     "multiply random entries of the live weights (finite but huge)", FaultKind.EXPLODING_WEIGHTS),
     FaultSpec("bad_version", "model", "model.bad_version", "load",
-              "deploy another registry version (POST /admin/load), e.g. the shuffled-label v2", "", {
-                  "version": Param("str", "registry version to deploy", required=True)}),
-    FaultSpec("concept_drift", "model", "model.concept_drift", "server",
-              "remap a fraction of incoming /feedback labels y -> (y + shift) mod classes", "concept_drift", {
-                  "fraction": Param("float", "share of labels remapped", 0.5),
-                  "shift": Param("int", "label shift (1..classes-1)", 1)}),
+              "deploy another registry version (POST /admin/load), e.g. the shuffled-label v2",
+              params=BadVersionParams),
+    FaultSpec.server("concept_drift", "model", "model.concept_drift",
+                     "remap a fraction of incoming /feedback labels y -> (y + shift) mod classes",
+                     FaultKind.CONCEPT_DRIFT),
     # ------------------------------------------------------------------ data
-    FaultSpec("covariate_drift", "data", "data.covariate_drift", "server",
-              "shift features of a fraction of incoming requests: x[f] = x[f] * scale + shift", "input_drift", {
-                  "fraction": Param("float", "share of rows shifted", 0.5),
-                  "features": Param("ints", "feature indices, comma-separated", "19,20,27,28,35,36,43,44"),
-                  "scale": Param("float", "multiplier", 1.0),
-                  "shift": Param("float", "offset", 8.0)}),
-    FaultSpec("unit_change", "data", "data.schema_change", "server",
-              "schema/unit change: one feature of every request multiplied by a factor", "unit_change", {
-                  "feature": Param("int", "feature index", 19),
-                  "factor": Param("float", "multiplier (x1000: metres to millimetres)", 1000.0)}),
-    FaultSpec("null_features", "data", "data.missing_features", "server",
-              "a fraction of input values arrive as null (imputed by the server)", "null_features", {
-                  "fraction": Param("float", "share of values nulled", 0.3)}),
-    FaultSpec("unseen_categories", "data", "data.unseen_categories", "server",
-              "integer codes never seen in training (pixel intensities above 16) in some features",
-              "unseen_categories", {
-                  "fraction": Param("float", "share of rows affected", 0.3),
-                  "features": Param("ints", "feature indices, comma-separated", "19,20,27,28,35,36,43,44"),
-                  "low": Param("int", "lowest unseen code", 17),
-                  "high": Param("int", "highest unseen code", 64)}),
-    FaultSpec("label_stall", "data", "data.label_stall", "server",
-              "POST /feedback stops recording labels (held and released on clear, or dropped)", "label_stall", {
-                  "mode": Param("str", "hold or drop", "hold")}),
+    FaultSpec.server("covariate_drift", "data", "data.covariate_drift",
+                     "shift features of a fraction of incoming requests: x[f] = x[f] * scale + shift",
+                     FaultKind.INPUT_DRIFT),
+    FaultSpec.server("unit_change", "data", "data.schema_change",
+                     "schema/unit change: one feature of every request multiplied by a factor", FaultKind.UNIT_CHANGE),
+    FaultSpec.server("null_features", "data", "data.missing_features",
+                     "a fraction of input values arrive as null (imputed by the server)", FaultKind.NULL_FEATURES),
+    FaultSpec.server("unseen_categories", "data", "data.unseen_categories",
+                     "integer codes never seen in training (pixel intensities above 16) in some features",
+                     FaultKind.UNSEEN_CATEGORIES),
+    FaultSpec.server("label_stall", "data", "data.label_stall",
+                     "POST /feedback stops recording labels (held and released on clear, or dropped)",
+                     FaultKind.LABEL_STALL),
     # ------------------------------------------------------------------ hardware
     FaultSpec("gpu_thermal", "hardware", "hardware.gpu_thermal", "gpu",
-              "a simulated GPU runs hot and throttles", "", {
-                  "gpu_state": _GPU, "gpu": _GPU_INDEX,
-                  "temperature": Param("float", "degrees Celsius", 92.0),
-                  "throttled": Param("bool", "throttle flag", True)}),
+              "a simulated GPU runs hot and throttles", params=GpuThermalParams),
     FaultSpec("gpu_errors", "hardware", "hardware.gpu_errors", "gpu",
-              "a simulated GPU reports more ECC and/or Xid errors (the counters increase)", "", {
-                  "gpu_state": _GPU, "gpu": _GPU_INDEX,
-                  "ecc": Param("int", "ECC errors to add", 1),
-                  "xid": Param("int", "Xid errors to add", 0)}),
-    FaultSpec("memory_pressure", "hardware", "hardware.memory_pressure", "server",
-              "a balloon inside the server grows resident memory step by step", "memory_balloon", {
-                  "megabytes": Param("int", "target size", 768),
-                  "step_megabytes": Param("int", "growth per step", 64),
-                  "interval_seconds": Param("float", "time between steps", 0.5)}),
-    FaultSpec("cpu_contention", "hardware", "hardware.cpu_contention", "server",
-              "threads spinning in Python hold the GIL: latency rises, process CPU saturates", "starvation", {
-                  "threads": Param("int", "burner threads", 4),
-                  "seconds": Param("float", "duration (0: until the process exits)", 0.0)}),
-    FaultSpec("crash", "hardware", "hardware.process_crash", "server",
-              "the process exits after answering", "crash", {
-                  "delay_seconds": Param("float", "delay before exit", 0.2),
-                  "exit_code": Param("int", "exit status", 3)}),
-    FaultSpec("hang", "hardware", "hardware.process_hang", "server",
-              "/predict blocks (health and metrics still answer)", "hang", {
-                  "seconds": Param("float", "how long", 60.0)}),
-    FaultSpec("latency", "hardware", "hardware.cpu_contention", "server",
-              "every /predict sleeps this long (slow dependency)", "latency", {
-                  "seconds": Param("float", "added latency", 0.5)}),
+              "a simulated GPU reports more ECC and/or Xid errors (the counters increase)", params=GpuErrorsParams),
+    FaultSpec.server("memory_pressure", "hardware", "hardware.memory_pressure",
+                     "a balloon inside the server grows resident memory step by step", FaultKind.MEMORY_BALLOON),
+    FaultSpec.server("cpu_contention", "hardware", "hardware.cpu_contention",
+                     "threads spinning in Python hold the GIL: latency rises, process CPU saturates",
+                     FaultKind.STARVATION),
+    FaultSpec.server("crash", "hardware", "hardware.process_crash", "the process exits after answering",
+                     FaultKind.CRASH),
+    FaultSpec.server("hang", "hardware", "hardware.process_hang",
+                     "/predict blocks (health and metrics still answer)", FaultKind.HANG),
+    FaultSpec.server("latency", "hardware", "hardware.cpu_contention",
+                     "every /predict sleeps this long (slow dependency)", FaultKind.LATENCY),
 ]}
 
 ALIASES = {"input_drift": "covariate_drift", "starvation": "cpu_contention", "memory_balloon": "memory_pressure",
@@ -147,61 +141,22 @@ def resolve(fault: str) -> FaultSpec:
     return FAULTS[name]
 
 
-def _convert(fault: str, key: str, p: Param, raw: str) -> Any:
-    def fail(expected: str) -> InjectError:
-        return _bad(f"parameter {key!r} of {fault}: expected {expected}, got {raw!r}")
-
-    if p.type == "float":
-        try:
-            v = float(raw)
-        except ValueError:
-            raise fail("a number") from None
-        if not math.isfinite(v):
-            raise fail("a finite number")
-        return v
-    if p.type == "int":
-        try:
-            return int(raw)
-        except ValueError:
-            raise fail("an integer") from None
-    if p.type == "bool":
-        low = raw.strip().lower()
-        if low in ("1", "true", "yes", "on"):
-            return True
-        if low in ("0", "false", "no", "off"):
-            return False
-        raise fail("true or false")
-    if p.type == "ints":
-        try:
-            out = [int(x) for x in raw.split(",") if x.strip()]
-        except ValueError:
-            raise fail("comma-separated integers") from None
-        if not out:
-            raise fail("at least one integer")
-        return out
-    if not raw:
-        raise fail("a non-empty value")
-    return raw
-
-
-def parse_params(spec: FaultSpec, pairs: list[str]) -> dict[str, Any]:
-    """``["k=v", ...]`` -> typed parameters; unknown, repeated, malformed or missing ones raise (exit 2)."""
-    out: dict[str, Any] = {}
+def parse_params(spec: FaultSpec, pairs: list[str]) -> FaultParams:
+    """``["k=v", ...]`` -> the fault's parameter model; malformed, repeated, unknown, bad or missing ones
+    raise (exit 2) with the same message the model server gives for the same value."""
+    raw: dict[str, str] = {}
     for pair in pairs:
-        key, sep, raw = pair.partition("=")
+        key, sep, value = pair.partition("=")
         key = key.strip()
         if not sep or not key:
             raise _bad(f"--param {pair!r}: expected KEY=VALUE")
-        if key not in spec.params:
-            known = ", ".join(spec.params) or "none"
-            raise _bad(f"unknown parameter {key!r} for fault {spec.name}; known: {known}")
-        if key in out:
+        if key in raw:
             raise _bad(f"parameter {key!r} given twice")
-        out[key] = _convert(spec.name, key, spec.params[key], raw.strip())
-    missing = [k for k, p in spec.params.items() if p.required and k not in out]
-    if missing:
-        raise _bad(f"fault {spec.name} needs parameter {missing[0]!r} (--param {missing[0]}=...)")
-    return out
+        raw[key] = value.strip()
+    try:
+        return validate_params(spec.params, raw)
+    except FaultParamError as e:
+        raise _bad(str(e)) from None
 
 
 # ---------------------------------------------------------------- talking to the target
@@ -237,13 +192,16 @@ def _describe_422(data: Any) -> str:
     if isinstance(detail, list) and detail and isinstance(detail[0], dict):
         loc = [str(x) for x in detail[0].get("loc", [])]
         if len(loc) >= 3 and loc[:2] == ["body", "params"]:
-            return f"parameter {loc[2]!r}: {detail[0].get('msg', '')}"
+            return str(detail[0].get("msg", ""))   # the server's FaultParamError: the text parse_params gives
         return f"{'.'.join(loc)}: {detail[0].get('msg', '')}"
     return f"rejected: {_detail(data)}"
 
 
-def update_gpu_state(path: Path, spec: FaultSpec, params: dict[str, Any]) -> dict[str, Any]:
-    """Rewrite the simulated GPU state file atomically (write a temp file, then os.replace)."""
+def update_gpu_state(path: Path, params: GpuThermalParams | GpuErrorsParams | None) -> dict[str, Any]:
+    """Rewrite the simulated GPU state file atomically (write a temp file, then os.replace).
+
+    ``None`` clears: cool down and stop throttling; the error counters stay (they are cumulative).
+    """
     path = path.expanduser().resolve()
     state: dict[str, Any] = {}
     if path.exists():
@@ -254,26 +212,22 @@ def update_gpu_state(path: Path, spec: FaultSpec, params: dict[str, Any]) -> dic
         if not isinstance(loaded, dict):
             raise InjectError(f"{path}: the GPU state file is not a JSON object", 1)
         state = loaded
-    gpu = params.get("gpu")
-    if gpu is not None and gpu < 0:
-        raise _bad(f"parameter 'gpu': expected an index >= 0, got {gpu}")
-    scope = state if gpu is None else state.setdefault("gpus", {}).setdefault(str(gpu), {})
-    if spec.name == "gpu_thermal":
-        scope["temperature_celsius"] = params.get("temperature", spec.params["temperature"].default)
-        scope["throttled"] = params.get("throttled", spec.params["throttled"].default)
-    elif spec.name == "gpu_errors":
-        for key, field_name in (("ecc", "ecc_errors"), ("xid", "xid_errors")):
-            add = params.get(key, spec.params[key].default)
-            if add < 0:
-                raise _bad(f"parameter {key!r}: error counters only grow, got {add}")
-            # a per-GPU override starts from the value every GPU had, so the counter never goes down
-            base = scope.get(field_name, state.get(field_name, 0) if gpu is not None else 0)
-            scope[field_name] = int(base or 0) + add
-    else:  # clear: cool down and stop throttling; counters stay (they are cumulative)
+    if params is None:
         for s in [state, *(state.get("gpus") or {}).values()]:
             if isinstance(s, dict):
                 s.pop("temperature_celsius", None)
                 s.pop("throttled", None)
+    else:
+        gpu = params.gpu
+        scope = state if gpu is None else state.setdefault("gpus", {}).setdefault(str(gpu), {})
+        if isinstance(params, GpuThermalParams):
+            scope["temperature_celsius"] = params.temperature
+            scope["throttled"] = params.throttled
+        else:
+            for add, field_name in ((params.ecc, "ecc_errors"), (params.xid, "xid_errors")):
+                # a per-GPU override starts from the value every GPU had, so the counter never goes down
+                base = scope.get(field_name, state.get(field_name, 0) if gpu is not None else 0)
+                scope[field_name] = int(base or 0) + add
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".gpu-state-", dir=path.parent)
     with os.fdopen(fd, "w") as f:
@@ -286,36 +240,60 @@ def inject(fault: str, pairs: list[str], target: str, timeout: float = 10.0) -> 
     """Inject one fault; returns a JSON-able record of what was done. Raises InjectError."""
     spec = resolve(fault)
     params = parse_params(spec, pairs)
+    given = params.model_dump(mode="json", exclude_unset=True)   # the server applies its own defaults
     base = target.rstrip("/")
     record: dict[str, Any] = {"fault": spec.name, "domain": spec.domain, "simulates": spec.simulates,
-                              "target": base, "params": params}
-    if spec.via == "gpu":
-        path = Path(params.pop("gpu_state"))
-        state = update_gpu_state(path, spec, params)
-        return {**record, "via": f"file {path.expanduser().resolve()}", "gpu_state": state}
-    if spec.via == "load":
-        res = _request("POST", base + "/admin/load", {"version": params["version"]}, timeout)
+                              "target": base, "params": given}
+    if isinstance(params, GpuThermalParams | GpuErrorsParams):
+        state = update_gpu_state(params.gpu_state, params)
+        return {**record, "via": f"file {params.gpu_state.expanduser().resolve()}", "gpu_state": state}
+    if isinstance(params, BadVersionParams):
+        res = _request("POST", base + "/admin/load", {"version": params.version}, timeout)
         return {**record, "via": "POST /admin/load", "response": res}
-    res = _request("POST", base + "/admin/faults", {"fault": spec.server_fault, "params": params}, timeout)
-    return {**record, "via": f"POST /admin/faults {spec.server_fault}", "response": res}
+    assert spec.server_fault is not None
+    res = _request("POST", base + "/admin/faults", {"fault": spec.server_fault.value, "params": given}, timeout)
+    return {**record, "via": f"POST /admin/faults {spec.server_fault.value}", "response": res}
 
 
 def clear(pairs: list[str], target: str, timeout: float = 10.0) -> dict[str, Any]:
-    spec = FaultSpec("clear", "hardware", "", "server", "", "", {
-        "gpu_state": Param("path", "also cool the simulated GPUs in this file")})
+    spec = FaultSpec("clear", "hardware", "", "server", "", params=ClearParams)
     params = parse_params(spec, pairs)
+    assert isinstance(params, ClearParams)
     base = target.rstrip("/")
     out: dict[str, Any] = {"fault": "clear", "target": base,
                            "response": _request("DELETE", base + "/admin/faults", None, timeout)}
-    if "gpu_state" in params:
-        out["gpu_state"] = update_gpu_state(Path(params["gpu_state"]), spec, {})
+    if params.gpu_state is not None:
+        out["gpu_state"] = update_gpu_state(params.gpu_state, None)
     return out
 
 
+_JSON_TYPES = {"number": "float", "integer": "int", "boolean": "bool", "string": "str", "array": "ints"}
+
+
+def _type_name(prop: dict[str, Any]) -> str:
+    """The parameter's type as the CLI reads it, from the model's JSON schema."""
+    options = [o for o in prop.get("anyOf", [prop]) if o.get("type") != "null"]
+    first = options[0] if options else {}
+    if first.get("format") == "path":
+        return "path"
+    if "enum" in first:
+        return "choice"
+    return _JSON_TYPES.get(str(first.get("type")), str(first.get("type")))
+
+
 def catalog() -> list[dict[str, Any]]:
-    return [{"fault": f.name, "domain": f.domain, "simulates": f.simulates, "summary": f.summary,
-             "params": {k: {"type": p.type, "default": p.default, "required": p.required, "help": p.help}
-                        for k, p in f.params.items()}} for f in FAULTS.values()]
+    """Every fault and its parameters, read from the parameter models."""
+    out = []
+    for f in FAULTS.values():
+        params = {}
+        props = f.params.model_json_schema()["properties"]
+        for k, info in f.params.model_fields.items():
+            default = None if info.is_required() else info.get_default(call_default_factory=True)
+            params[k] = {"type": _type_name(props[k]), "default": default, "required": info.is_required(),
+                         "help": info.description or ""}
+        out.append({"fault": f.name, "domain": f.domain, "simulates": f.simulates, "summary": f.summary,
+                    "params": params})
+    return out
 
 
 # ---------------------------------------------------------------- the command

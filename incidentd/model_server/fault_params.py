@@ -195,6 +195,8 @@ def validate_params(model: type[FaultParams], raw: dict[str, Any]) -> FaultParam
         if first.get("type") == "extra_forbidden":
             known = ", ".join(model.model_fields) or "none"
             raise FaultParamError(field, f"unknown parameter; known: {known}") from None
+        if first.get("type") == "missing":
+            raise FaultParamError(field, f"required (--param {field}=...)") from None
         ctx_error = (first.get("ctx") or {}).get("error")
         if isinstance(ctx_error, FaultParamError):
             raise ctx_error from None
