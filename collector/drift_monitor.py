@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from collector.scrape import Reference
+from detectors.types import Reference
 
 log = logging.getLogger(__name__)
 

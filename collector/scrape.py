@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from collector.windows import LabelRecord, PredictionRecord
 from detectors.errors import IncidentdError
-from detectors.types import Sample
+from detectors.types import Reference, Sample
 
 
 class ScrapeError(IncidentdError):
@@ -35,14 +35,6 @@ class Health:
 class Page:
     cursor: int
     records: list[Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Reference:
-    version: str
-    feature_names: tuple[str, ...]
-    inputs: np.ndarray
-    predictions: np.ndarray
 
 
 def parse_exposition(text: str, at: float = 0.0) -> list[Sample]:

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class Direction(enum.StrEnum):
@@ -60,3 +64,18 @@ class Anomaly:
 
     def label(self, key: str, default: str = "") -> str:
         return dict(self.labels).get(key, default)
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """A version's reference set for drift tests: inputs (n x d), the model's predictions on them (n,),
+    and the feature names (d). The one type for it: the registry stores it, the sidecar fetches it.
+
+        >>> Reference("v1", np.zeros((2, 3)), np.array([0, 1]), ("a", "b", "c")).version
+        'v1'
+    """
+
+    version: str
+    inputs: np.ndarray
+    predictions: np.ndarray
+    feature_names: tuple[str, ...] = ()

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from detectors.errors import IncidentdError
+from detectors.types import Reference  # one Reference type for every layer
 
 __all__ = [
     "CorruptCheckpoint",
@@ -79,15 +80,6 @@ class SwitchResult:
     current: str
     changed: bool
     message: str
-
-
-@dataclass(frozen=True, slots=True)
-class Reference:
-    """Reference inputs (n x d float32) and predictions (n,) stored with a version, for drift tests."""
-
-    version: str
-    inputs: np.ndarray
-    predictions: np.ndarray
 
 
 def _sha256(path: Path) -> str:

@@ -1,6 +1,10 @@
-"""``incidentd model-server``: run the demo digits classifier behind its instrumented HTTP API."""
+"""``incidentd model-server``: run the demo digits classifier behind its instrumented HTTP API.
+
+This is the model server's only CLI; ``python -m incidentd.model_server`` runs this same command.
+"""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +26,20 @@ def model_server(
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
 ) -> None:
     """Serve the demo digits classifier; trains v1 into an empty registry on first start."""
-    from incidentd.model_server.__main__ import run_server
+    import uvicorn
 
-    run_server(registry, host, port, enable_fault_injection, model_name, device, log_level)
+    from incidentd.model_server.app import ModelServerSettings, create_app
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = ModelServerSettings(registry_dir=registry, model_name=model_name,
+                                   enable_fault_injection=enable_fault_injection, device=device)
+    app = create_app(settings)
+    print(f"model server: http://{host}:{port} (model {model_name}, version {app.state.holder.version}, "
+          f"registry {settings.registry_dir}, fault injection {'on' if enable_fault_injection else 'off'})",
+          flush=True)
+    uvicorn.run(app, host=host, port=port, log_level=log_level.lower(), access_log=False)
+
+
+def main() -> None:
+    """``python -m incidentd.model_server``: the same command without the ``incidentd`` prefix."""
+    typer.run(model_server)

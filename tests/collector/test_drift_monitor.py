@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from collector.drift_monitor import DriftMonitor
-from collector.scrape import Reference
+from detectors.types import Reference
 
 N_FEATURES = 16
 
@@ -27,9 +27,9 @@ def monitor() -> DriftMonitor:
     mon.fit(
         Reference(
             "v1",
-            tuple(f"pixel_{i}" for i in range(N_FEATURES)),
             digits_like(rng, 1500),
             rng.integers(0, 10, 1500),
+            tuple(f"pixel_{i}" for i in range(N_FEATURES)),
         )
     )
     return mon
@@ -84,7 +84,7 @@ def test_reference_cache_is_bounded_per_version() -> None:
     mon = DriftMonitor(max_versions=2)
     names = tuple(f"pixel_{i}" for i in range(N_FEATURES))
     for v in ("v1", "v2", "v3"):
-        mon.fit(Reference(v, names, digits_like(rng, 300), rng.integers(0, 10, 300)))
+        mon.fit(Reference(v, digits_like(rng, 300), rng.integers(0, 10, 300), tuple(names)))
     assert not mon.has("v1") and mon.has("v2") and mon.has("v3")
 
 
@@ -94,7 +94,7 @@ def digits_monitor() -> tuple[DriftMonitor, np.ndarray]:
 
     split = load_digits_split()
     mon = DriftMonitor(min_rows=200)
-    mon.fit(Reference("v1", [f"px{i}" for i in range(64)], split.x_train.tolist(), []))
+    mon.fit(Reference("v1", np.asarray(split.x_train), np.zeros(0, int), tuple(f"px{i}" for i in range(64))))
     return mon, split.x_holdout.astype(float)
 
 

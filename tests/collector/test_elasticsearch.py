@@ -8,8 +8,8 @@ from prometheus_client import CollectorRegistry
 
 from collector.elasticsearch import ElasticsearchSink
 from collector.es_documents import DocKind, document_id, index_templates, mappings_for, to_document
-from collector.spool import Spool, SpoolPolicy
 from collector.sinks import EventSink, EventType, make_event
+from collector.spool import Spool, SpoolPolicy
 
 
 def test_spool_round_trip_and_commit(tmp_path):

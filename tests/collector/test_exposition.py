@@ -12,8 +12,8 @@ from collector.exposition import SidecarCollector
 from collector.gpu import SimulatedGPUSource
 from collector.hardware import HostReading, ProcessReading
 from collector.sidecar import Sidecar
-from collector.snapshot import SidecarSnapshot
 from collector.sinks import MemorySink
+from collector.snapshot import SidecarSnapshot
 from collector.windows import AccuracyStats, WindowStats
 from detectors.types import Sample
 

@@ -365,12 +365,12 @@ def monitor(server: str) -> tuple[dict[str, Any], Any]:
     import numpy as np
 
     from collector.drift_monitor import DriftMonitor
-    from collector.scrape import Reference
+    from detectors.types import Reference
 
     ref = httpx.get(server + "/reference", timeout=30).json()
     mon = DriftMonitor(min_rows=200)
-    mon.fit(Reference(ref["version"], tuple(ref["feature_names"]), np.asarray(ref["inputs"], float),
-                      np.asarray(ref["predictions"], int)))
+    mon.fit(Reference(ref["version"], np.asarray(ref["inputs"], float), np.asarray(ref["predictions"], int),
+                      tuple(ref["feature_names"])))
     return ref, mon
 
 
