@@ -30,7 +30,7 @@ from collector.hardware import HostSampler, ProcessReading, ProcessSampler
 from collector.scrape import ModelServerClient, ScrapeError
 from collector.sinks import EventSink, EventType, NullSink, make_event
 from collector.snapshot import PASSTHROUGH, SidecarSnapshot
-from collector.windows import CounterRate, LabelJoin, PredictionWindow
+from collector.windows import CounterRate, LabelJoin, PredictionWindow, error_ratio
 from detectors.errors import IncidentdError
 from detectors.types import Sample
 
@@ -327,10 +327,7 @@ class Sidecar:
         throughput = self._requests_rate.rate() if up else None
         if throughput is None:
             throughput = stats.rows_per_second
-        error_ratio = stats.error_ratio
-        d_req, d_err = self._requests_rate.increase(), self._errors_rate.increase()
-        if d_req and d_req > 0 and d_err is not None:
-            error_ratio = min(max(d_err / d_req, 0.0), 1.0)
+        ratio = error_ratio(self._errors_rate, self._requests_rate) if up else None
 
         drift: DriftResult | None = None
         drift_rows = 0
@@ -397,7 +394,7 @@ class Sidecar:
             last_error=self._last_error,
             window=stats,
             throughput_rps=throughput,
-            error_ratio=error_ratio,
+            error_ratio=ratio,
             accuracy=accuracy,
             accuracy_by_version=by_version,
             label_lag_seconds=lag,

@@ -77,7 +77,6 @@ class WindowStats:
 
     rows: int
     latency_quantiles: dict[float, float] = field(default_factory=dict)
-    error_ratio: float | None = None
     nonfinite_ratio: float | None = None
     input_missing_ratio: float | None = None
     rows_per_second: float | None = None
@@ -143,7 +142,6 @@ def window_stats(rows: Sequence[PredictionRecord]) -> WindowStats:
     n = len(rows)
     if n == 0:
         return WindowStats(rows=0)
-    errors = sum(1 for r in rows if r.error is not None)
     nonfinite = sum(1 for r in rows if not r.finite)
     cells = sum(r.inputs.size for r in rows)
     missing = sum(int(np.isnan(r.inputs).sum()) for r in rows)
@@ -151,7 +149,6 @@ def window_stats(rows: Sequence[PredictionRecord]) -> WindowStats:
     return WindowStats(
         rows=n,
         latency_quantiles=latency_quantiles([r.latency_seconds for r in rows]),
-        error_ratio=errors / n,
         nonfinite_ratio=nonfinite / n,
         input_missing_ratio=(missing / cells) if cells else None,
         rows_per_second=(n / span) if span > 0 else None,
@@ -307,3 +304,16 @@ class CounterRate:
             return None
         dt = self._points[-1][0] - self._points[0][0]
         return (self._points[-1][1] - self._points[0][1]) / dt if dt > 0 else None
+
+
+def error_ratio(errors: CounterRate, requests: CounterRate) -> float | None:
+    """THE error ratio (docs/contracts.md): increase of ``model_request_errors_total`` divided by the
+    increase of ``model_requests_total`` over the same window; None (missing) when no request came in.
+
+    The Prometheus recording rule ``model:request_errors:ratio_rate5m`` is this expression over 5m, and
+    the service's ``error_rate`` signal tests the same two counters.
+    """
+    d_req, d_err = requests.increase(), errors.increase()
+    if d_req is None or d_req <= 0 or d_err is None:
+        return None
+    return min(max(d_err / d_req, 0.0), 1.0)

@@ -130,8 +130,8 @@ def test_real_signals_drift_and_version_change(
         config=SidecarConfig(window_rows=400, window_seconds=600),
     )
     try:
+        sc.run_once()  # the counters' starting point: the error ratio is over requests between cycles
         send(server.url, x, y)  # 360 in-distribution rows, all labeled
-        sc.run_once()
         snap = sc.run_once()
         assert snap.up and snap.version == "v1" and snap.model == "digits"
         assert snap.window.rows == len(x)

@@ -13,6 +13,7 @@ from collector.windows import (
     LabelRecord,
     PredictionRecord,
     PredictionWindow,
+    error_ratio,
     latency_quantiles,
     window_stats,
 )
@@ -69,12 +70,27 @@ def test_window_stats_ratios() -> None:
     rows.append(rec(9, ts=9, inputs=[None, 1.0]))
     s = window_stats(rows)
     assert s.rows == 10
-    assert s.error_ratio == pytest.approx(0.1)
     assert s.nonfinite_ratio == pytest.approx(0.1)
     assert s.input_missing_ratio == pytest.approx(1 / 20)
     assert s.rows_per_second == pytest.approx(10 / 9)
     assert 0 < s.latency_quantiles[0.5] <= s.latency_quantiles[0.9] <= s.latency_quantiles[0.99]
-    assert window_stats([]).rows == 0 and window_stats([]).error_ratio is None
+    assert window_stats([]).rows == 0 and window_stats([]).nonfinite_ratio is None
+
+
+def test_error_ratio_is_the_ratio_of_counter_increases() -> None:
+    requests, errors = CounterRate(60.0), CounterRate(60.0)
+    assert error_ratio(errors, requests) is None          # one point: no increase yet (missing, not 0)
+    requests.add(0.0, 100.0)
+    errors.add(0.0, 7.0)
+    requests.add(10.0, 100.0)
+    errors.add(10.0, 7.0)
+    assert error_ratio(errors, requests) is None          # no request in the window: missing, not healthy
+    requests.add(20.0, 300.0)
+    errors.add(20.0, 57.0)
+    assert error_ratio(errors, requests) == pytest.approx(50 / 200)
+    requests.add(30.0, 10.0)                              # the server restarted: counters reset
+    errors.add(30.0, 0.0)
+    assert error_ratio(errors, requests) is None
 
 
 def test_version_change_drops_old_rows() -> None:
