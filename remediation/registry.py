@@ -22,6 +22,7 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,11 +34,15 @@ from detectors.types import Reference  # one Reference type for every layer
 
 __all__ = [
     "CorruptCheckpoint",
+    "InvalidModelFiles",
     "ModelRegistry",
     "Reference",
     "SwitchResult",
     "UnknownVersion",
     "VersionExists",
+    "publish_files",
+    "read_checkpoint",
+    "read_reference",
 ]
 
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -273,3 +278,118 @@ class ModelRegistry:
             return Reference(version, np.zeros((0, 0), np.float32), np.zeros(0, np.int64))
         except (OSError, ValueError, KeyError) as e:
             raise CorruptCheckpoint(f, f"unreadable reference: {e}") from e
+
+
+# --- publishing a version from files (``incidentd registry add``) --------------------------------------
+CHECKPOINT_KEYS = ("state_dict", "arch")
+
+
+class InvalidModelFiles(IncidentdError):
+    """A checkpoint or reference file offered for publishing is not in the documented format; names both."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint file with torch (tensors only, no pickled code) and check its keys.
+
+    The format (docs/model_server.md): a dict with ``state_dict`` (parameter name -> tensor) and
+    ``arch`` (a dict describing the network, e.g. ``{"type": "mlp", "input_dim": 64, ...}``).
+    """
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise InvalidModelFiles(path, "no such file") from None
+    except Exception as e:  # torch raises many types on a bad file; the boundary is here
+        raise InvalidModelFiles(path, f"not a torch checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(ckpt, dict):
+        raise InvalidModelFiles(path, f"the checkpoint must be a dict, got {type(ckpt).__name__}")
+    missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
+    if missing:
+        raise InvalidModelFiles(path, f"missing key(s) {missing}; expected {list(CHECKPOINT_KEYS)}, "
+                                      f"got {sorted(map(str, ckpt))}")
+    state = ckpt["state_dict"]
+    if not isinstance(state, dict) or not state:
+        raise InvalidModelFiles(path, "'state_dict' must be a non-empty dict of parameter name -> tensor")
+    not_tensors = [str(k) for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise InvalidModelFiles(path, f"'state_dict' entries that are not tensors: {not_tensors[:5]}")
+    nonfinite = [str(k) for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if nonfinite:
+        raise InvalidModelFiles(path, f"non-finite values in {nonfinite[:5]}: refusing to publish damaged weights")
+    if not isinstance(ckpt["arch"], dict):
+        raise InvalidModelFiles(path, "'arch' must be a dict describing the network")
+    return ckpt
+
+
+def read_reference(path: Path, input_dim: int | None = None) -> Reference:
+    """Load a reference file (``.npz``: ``inputs`` n x d, optional ``predictions`` n, ``feature_names`` d)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise InvalidModelFiles(path, "no such file") from None
+    except (OSError, ValueError) as e:
+        raise InvalidModelFiles(path, f"not a NumPy .npz file of plain arrays ({e})") from e
+    if "inputs" not in arrays:
+        raise InvalidModelFiles(path, f"missing array 'inputs'; got {sorted(arrays)}")
+    unknown = sorted(set(arrays) - {"inputs", "predictions", "feature_names"})
+    if unknown:
+        raise InvalidModelFiles(path, f"unknown array(s) {unknown}; expected inputs, predictions, feature_names")
+    x = arrays["inputs"]
+    if x.ndim != 2 or x.shape[0] == 0 or not np.issubdtype(x.dtype, np.number):
+        raise InvalidModelFiles(path, f"'inputs' must be a non-empty 2-D numeric array, got shape {x.shape} "
+                                      f"of {x.dtype}")
+    if np.isinf(x).any():
+        raise InvalidModelFiles(path, "'inputs' contains infinite values (NaN marks a missing value)")
+    if input_dim is not None and x.shape[1] != input_dim:
+        raise InvalidModelFiles(path, f"'inputs' has {x.shape[1]} columns, the checkpoint's arch.input_dim "
+                                      f"is {input_dim}")
+    y = arrays.get("predictions", np.zeros(0, np.int64))
+    if "predictions" in arrays and (y.shape != (x.shape[0],) or not np.issubdtype(y.dtype, np.integer)):
+        raise InvalidModelFiles(path, f"'predictions' must be {x.shape[0]} integers (one per input row), got "
+                                      f"shape {y.shape} of {y.dtype}")
+    names: tuple[str, ...] = ()
+    if "feature_names" in arrays:
+        raw = arrays["feature_names"]
+        if raw.shape != (x.shape[1],) or raw.dtype.kind not in "US":
+            raise InvalidModelFiles(path, f"'feature_names' must be {x.shape[1]} strings, got shape {raw.shape} "
+                                          f"of {raw.dtype}")
+        names = tuple(str(n) for n in raw)
+    return Reference("", x.astype(np.float32), y.astype(np.int64), names)
+
+
+def publish_files(registry: ModelRegistry, version: str, checkpoint: Path, reference: Path | None = None, *,
+                  known_good: bool = False, notes: str = "",
+                  check: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Validate a checkpoint file (and a reference file), then publish them as ``version``.
+
+    Everything is checked before anything is written; the version appears with one rename (see
+    :meth:`ModelRegistry.publish`), so a bad input leaves the registry as it was. ``check`` may refuse
+    the checkpoint dict further (the model server passes "can I build this network?") by raising
+    :class:`InvalidModelFiles`. Returns the stored metadata.
+    """
+    if not _VERSION_RE.match(version):
+        raise InvalidModelFiles(version, "invalid version name: letters, digits, '.', '_', '-' (max 64), "
+                                         "starting with a letter or digit")
+    if registry.exists(version):
+        raise VersionExists(version)
+    ckpt = read_checkpoint(checkpoint)
+    if check is not None:
+        check(ckpt)
+    input_dim = ckpt["arch"].get("input_dim")
+    ref = read_reference(reference, int(input_dim) if isinstance(input_dim, int) else None) if reference else None
+    meta: dict[str, Any] = {"arch": ckpt["arch"], "notes": notes, "source": str(Path(checkpoint).resolve())}
+    if ref is not None and ref.feature_names:
+        meta["feature_names"] = list(ref.feature_names)
+    stored = registry.publish(version, ckpt, meta,
+                              reference_inputs=None if ref is None else ref.inputs,
+                              reference_predictions=None if ref is None else ref.predictions)
+    if known_good:
+        registry.mark_known_good(version)
+    return stored

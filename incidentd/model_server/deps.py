@@ -1,4 +1,8 @@
-"""Typed dependencies for the model server's routes, taken from the app state (set by ``create_app``)."""
+"""Typed dependencies for the model server's routes, taken from the app state (set by ``create_app``).
+
+They are ``async``: FastAPI runs a plain ``def`` dependency in its thread pool, and a thread hop per
+dependency per request is what a GIL-starved server (the cpu_contention fault) cannot afford.
+"""
 from __future__ import annotations
 
 from typing import Annotated
@@ -13,31 +17,31 @@ from incidentd.model_server.settings import ModelServerSettings
 from remediation.registry import ModelRegistry
 
 
-def get_settings(request: Request) -> ModelServerSettings:
+async def get_settings(request: Request) -> ModelServerSettings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def get_holder(request: Request) -> ModelHolder:
+async def get_holder(request: Request) -> ModelHolder:
     return request.app.state.holder  # type: ignore[no-any-return]
 
 
-def get_registry(request: Request) -> ModelRegistry:
+async def get_registry(request: Request) -> ModelRegistry:
     return request.app.state.holder.registry  # type: ignore[no-any-return]
 
 
-def get_instrumentation(request: Request) -> ModelInstrumentation:
+async def get_instrumentation(request: Request) -> ModelInstrumentation:
     return request.app.state.instrumentation  # type: ignore[no-any-return]
 
 
-def get_faults(request: Request) -> FaultState:
+async def get_faults(request: Request) -> FaultState:
     return request.app.state.faults  # type: ignore[no-any-return]
 
 
-def get_metrics(request: Request) -> CollectorRegistry:
+async def get_metrics(request: Request) -> CollectorRegistry:
     return request.app.state.metrics  # type: ignore[no-any-return]
 
 
-def check_fault_injection(request: Request) -> None:
+async def check_fault_injection(request: Request) -> None:
     if not request.app.state.settings.enable_fault_injection:
         raise HTTPException(status_code=403,
                             detail="fault injection is disabled; start with --enable-fault-injection")
