@@ -100,7 +100,8 @@ class _Support:
                 continue
             candidates[j] = known
             unseen_rows |= new
-        unseen, moved = [], []
+        unseen: list[str] = []
+        moved: list[str] = []
         for j, known in candidates.items():
             # The known codes of the rows that carry new codes tell a shift (they moved too) from new
             # categories (they did not); with too few such values, the whole window's known codes decide

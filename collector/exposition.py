@@ -137,8 +137,8 @@ def _model_families(snap: SidecarSnapshot) -> Iterator[Metric]:
         else:
             fam = GaugeMetricFamily(name, HELP[name], labels=label_names)
         for s in samples:
-            d = dict(s.labels)
-            fam.add_metric([d.get(k, "") for k in label_names], s.value)
+            sample_labels = dict(s.labels)
+            fam.add_metric([sample_labels.get(k, "") for k in label_names], s.value)
         yield fam
 
     # Accuracy from delayed labels, per version (bounded to the last few versions).

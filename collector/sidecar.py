@@ -267,8 +267,8 @@ class Sidecar:
         fresh = [r for r in predictions if self._remember(self._seen_predictions, r.request_id)]
         self._join.add_predictions(fresh)
         self._window.extend(r for r in fresh if self._version is None or r.version == self._version)
-        labels = self._read_log("feedback")
-        self._join.add_labels(lab for lab in labels if self._remember(self._seen_labels, lab.request_id))
+        feedback = self._read_log("feedback")
+        self._join.add_labels(lab for lab in feedback if self._remember(self._seen_labels, lab.request_id))
 
         if self._version is not None and not self._drift.has(self._version):
             self._fit_reference(self._version)

@@ -151,7 +151,7 @@ class FaultState:
         as a stalled label pipeline delivers its backlog once it recovers.
         """
         active = self.active()
-        cleared = [k for k in ("hang", "latency", "null_features", "input_drift", "unit_change",
+        cleared: list[str] = [k for k in ("hang", "latency", "null_features", "input_drift", "unit_change",
                                "unseen_categories", "label_stall", "concept_drift", "memory_balloon")
                    if k in active]
         self.hang_until = 0.0
@@ -194,14 +194,14 @@ class FaultState:
             rows = self.rng.random(len(x)) < t.fraction if t.fraction < 1.0 else np.ones(len(x), bool)
             if rows.any():
                 x = x.copy()
-                cols = list(t.features)
+                cols = np.asarray(t.features, dtype=np.intp)
                 x[np.ix_(rows, cols)] = x[np.ix_(rows, cols)] * t.scale + t.shift
         u = self.unseen
         if u is not None:
             rows = self.rng.random(len(x)) < u.fraction
             if rows.any():
                 x = x.copy()
-                cols = list(u.features)
+                cols = np.asarray(u.features, dtype=np.intp)
                 codes = self.rng.integers(u.low, u.high + 1, size=(int(rows.sum()), len(cols)))
                 x[np.ix_(rows, cols)] = codes
         return x

@@ -60,6 +60,8 @@ def build_model(arch: dict[str, Any]) -> torch.nn.Module:
     from torch import nn
 
     class MLP(nn.Module):
+        fill: torch.Tensor   # a registered buffer (see below)
+
         def __init__(self, input_dim: int, hidden: list[int], classes: int, input_scale: float) -> None:
             super().__init__()
             layers: list[nn.Module] = []
@@ -68,7 +70,7 @@ def build_model(arch: dict[str, Any]) -> torch.nn.Module:
                 layers += [nn.Linear(d, h), nn.ReLU()]
                 d = h
             layers.append(nn.Linear(d, classes))
-            self.net = nn.Sequential(*layers)
+            self.net: nn.Sequential = nn.Sequential(*layers)
             self.input_scale = input_scale
             # per-feature value used for missing (NaN) inputs: the training mean
             self.register_buffer("fill", torch.zeros(input_dim))
@@ -127,7 +129,7 @@ def _train(x: np.ndarray, y: np.ndarray, seed: int, epochs: int, batch_size: int
 
     torch.manual_seed(seed)
     model = build_model(arch)
-    model.fill.copy_(torch.as_tensor(x.mean(axis=0), dtype=torch.float32))
+    model.get_buffer("fill").copy_(torch.as_tensor(x.mean(axis=0), dtype=torch.float32))
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
     xt = torch.as_tensor(x, dtype=torch.float32)

@@ -128,7 +128,7 @@ class TrafficDriver:
         d = self._drift
         if d.fraction > 0 and d.features:
             rows = self._rng.random(len(x)) < d.fraction
-            cols = list(d.features)
+            cols = np.asarray(d.features, dtype=np.intp)
             x[np.ix_(rows, cols)] = x[np.ix_(rows, cols)] * d.scale + d.shift
         return x, y
 
@@ -183,7 +183,7 @@ class TrafficDriver:
             return
         now = time.monotonic()
         with self._lock:
-            due = []
+            due: list[tuple[float, str, int]] = []
             while self._pending and self._pending[0][0] <= now and len(due) < 500:
                 due.append(heapq.heappop(self._pending))
         for _, rid, label in due:
