@@ -41,7 +41,6 @@ def full_snapshot() -> SidecarSnapshot:
         window=WindowStats(
             rows=500,
             latency_quantiles={0.5: 0.002, 0.9: 0.004, 0.99: 0.009},
-            error_ratio=0.01,
             nonfinite_ratio=0.0,
             input_missing_ratio=0.02,
             rows_per_second=50.0,
