@@ -364,7 +364,7 @@ def read_reference(path: Path, input_dim: int | None = None) -> Reference:
     return Reference("", x.astype(np.float32), y.astype(np.int64), names)
 
 
-def publish_files(registry: ModelRegistry, version: str, checkpoint: Path, reference: Path | None = None, *,
+def publish_files(registry: ModelRegistry | Path, version: str, checkpoint: Path, reference: Path | None = None, *,
                   known_good: bool = False, notes: str = "",
                   check: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Validate a checkpoint file (and a reference file), then publish them as ``version``.
@@ -372,18 +372,23 @@ def publish_files(registry: ModelRegistry, version: str, checkpoint: Path, refer
     Everything is checked before anything is written; the version appears with one rename (see
     :meth:`ModelRegistry.publish`), so a bad input leaves the registry as it was. ``check`` may refuse
     the checkpoint dict further (the model server passes "can I build this network?") by raising
-    :class:`InvalidModelFiles`. Returns the stored metadata.
+    :class:`InvalidModelFiles`. Given a path, the registry directory is created only once the files pass.
+    Returns the stored metadata.
     """
     if not _VERSION_RE.match(version):
         raise InvalidModelFiles(version, "invalid version name: letters, digits, '.', '_', '-' (max 64), "
                                          "starting with a letter or digit")
-    if registry.exists(version):
+    if isinstance(registry, ModelRegistry) and registry.exists(version):
         raise VersionExists(version)
     ckpt = read_checkpoint(checkpoint)
     if check is not None:
         check(ckpt)
     input_dim = ckpt["arch"].get("input_dim")
     ref = read_reference(reference, int(input_dim) if isinstance(input_dim, int) else None) if reference else None
+    if not isinstance(registry, ModelRegistry):
+        registry = ModelRegistry(registry)
+        if registry.exists(version):
+            raise VersionExists(version)
     meta: dict[str, Any] = {"arch": ckpt["arch"], "notes": notes, "source": str(Path(checkpoint).resolve())}
     if ref is not None and ref.feature_names:
         meta["feature_names"] = list(ref.feature_names)

@@ -66,12 +66,12 @@ def add(
     Exit 2: a bad checkpoint, reference or version name (named), or the version exists.
     """
     try:
-        meta = publish_files(ModelRegistry(registry), version, checkpoint, reference, known_good=known_good,
+        meta = publish_files(registry, version, checkpoint, reference, known_good=known_good,
                              notes=notes, check=_check_named(checkpoint))
     except (InvalidModelFiles, VersionExists) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
-    typer.echo(json.dumps({"version": version, "registry": str(ModelRegistry(registry).root),
+    typer.echo(json.dumps({"version": version, "registry": str(registry.expanduser().resolve()),
                            "known_good": known_good, "sha256": meta["sha256"],
                            "reference": str(reference) if reference else None}, sort_keys=True))
 

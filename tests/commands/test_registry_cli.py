@@ -64,9 +64,8 @@ def reference(tmp_path: Path, rows: int = 50, width: int = 64, **arrays: Any) ->
 
 
 def untouched(root: Path) -> bool:
-    """Nothing published and no temp directory left behind."""
-    versions = root / "versions"
-    return not versions.exists() or not any(versions.iterdir())
+    """Nothing written: not even the (new) registry directory."""
+    return not root.exists()
 
 
 def test_add_publishes_a_loadable_version_with_its_reference(tmp_path: Path) -> None:
