@@ -41,7 +41,7 @@ from diagnosis.rules import (
     SignalFact,
     read_yaml_mapping,
 )
-from diagnosis.types import FaultDomain, Hypothesis
+from diagnosis.types import ActionKind, FaultDomain, Hypothesis
 from diagnosis.vocabulary import ACTIONS, CHANGES, CONTEXT, SIGNALS
 
 
@@ -85,18 +85,18 @@ class Expected(BaseModel):
     model_config = ConfigDict(extra="forbid")
     root_cause: str = Field(pattern=r"^(model|data|hardware)\.[a-z0-9_]+$")
     domain: FaultDomain | None = None
-    action: str | None = None
+    action: ActionKind | None = None
     min_confidence: float | None = Field(default=None, ge=0.0, le=1.0)
     max_confidence: float | None = Field(default=None, ge=0.0, le=1.0)
     rank: Annotated[int, Field(ge=1)] | Literal["any"] | None = None
     rules: list[str] | None = None             # rules that must have contributed (any order, a subset)
     explanation_contains: str | None = None
 
-    @field_validator("action")
+    @field_validator("action", mode="before")
     @classmethod
-    def _action(cls, v: str | None) -> str | None:
+    def _action(cls, v: object) -> object:
         if v is not None and v not in ACTIONS:
-            raise ValueError(f"unknown action {v!r}; known: {sorted(ACTIONS)}")
+            raise ValueError(f"unknown action {v!r}; known: {sorted(k.value for k in ACTIONS)}")
         return v
 
 

@@ -18,13 +18,13 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from detectors.errors import IncidentdError
-from diagnosis.types import FaultDomain, Hypothesis
+from diagnosis.types import ActionKind, FaultDomain, Hypothesis
 from diagnosis.vocabulary import CHANGES, CONTEXT, SIGNALS
 
 DEFAULT_PACK = Path(__file__).parent / "rules" / "default.yaml"
@@ -99,7 +99,7 @@ class Then(BaseModel):
     domain: FaultDomain
     root_cause: str = Field(pattern=r"^(model|data|hardware)\.[a-z0-9_]+$")
     weight: float = Field(gt=0, le=1)
-    action: Literal["clamp", "rollback", "restart", "notify"]
+    action: ActionKind
     explanation: str
 
     @model_validator(mode="after")

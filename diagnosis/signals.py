@@ -87,6 +87,14 @@ class SignalSpec(ABC):
         """Start ``model`` from a saved baseline instead of a warm-up (before its first ``observe``)."""
         return None   # nothing learned, nothing to restore (threshold and counter signals)
 
+    @abstractmethod
+    def forget(self, model: str) -> None:
+        """Drop everything held for ``model`` (it has not been seen for long; save its baseline first)."""
+
+    @abstractmethod
+    def models(self) -> set[str]:
+        """The models this signal holds state for."""
+
 
 # ---------------------------------------------------------------- level signals (latency, CPU, memory)
 
@@ -127,6 +135,12 @@ class LevelSpec(SignalSpec):
         self.relearn_after = relearn_after
         self.unit = unit
         self._state: dict[str, _LevelState] = {}
+
+    def forget(self, model: str) -> None:
+        self._state.pop(model, None)
+
+    def models(self) -> set[str]:
+        return set(self._state)
 
     def _new_state(self, now: float) -> _LevelState:
         det = REGISTRY[self.detector_name](**self.detector_params)
@@ -232,6 +246,15 @@ class CounterIncreaseSpec(SignalSpec):
         self._cursor: dict[str, float] = {}
         self._onset: dict[str, float | None] = {}
 
+    def forget(self, model: str) -> None:
+        for key in [k for k in self._last if k[0] == model]:
+            del self._last[key]
+        for held in (self._increments, self._cursor, self._onset):
+            held.pop(model, None)
+
+    def models(self) -> set[str]:
+        return {k[0] for k in self._last} | set(self._increments) | set(self._cursor) | set(self._onset)
+
     def _ingest(self, source: SourceLike, model: str, now: float, step: float) -> deque:
         inc = self._increments.setdefault(model, deque(maxlen=10000))
         first_cycle = model not in self._cursor
@@ -302,6 +325,13 @@ class GaugeThresholdSpec(SignalSpec):
         self._cursor: dict[str, float] = {}
         self._onset: dict[str, float | None] = {}
         self._last_value: dict[str, float] = {}
+
+    def forget(self, model: str) -> None:
+        for held in (self._hist, self._cursor, self._onset, self._last_value):
+            held.pop(model, None)
+
+    def models(self) -> set[str]:
+        return set(self._hist) | set(self._cursor) | set(self._onset) | set(self._last_value)
 
     def _breach(self, v: float) -> bool:
         th = self.threshold
@@ -389,6 +419,12 @@ class ProportionSpec(SignalSpec):
         self.clear = clear
         self.what = what
         self._state: dict[str, _PropState] = {}
+
+    def forget(self, model: str) -> None:
+        self._state.pop(model, None)
+
+    def models(self) -> set[str]:
+        return set(self._state)
 
     def _ingest(self, source: SourceLike, model: str, now: float, step: float) -> tuple[float, float]:
         st = self._state.setdefault(model, _PropState())
