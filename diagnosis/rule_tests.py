@@ -323,13 +323,13 @@ def run_test_file(path: Path | str) -> RuleTestReport:
         raise RuleTestError(f"{tf.path}: field 'rule_files': {e}") from None
     known = {r.rule.name for r in engine.rules}
     for case in tf.tests:
-        for i, e in enumerate(case.expect):
-            unknown = sorted(set(e.rules or ()) - known)
+        for i, exp in enumerate(case.expect):
+            unknown = sorted(set(exp.rules or ()) - known)
             if unknown:
                 raise RuleTestError(f"{tf.path}: test {case.name!r}: field 'expect.{i}.rules': unknown rule(s) "
                                     f"{unknown}; the packs under test define {sorted(known)}")
     outcomes, fired = run_tests(engine, tf.tests)
-    asserted = {r for case in tf.tests for e in case.expect for r in (e.rules or ())}
+    asserted = {r for case in tf.tests for exp in case.expect for r in (exp.rules or ())}
     return RuleTestReport(tf.path, tf.rule_files, tuple(r.rule.name for r in engine.rules), tuple(outcomes),
                           frozenset(fired), frozenset(asserted))
 

@@ -77,7 +77,8 @@ def _condition_kind(v: Any) -> str:
             if key in v:
                 return key
         return "fact"
-    return {All: "all", AnyOf: "any", Not: "not"}.get(type(v), "fact")
+    kinds: dict[type, str] = {All: "all", AnyOf: "any", Not: "not"}
+    return kinds.get(type(v), "fact")
 
 
 # Dispatch on the key so that an error names the field that is wrong, not every union branch.
@@ -293,7 +294,7 @@ def _eval_fact(f: Fact, facts: Facts, used: set[str], anchor: float | None) -> b
         return not hits
     if root == "context":
         v = facts.context.get(rest)
-        return {"eq": v == f.value, "ne": v != f.value, "is_true": v is True, "is_false": v is False}[f.op]
+        return bool({"eq": v == f.value, "ne": v != f.value, "is_true": v is True, "is_false": v is False}[f.op])
     if root == "alert":
         eid = facts.alerts.get(rest)
         if f.op == "inactive":

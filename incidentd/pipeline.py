@@ -158,7 +158,7 @@ class DetectionLoop:
                 except Exception:   # boundary: a failed save is logged; the model is forgotten anyway
                     log.exception("could not save the baselines of %s before forgetting it", model)
             for spec in self.specs.values():
-                spec.forget(model)
+                spec.forget_model(model)
             self._models.pop(model, None)
             self.last_readings.pop(model, None)
             self._saved_at.pop(model, None)

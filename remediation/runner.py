@@ -260,7 +260,8 @@ class ActionRunner:
             return specs[name].recovered(source, inc.model, since, now, version=version)
 
         for rec in self.records(incident_id=inc.id):
-            if rec.status is not ActionStatus.VERIFYING or rec.executed_at is None:
+            executed_at = rec.executed_at
+            if rec.status is not ActionStatus.VERIFYING or executed_at is None:
                 continue
             v = judge(rec, recovered, set(specs), active or {}, now, grace, self.policy.verify_seconds,
                       self.policy.revert_on_worse)
@@ -270,10 +271,10 @@ class ActionRunner:
             elif v.outcome is Outcome.VERIFIED:
                 rec = replace(rec, status=ActionStatus.VERIFIED, verified_at=now)
                 self._save(rec.logged(self.clock(), "verified", signals=dict(v.signals),
-                                      seconds=round(now - rec.executed_at, 2)))
+                                      seconds=round(now - executed_at, 2)))
                 inc, entry = lifecycle.mitigate(inc, now, f"{rec.kind.value} verified: "
                                                           f"{', '.join(v.signals)} recovered "
-                                                          f"{now - rec.executed_at:.1f}s after the action")
+                                                          f"{now - executed_at:.1f}s after the action")
                 entries.append(entry)
                 self.on_outcome(rec.kind.value, "verified")
             elif v.outcome is Outcome.NOT_RECOVERED:
