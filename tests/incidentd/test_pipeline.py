@@ -6,6 +6,7 @@ import pytest
 
 from diagnosis.catalog import CatalogSettings, default_catalog
 from diagnosis.rules import DEFAULT_PACK, RuleEngine
+from diagnosis.types import ActionKind
 from incidentd.config import Settings
 from incidentd.pipeline import DetectionLoop
 from incidentd.store import Store
@@ -77,7 +78,7 @@ def test_drift_with_accuracy_drop_is_one_data_incident_that_resolves(stack):
     assert len(incs) == 1, "drift and the accuracy drop it causes are one incident"
     inc = incs[0]
     assert inc.top.domain.value == "data" and inc.top.root_cause == "data.covariate_drift"
-    assert inc.top.recommended_action == "notify"
+    assert inc.top.recommended_action is ActionKind.NOTIFY
     names = {e.name for e in stack.store.evidence(inc.evidence_ids)}
     assert "input_drift" in names
     stack.drifted, stack.accuracy = 0, 0.96
@@ -98,7 +99,7 @@ def test_deploy_of_a_worse_version_is_blamed_on_the_version(stack):
     top = incs[0].top
     # No registry to ask in this test: a version not known to be good is treated as suspect.
     assert (top.domain.value, top.root_cause, top.recommended_action) == ("model", "model.bad_version",
-                                                                           "rollback")
+                                                                           ActionKind.ROLLBACK)
     changes = stack.store.recent_evidence("digits", 0, kind="change")
     assert [c.name for c in changes] == ["deploy"]
     assert changes[0].attributes["from"] == "v1" and changes[0].attributes["to"] == "v2"
