@@ -43,7 +43,7 @@ def observe_runtime(source: SourceLike, model: str, start: float, end: float, st
 
 
 def _ours(change: RuntimeChange, recent: Sequence[Evidence], now: float) -> bool:
-    """Whether incidentd made this change itself (a rollback to this version, a restart into this process)."""
+    """Whether incidentd made this change itself (a rollback to this version, a restart just before)."""
     for e in recent:
         if e.kind is not EvidenceKind.CHANGE or e.attributes.get("by") != "incidentd" \
                 or now - e.at > OURS_WITHIN_SECONDS:
@@ -51,8 +51,9 @@ def _ours(change: RuntimeChange, recent: Sequence[Evidence], now: float) -> bool
         if change.kind is RuntimeChangeKind.VERSION and e.name == ChangeKind.ROLLBACK.value \
                 and e.attributes.get("to") == change.current:
             return True
-        if change.kind is RuntimeChangeKind.PROCESS and e.name == ChangeKind.RESTART.value \
-                and str(e.attributes.get("new_pid")) == change.current:
+        # The pid incidentd saw (its child's) need not be the one /healthz reports (a wrapper shell, a
+        # container runtime): a restart incidentd made just before is this one.
+        if change.kind is RuntimeChangeKind.PROCESS and e.name == ChangeKind.RESTART.value:
             return True
     return False
 
