@@ -190,3 +190,25 @@ def test_a_restart_that_makes_things_worse_escalates_and_says_it_cannot_be_undon
         rem.close()
     finally:
         proc.stop()
+
+
+def test_a_blocked_action_is_noted_once_per_reason_until_the_model_is_forgotten(tmp_path):
+    store = Store(tmp_path / "db.sqlite")
+    rem = ActionRunner(store, Policy(min_confidence=0.95), ActionContext(ModelServerAdmin("http://127.0.0.1:9")))
+    inc, entries = open_incident("digits", [BAD_VERSION], ["ev-acc"], 100.0, [])
+    store.save_incident(inc, entries)
+
+    def blocked() -> int:
+        return [t.kind for t in store.timeline(inc.id)].count(TimelineKind.ACTION_BLOCKED)
+
+    rem.consider(inc, BAD_VERSION, ["accuracy"], 101.0)
+    rem.consider(inc, BAD_VERSION, ["accuracy"], 102.0)
+    assert blocked() == 1, "the same reason is noted once"
+    rem.forget("other-model")
+    rem.consider(inc, BAD_VERSION, ["accuracy"], 103.0)
+    assert blocked() == 1
+    rem.forget("digits")
+    rem.consider(inc, BAD_VERSION, ["accuracy"], 104.0)
+    assert blocked() == 2, "a forgotten model starts afresh"
+    rem.close()
+    store.close()
