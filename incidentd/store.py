@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from diagnosis.types import Evidence, Incident, IncidentStatus, TimelineEntry, TimelineKind
@@ -66,7 +67,7 @@ class Store:
     def _tx(self) -> _Tx:
         return _Tx(self)
 
-    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             try:
                 return self._db.execute(sql, args).fetchall()
@@ -102,7 +103,7 @@ class Store:
 
     def incidents(self, status: IncidentStatus | None = None, model: str | None = None,
                   limit: int = 100) -> list[Incident]:
-        sql, args = "SELECT doc FROM incidents WHERE 1=1", []
+        sql, args = "SELECT doc FROM incidents WHERE 1=1", list[Any]()
         if status is not None:
             sql += " AND status=?"
             args.append(status.value)
@@ -237,7 +238,8 @@ class _Tx:
             raise StorageError(f"database unavailable: {e}") from e
         return self.store._db
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         try:
             if exc_type is None:
                 try:
