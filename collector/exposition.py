@@ -89,6 +89,10 @@ def _model_families(snap: SidecarSnapshot) -> Iterator[Metric]:
     )
     up.add_metric(mv, 1.0 if snap.up else 0.0)
     yield up
+    if snap.pid is not None:
+        # Which process serves (pid from /healthz): a new value is a restart (detectors.changes).
+        yield from gauge("model_process_id", "Process id of the model server; a new value means it restarted.",
+                         float(snap.pid))
 
     w = snap.window
     if w.latency_quantiles:

@@ -31,6 +31,7 @@ from collector.scrape import ModelServerClient, ScrapeError
 from collector.sinks import EventSink, EventType, NullSink, make_event
 from collector.snapshot import PASSTHROUGH, SidecarSnapshot
 from collector.windows import CounterRate, LabelJoin, PredictionWindow, error_ratio
+from detectors.changes import RuntimeChangeKind, RuntimeObservation, runtime_changes
 from detectors.errors import IncidentdError
 from detectors.types import Sample
 
@@ -234,21 +235,25 @@ class Sidecar:
                     health = type(health)(health.status, labels["version"], health.pid)
         self._passthrough = tuple(s for s in samples if s.name in PASSTHROUGH)
 
-        if health.pid is not None and self._pid is not None and health.pid != self._pid:
-            events.append(self._event(EventType.PROCESS_RESTART, now, previous_pid=self._pid, pid=health.pid))
-            # A restarted server starts its in-memory logs again; re-read rows are skipped by request id.
-            self._pred_cursor = self._label_cursor = 0
+        # Deploys and restarts are derived in one place (detectors.changes), the same one the service uses.
+        before = RuntimeObservation(self._version, None if self._pid is None else str(self._pid))
+        after = RuntimeObservation(health.version, None if health.pid is None else str(health.pid))
+        for change in runtime_changes(before, after):
+            if change.kind is RuntimeChangeKind.PROCESS:
+                events.append(self._event(EventType.PROCESS_RESTART, now, previous_pid=self._pid, pid=health.pid))
+                # A restarted server starts its in-memory logs again; re-read rows are skipped by request id.
+                self._pred_cursor = self._label_cursor = 0
+            else:
+                events.append(
+                    self._event(
+                        EventType.VERSION_CHANGE, now, previous_version=change.previous, new_version=change.current
+                    )
+                )
         if health.pid is not None:
             self._pid = health.pid
 
         version = health.version
         if version is not None and version != self._version:
-            if self._version is not None:
-                events.append(
-                    self._event(
-                        EventType.VERSION_CHANGE, now, previous_version=self._version, new_version=version
-                    )
-                )
             self._version = version
             self._window.drop_other_versions(version)
             self._drift_detected = self._pred_drift = None

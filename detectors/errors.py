@@ -8,3 +8,7 @@ class IncidentdError(Exception):
 
 class InvalidInput(IncidentdError):
     """Input data is malformed (wrong shape, NaN where not allowed, unknown column); the message names it."""
+
+
+class Conflict(IncidentdError):
+    """A state transition that is not allowed (e.g. approving an executed action)."""

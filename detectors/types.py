@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -42,28 +42,6 @@ def series_key(name: str, labels: dict[str, str]) -> str:
         return name
     inner = ",".join(f'{k}="{labels[k]}"' for k in sorted(labels))
     return f"{name}{{{inner}}}"
-
-
-@dataclass(frozen=True, slots=True)
-class Anomaly:
-    """A detector's finding on one series."""
-
-    detector: str
-    series: str                      # series_key(...)
-    signal: str                      # metric name, e.g. model_latency_seconds
-    labels: tuple[tuple[str, str], ...]
-    window_start: float
-    window_end: float
-    onset: float                     # first timestamp at which the score crossed the threshold
-    score: float                     # in [0, 1]
-    direction: Direction
-    value: float
-    statistic: float | None = None
-    p_value: float | None = None
-    extra: dict[str, float] = field(default_factory=dict)
-
-    def label(self, key: str, default: str = "") -> str:
-        return dict(self.labels).get(key, default)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,15 +1,23 @@
-"""Incident lifecycle decisions: when to open, update, mitigate and resolve. Pure functions over types."""
+"""Incident lifecycle decisions: when to open, update, mitigate and resolve. Pure functions over types.
+
+Incidents are immutable: every transition returns the new incident with the timeline entry it adds.
+The rules that decide which transition applies (a fading diagnosis, a superseded incident, restart
+suppression, anomaly episodes, a stable diagnosis to act on) live here too; the service only wires them.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 
 from diagnosis.types import (
+    Evidence,
     FaultDomain,
     Hypothesis,
     Incident,
     IncidentStatus,
     Severity,
     TimelineEntry,
+    TimelineKind,
     new_id,
 )
 
@@ -20,7 +28,7 @@ def dedup_key(model: str) -> str:
     return f"model:{model}"
 
 
-def severity_for(hyps: list[Hypothesis]) -> Severity:
+def severity_for(hyps: Sequence[Hypothesis]) -> Severity:
     top = hyps[0] if hyps else None
     if top is None:
         return Severity.WARNING
@@ -29,78 +37,83 @@ def severity_for(hyps: list[Hypothesis]) -> Severity:
     return Severity.WARNING
 
 
-def open_incident(model: str, hyps: list[Hypothesis], evidence_ids: list[str], now: float,
-                  summaries: list[str], alerts: list[str] = ()) -> tuple[Incident, list[TimelineEntry]]:
+def open_incident(model: str, hyps: Sequence[Hypothesis], evidence_ids: Sequence[str], now: float,
+                  summaries: Sequence[str], alerts: Sequence[str] = ()) -> tuple[Incident, list[TimelineEntry]]:
     """Open an incident from ranked hypotheses, or from firing alerts that no rule explains yet."""
     top = hyps[0] if hyps else None
     title = (f"{model}: {top.root_cause} ({top.domain.value})" if top
              else f"{model}: alert {', '.join(sorted(alerts))} (no rule explains it)")
     inc = Incident(id=new_id("inc"), model=model, dedup_key=dedup_key(model), status=IncidentStatus.OPEN,
                    severity=severity_for(hyps), opened_at=now, updated_at=now, title=title,
-                   hypotheses=list(hyps), evidence_ids=list(evidence_ids))
+                   hypotheses=tuple(hyps), evidence_ids=tuple(evidence_ids))
     what = (f"{top.root_cause} in {top.domain.value} (confidence {top.confidence:.2f})" if top
             else f"firing alerts {', '.join(sorted(alerts))}")
-    timeline = [TimelineEntry(now, "opened", f"incident opened: {what}", {"evidence": summaries})]
+    timeline = [TimelineEntry(now, TimelineKind.OPENED, f"incident opened: {what}",
+                              {"evidence": list(summaries)})]
     if hyps:
-        timeline.append(TimelineEntry(now, "hypotheses", _ranking(hyps),
+        timeline.append(TimelineEntry(now, TimelineKind.HYPOTHESES, _ranking(hyps),
                                       {"hypotheses": [h.to_dict() for h in hyps]}))
     return inc, timeline
 
 
-def _ranking(hyps: list[Hypothesis]) -> str:
-    return "ranked hypotheses: " + "; ".join(f"{i + 1}. {h.root_cause} {h.confidence:.2f} -> {h.recommended_action}"
-                                             for i, h in enumerate(hyps[:5]))
+def _ranking(hyps: Sequence[Hypothesis]) -> str:
+    return "ranked hypotheses: " + "; ".join(
+        f"{i + 1}. {h.root_cause} {h.confidence:.2f} -> {h.recommended_action.value}"
+        for i, h in enumerate(hyps[:5]))
 
 
 @dataclass(frozen=True, slots=True)
 class Update:
+    incident: Incident
     changed: bool
     entries: list[TimelineEntry]
 
 
-def update_incident(inc: Incident, hyps: list[Hypothesis], evidence_ids: list[str], now: float) -> Update:
+def update_incident(inc: Incident, hyps: Sequence[Hypothesis], evidence_ids: Sequence[str], now: float) -> Update:
     entries: list[TimelineEntry] = []
     # Once incidentd acted, the diagnosis it acted on stays on the incident: symptoms fading after the fix
     # (weights repaired, outputs still counted) match weaker rules and must not rewrite the story.
     frozen = bool(inc.action_ids) or inc.status is IncidentStatus.MITIGATED
     new_ev = [] if frozen else [e for e in evidence_ids if e not in inc.evidence_ids]
+    out = inc
     if new_ev:
-        inc.evidence_ids.extend(new_ev)
+        out = replace(out, evidence_ids=(*out.evidence_ids, *new_ev))
     old = [(h.root_cause, round(h.confidence, 2)) for h in inc.hypotheses]
     new = [(h.root_cause, round(h.confidence, 2)) for h in hyps]
     if hyps and old != new and not frozen:
         old_top = inc.top.root_cause if inc.top else None
-        inc.hypotheses = list(hyps)
-        inc.severity = max(inc.severity, severity_for(hyps), key=lambda s: s is Severity.CRITICAL)
+        out = replace(out, hypotheses=tuple(hyps),
+                      severity=max(inc.severity, severity_for(hyps), key=lambda s: s is Severity.CRITICAL))
         if old_top != hyps[0].root_cause:
-            inc.title = f"{inc.model}: {hyps[0].root_cause} ({hyps[0].domain.value})"
-        entries.append(TimelineEntry(now, "hypotheses", _ranking(hyps),
-                                      {"hypotheses": [h.to_dict() for h in hyps]}))
+            out = replace(out, title=f"{inc.model}: {hyps[0].root_cause} ({hyps[0].domain.value})")
+        entries.append(TimelineEntry(now, TimelineKind.HYPOTHESES, _ranking(hyps),
+                                     {"hypotheses": [h.to_dict() for h in hyps]}))
     if new_ev or entries:
-        inc.updated_at = now
-    return Update(bool(new_ev or entries), entries)
+        out = replace(out, updated_at=now)
+    return Update(out, bool(new_ev or entries), entries)
 
 
-def mitigate(inc: Incident, now: float, message: str) -> TimelineEntry:
+def mitigate(inc: Incident, now: float, message: str) -> tuple[Incident, TimelineEntry]:
+    out = replace(inc, updated_at=now)
     if inc.status in (IncidentStatus.OPEN, IncidentStatus.ACKNOWLEDGED):
-        inc.status = IncidentStatus.MITIGATED
-        inc.mitigated_at = now
-    inc.updated_at = now
-    return TimelineEntry(now, "mitigated", message)
+        out = replace(out, status=IncidentStatus.MITIGATED, mitigated_at=now)
+    return out, TimelineEntry(now, TimelineKind.MITIGATED, message)
 
 
-def escalate(inc: Incident, now: float, message: str) -> TimelineEntry:
-    inc.escalated = True
-    inc.severity = Severity.CRITICAL
-    inc.updated_at = now
-    return TimelineEntry(now, "escalated", message)
+def escalate(inc: Incident, now: float, message: str) -> tuple[Incident, TimelineEntry]:
+    return (replace(inc, escalated=True, severity=Severity.CRITICAL, updated_at=now),
+            TimelineEntry(now, TimelineKind.ESCALATED, message))
 
 
-def resolve(inc: Incident, now: float, message: str, actor: str = "incidentd") -> TimelineEntry:
-    inc.status = IncidentStatus.RESOLVED
-    inc.resolved_at = now
-    inc.updated_at = now
-    return TimelineEntry(now, "resolved", message, {"actor": actor})
+def resolve(inc: Incident, now: float, message: str, actor: str = "incidentd") -> tuple[Incident, TimelineEntry]:
+    return (replace(inc, status=IncidentStatus.RESOLVED, resolved_at=now, updated_at=now),
+            TimelineEntry(now, TimelineKind.RESOLVED, message, {"actor": actor}))
+
+
+def acknowledge(inc: Incident, now: float, message: str, actor: str) -> tuple[Incident, TimelineEntry]:
+    status = IncidentStatus.ACKNOWLEDGED if inc.status is IncidentStatus.OPEN else inc.status
+    return (replace(inc, status=status, updated_at=now),
+            TimelineEntry(now, TimelineKind.ACKNOWLEDGED, message, {"actor": actor}))
 
 
 def should_resolve(inc: Incident, quiet_since: float | None, now: float, resolve_after: float,
@@ -108,3 +121,90 @@ def should_resolve(inc: Incident, quiet_since: float | None, now: float, resolve
     """Resolve once every signal has been quiet for ``resolve_after`` and no action is still being verified."""
     return (inc.active and quiet_since is not None and now - quiet_since >= resolve_after
             and not actions_in_flight)
+
+
+def quiet_since(previous: float | None, busy: bool, now: float) -> float | None:
+    """When the model went quiet: nothing any rule explains and no firing alert. None while busy."""
+    if busy:
+        return None
+    return now if previous is None else previous
+
+
+# ---------------------------------------------------------------------- which transition applies
+
+def fading(inc: Incident, top: Hypothesis | None, onsets: Mapping[str, float],
+           support: Sequence[Evidence]) -> bool:
+    """A weaker explanation left behind as the stronger one's evidence ends is not a new diagnosis.
+
+    When a data fault stops, input drift clears before the accuracy window drains; the lingering
+    accuracy drop alone matches concept drift. If everything behind the weaker hypothesis started while
+    the current diagnosis still had its evidence, the incident keeps its diagnosis; a weaker hypothesis
+    on evidence that started later is a new development and replaces it. ``support`` is the stored
+    evidence of the current diagnosis; ``onsets`` maps evidence ids behind the facts to when they started.
+    """
+    current = inc.top
+    if top is None or current is None or top.root_cause == current.root_cause \
+            or top.confidence >= current.confidence:
+        return False
+    if not support:
+        return False
+    # While any evidence of the current diagnosis was still there, or up to when the last of it ended.
+    supported_until = max(e.ended_at if e.ended_at is not None else float("inf") for e in support)
+    return all(onsets.get(e, float("inf")) <= supported_until for e in top.evidence_ids)
+
+
+def superseded(inc: Incident, top: Hypothesis, onsets: Mapping[str, float], min_confidence: float) -> bool:
+    """A mitigated incident whose fix held does not absorb a new, different fault."""
+    if inc.status is not IncidentStatus.MITIGATED or inc.top is None or inc.mitigated_at is None:
+        return False
+    if top.root_cause == inc.top.root_cause or top.confidence < min_confidence:
+        return False
+    # Lingering symptoms of the fixed fault (accuracy windows still draining) are not a new fault:
+    # the new hypothesis must rest on something that started after the fix was verified.
+    return any(onsets.get(e, 0.0) > inc.mitigated_at for e in top.evidence_ids)
+
+
+# Symptoms a restart itself causes: the target is down while it restarts, and the new process's CPU and
+# memory are a fresh start's. Within the grace after a restart they are not evidence of a fault.
+RESTART_SYMPTOMS = frozenset({"target_down", "process_cpu", "process_memory"})
+
+
+def restart_suppressed(signal: str, last_restart: float | None, now: float, grace: float) -> bool:
+    return signal in RESTART_SYMPTOMS and last_restart is not None and now - last_restart < grace
+
+
+@dataclass(frozen=True, slots=True)
+class Episodes:
+    """Open anomaly episodes after one cycle: signal -> evidence id, and which episodes started or ended."""
+
+    open: Mapping[str, str]
+    started: tuple[str, ...]          # signals whose episode started this cycle
+    ended: tuple[str, ...]            # evidence ids of episodes that ended this cycle
+
+
+def track_episodes(open_episodes: Mapping[str, str], active: Iterable[str], seen: Collection[str],
+                   make_id: Callable[[], str] = lambda: new_id("ev")) -> Episodes:
+    """One anomaly episode per signal from when it turns active until it is observed inactive.
+
+    ``active`` are the signals active (and not suppressed) this cycle; ``seen`` every signal with a
+    reading. A signal with no reading this cycle keeps its episode open: missing data is not recovery.
+    """
+    now_open = dict(open_episodes)
+    started: list[str] = []
+    active = set(active)
+    for name in sorted(active):
+        if name not in now_open:
+            now_open[name] = make_id()
+            started.append(name)
+    ended = [now_open.pop(n) for n in sorted(now_open) if n not in active and n in seen]
+    return Episodes(now_open, tuple(started), tuple(ended))
+
+
+def stable_top(recent_tops: Sequence[str], cycles: int) -> bool:
+    """The same root cause led the ranking for the last ``cycles`` cycles: stable enough to act on."""
+    return len(recent_tops) >= cycles and len(set(list(recent_tops)[-cycles:])) == 1
+
+
+def onsets(signal_onsets: Mapping[str, float], change_onsets: Mapping[str, float]) -> dict[str, float]:
+    """Evidence id -> when it started, for every active signal and change behind the facts."""
+    return {**signal_onsets, **change_onsets}

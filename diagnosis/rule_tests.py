@@ -41,7 +41,7 @@ from diagnosis.rules import (
     SignalFact,
     read_yaml_mapping,
 )
-from diagnosis.types import FaultDomain, Hypothesis
+from diagnosis.types import ActionKind, FaultDomain, Hypothesis
 from diagnosis.vocabulary import ACTIONS, CHANGES, CONTEXT, SIGNALS
 
 
@@ -85,18 +85,18 @@ class Expected(BaseModel):
     model_config = ConfigDict(extra="forbid")
     root_cause: str = Field(pattern=r"^(model|data|hardware)\.[a-z0-9_]+$")
     domain: FaultDomain | None = None
-    action: str | None = None
+    action: ActionKind | None = None
     min_confidence: float | None = Field(default=None, ge=0.0, le=1.0)
     max_confidence: float | None = Field(default=None, ge=0.0, le=1.0)
     rank: Annotated[int, Field(ge=1)] | Literal["any"] | None = None
     rules: list[str] | None = None             # rules that must have contributed (any order, a subset)
     explanation_contains: str | None = None
 
-    @field_validator("action")
+    @field_validator("action", mode="before")
     @classmethod
-    def _action(cls, v: str | None) -> str | None:
+    def _action(cls, v: object) -> object:
         if v is not None and v not in ACTIONS:
-            raise ValueError(f"unknown action {v!r}; known: {sorted(ACTIONS)}")
+            raise ValueError(f"unknown action {v!r}; known: {sorted(k.value for k in ACTIONS)}")
         return v
 
 
@@ -323,13 +323,13 @@ def run_test_file(path: Path | str) -> RuleTestReport:
         raise RuleTestError(f"{tf.path}: field 'rule_files': {e}") from None
     known = {r.rule.name for r in engine.rules}
     for case in tf.tests:
-        for i, e in enumerate(case.expect):
-            unknown = sorted(set(e.rules or ()) - known)
+        for i, exp in enumerate(case.expect):
+            unknown = sorted(set(exp.rules or ()) - known)
             if unknown:
                 raise RuleTestError(f"{tf.path}: test {case.name!r}: field 'expect.{i}.rules': unknown rule(s) "
                                     f"{unknown}; the packs under test define {sorted(known)}")
     outcomes, fired = run_tests(engine, tf.tests)
-    asserted = {r for case in tf.tests for e in case.expect for r in (e.rules or ())}
+    asserted = {r for case in tf.tests for exp in case.expect for r in (exp.rules or ())}
     return RuleTestReport(tf.path, tf.rule_files, tuple(r.rule.name for r in engine.rules), tuple(outcomes),
                           frozenset(fired), frozenset(asserted))
 

@@ -18,13 +18,13 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from detectors.errors import IncidentdError
-from diagnosis.types import FaultDomain, Hypothesis
+from diagnosis.types import ActionKind, FaultDomain, Hypothesis
 from diagnosis.vocabulary import CHANGES, CONTEXT, SIGNALS
 
 DEFAULT_PACK = Path(__file__).parent / "rules" / "default.yaml"
@@ -77,7 +77,8 @@ def _condition_kind(v: Any) -> str:
             if key in v:
                 return key
         return "fact"
-    return {All: "all", AnyOf: "any", Not: "not"}.get(type(v), "fact")
+    kinds: dict[type, str] = {All: "all", AnyOf: "any", Not: "not"}
+    return kinds.get(type(v), "fact")
 
 
 # Dispatch on the key so that an error names the field that is wrong, not every union branch.
@@ -99,7 +100,7 @@ class Then(BaseModel):
     domain: FaultDomain
     root_cause: str = Field(pattern=r"^(model|data|hardware)\.[a-z0-9_]+$")
     weight: float = Field(gt=0, le=1)
-    action: Literal["clamp", "rollback", "restart", "notify"]
+    action: ActionKind
     explanation: str
 
     @model_validator(mode="after")
@@ -293,7 +294,7 @@ def _eval_fact(f: Fact, facts: Facts, used: set[str], anchor: float | None) -> b
         return not hits
     if root == "context":
         v = facts.context.get(rest)
-        return {"eq": v == f.value, "ne": v != f.value, "is_true": v is True, "is_false": v is False}[f.op]
+        return bool({"eq": v == f.value, "ne": v != f.value, "is_true": v is True, "is_false": v is False}[f.op])
     if root == "alert":
         eid = facts.alerts.get(rest)
         if f.op == "inactive":

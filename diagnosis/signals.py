@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import detectors.univariate  # noqa: F401  (registers the streaming detectors)
 from detectors.base import REGISTRY, Detector
-from detectors.rates import proportion_drop_test, proportion_rise_test
+from detectors.rates import RateTestResult, proportion_drop_test, proportion_rise_test
 
 
 class SeriesLike(Protocol):
@@ -87,6 +87,14 @@ class SignalSpec(ABC):
         """Start ``model`` from a saved baseline instead of a warm-up (before its first ``observe``)."""
         return None   # nothing learned, nothing to restore (threshold and counter signals)
 
+    @abstractmethod
+    def forget_model(self, model: str) -> None:
+        """Drop everything held for ``model`` (it has not been seen for long; save its baseline first)."""
+
+    @abstractmethod
+    def models(self) -> set[str]:
+        """The models this signal holds state for."""
+
 
 # ---------------------------------------------------------------- level signals (latency, CPU, memory)
 
@@ -95,11 +103,11 @@ class SignalSpec(ABC):
 class _LevelState:
     detector: Detector
     cursor: float
-    baseline: deque = field(default_factory=lambda: deque(maxlen=120))
+    baseline: deque[float] = field(default_factory=lambda: deque(maxlen=120))
     run: list[tuple[float, float, float]] = field(default_factory=list)   # anomalous points (t, v, score)
     normal_run: int = 0
     active_since: float | None = None
-    recent: deque = field(default_factory=lambda: deque(maxlen=600))      # (t, anomalous)
+    recent: deque[tuple[float, bool]] = field(default_factory=lambda: deque(maxlen=600))   # (t, anomalous)
     last: tuple[float, float, float] = (0.0, math.nan, 0.0)
 
 
@@ -128,6 +136,12 @@ class LevelSpec(SignalSpec):
         self.unit = unit
         self._state: dict[str, _LevelState] = {}
 
+    def forget_model(self, model: str) -> None:
+        self._state.pop(model, None)
+
+    def models(self) -> set[str]:
+        return set(self._state)
+
     def _new_state(self, now: float) -> _LevelState:
         det = REGISTRY[self.detector_name](**self.detector_params)
         return _LevelState(detector=det, cursor=now - self.horizon_seconds)
@@ -136,7 +150,7 @@ class LevelSpec(SignalSpec):
         if not st.baseline:
             return math.nan
         xs = sorted(st.baseline)
-        return xs[len(xs) // 2]
+        return float(xs[len(xs) // 2])
 
     def _judge(self, st: _LevelState, t: float, v: float) -> tuple[bool, float]:
         probe = Detector.restore(st.detector.checkpoint())
@@ -227,12 +241,21 @@ class CounterIncreaseSpec(SignalSpec):
         self.matchers = dict(matchers or {})
         self.window = window_seconds
         self.what = what
-        self._last: dict[tuple[str, tuple], tuple[float, float]] = {}
-        self._increments: dict[str, deque] = {}
+        self._last: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[float, float]] = {}
+        self._increments: dict[str, deque[tuple[float, float]]] = {}
         self._cursor: dict[str, float] = {}
         self._onset: dict[str, float | None] = {}
 
-    def _ingest(self, source: SourceLike, model: str, now: float, step: float) -> deque:
+    def forget_model(self, model: str) -> None:
+        for key in [k for k in self._last if k[0] == model]:
+            del self._last[key]
+        for held in (self._increments, self._cursor, self._onset):
+            held.pop(model, None)
+
+    def models(self) -> set[str]:
+        return {k[0] for k in self._last} | set(self._increments) | set(self._cursor) | set(self._onset)
+
+    def _ingest(self, source: SourceLike, model: str, now: float, step: float) -> deque[tuple[float, float]]:
         inc = self._increments.setdefault(model, deque(maxlen=10000))
         first_cycle = model not in self._cursor
         cursor = self._cursor.get(model, now - self.horizon_seconds)
@@ -275,7 +298,7 @@ class CounterIncreaseSpec(SignalSpec):
         last = max((t for t, _ in inc), default=None)
         if last is None or last <= since:
             return True
-        return now - last >= self.quiet_seconds
+        return bool(now - last >= self.quiet_seconds)
 
 
 # ---------------------------------------------------------------- gauges with a fixed meaning
@@ -298,10 +321,17 @@ class GaugeThresholdSpec(SignalSpec):
         self.clear = clear
         self.stale = stale_seconds
         self.describe = describe
-        self._hist: dict[str, deque] = {}
+        self._hist: dict[str, deque[tuple[float, float, bool]]] = {}   # (t, value, breached)
         self._cursor: dict[str, float] = {}
         self._onset: dict[str, float | None] = {}
         self._last_value: dict[str, float] = {}
+
+    def forget_model(self, model: str) -> None:
+        for held in (self._hist, self._cursor, self._onset, self._last_value):
+            held.pop(model, None)
+
+    def models(self) -> set[str]:
+        return set(self._hist) | set(self._cursor) | set(self._onset) | set(self._last_value)
 
     def _breach(self, v: float) -> bool:
         th = self.threshold
@@ -351,8 +381,9 @@ class GaugeThresholdSpec(SignalSpec):
 
 @dataclass(slots=True)
 class _PropState:
-    increments: deque = field(default_factory=lambda: deque(maxlen=20000))   # (t, version, d_num, d_den)
-    last: dict = field(default_factory=dict)
+    increments: deque[tuple[float, str, float, float]] = field(
+        default_factory=lambda: deque(maxlen=20000))                          # (t, version, d_num, d_den)
+    last: dict[tuple[str, tuple[tuple[str, str], ...]], float] = field(default_factory=dict)
     cursor: float | None = None
     base_num: float = 0.0
     base_den: float = 0.0
@@ -389,6 +420,12 @@ class ProportionSpec(SignalSpec):
         self.clear = clear
         self.what = what
         self._state: dict[str, _PropState] = {}
+
+    def forget_model(self, model: str) -> None:
+        self._state.pop(model, None)
+
+    def models(self) -> set[str]:
+        return set(self._state)
 
     def _ingest(self, source: SourceLike, model: str, now: float, step: float) -> tuple[float, float]:
         st = self._state.setdefault(model, _PropState())
@@ -431,7 +468,7 @@ class ProportionSpec(SignalSpec):
             return None
         return st.base_num / st.base_den
 
-    def _test(self, k: int, n: int, base: float):
+    def _test(self, k: int, n: int, base: float) -> RateTestResult:
         if self.direction == "drop":
             return proportion_drop_test(k, n, max(base - self.margin, 1e-6), alpha=self.alpha)
         return proportion_rise_test(k, n, min(base + self.margin, 1 - 1e-6), alpha=self.alpha)

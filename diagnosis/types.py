@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 
@@ -37,6 +37,40 @@ class IncidentStatus(enum.StrEnum):
 class Severity(enum.StrEnum):
     WARNING = "warning"
     CRITICAL = "critical"
+
+
+class ActionKind(enum.StrEnum):
+    """What a hypothesis recommends; every kind but NOTIFY is an action remediation can run."""
+
+    CLAMP = "clamp"
+    ROLLBACK = "rollback"
+    RESTART = "restart"
+    NOTIFY = "notify"      # open the incident and tell people; change nothing on the model
+
+    @property
+    def changes_model(self) -> bool:
+        return self is not ActionKind.NOTIFY
+
+
+class TimelineKind(enum.StrEnum):
+    """What an incident timeline entry records."""
+
+    OPENED = "opened"
+    HYPOTHESES = "hypotheses"
+    ACKNOWLEDGED = "acknowledged"
+    MITIGATED = "mitigated"
+    ESCALATED = "escalated"
+    RESOLVED = "resolved"
+    ACTION_BLOCKED = "action_blocked"
+    ACTION_FAILED = "action_failed"
+    ACTION_NOOP = "action_noop"
+    ACTION_DRY_RUN = "action_dry_run"
+    ACTION_AWAITING_APPROVAL = "action_awaiting_approval"
+    ACTION_STARTED = "action_started"
+    ACTION_APPROVED = "action_approved"
+    ACTION_DENIED = "action_denied"
+    ACTION_EXECUTED = "action_executed"
+    ACTION_RECONCILED = "action_reconciled"
 
 
 def new_id(prefix: str) -> str:
@@ -74,14 +108,25 @@ class Hypothesis:
     domain: FaultDomain
     root_cause: str
     confidence: float
-    recommended_action: str
+    recommended_action: ActionKind
     explanation: str
     evidence_ids: tuple[str, ...] = ()
     rules: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        # An action named by its string ("clamp") is accepted and checked here; an unknown one is an error.
+        if not isinstance(self.recommended_action, ActionKind):
+            try:
+                kind = ActionKind(self.recommended_action)
+            except ValueError:
+                raise ValueError(f"unknown recommended_action {self.recommended_action!r}; "
+                                 f"known: {', '.join(k.value for k in ActionKind)}") from None
+            object.__setattr__(self, "recommended_action", kind)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["domain"] = self.domain.value
+        d["recommended_action"] = self.recommended_action.value
         d["evidence_ids"] = list(self.evidence_ids)
         d["rules"] = list(self.rules)
         return d
@@ -89,7 +134,7 @@ class Hypothesis:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Hypothesis:
         return cls(domain=FaultDomain(d["domain"]), root_cause=d["root_cause"],
-                   confidence=float(d["confidence"]), recommended_action=d["recommended_action"],
+                   confidence=float(d["confidence"]), recommended_action=ActionKind(d["recommended_action"]),
                    explanation=d["explanation"], evidence_ids=tuple(d.get("evidence_ids", ())),
                    rules=tuple(d.get("rules", ())))
 
@@ -97,15 +142,19 @@ class Hypothesis:
 @dataclass(frozen=True, slots=True)
 class TimelineEntry:
     at: float
-    kind: str          # opened, evidence, hypotheses, action_planned, action_executed, verified, escalated, ...
+    kind: TimelineKind
     message: str
     data: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"at": self.at, "kind": self.kind.value, "message": self.message, "data": dict(self.data)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TimelineEntry:
+        return cls(float(d["at"]), TimelineKind(d["kind"]), d["message"], dict(d.get("data") or {}))
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Incident:
     """An incident: one per model fault episode, with ranked hypotheses and an append-only timeline."""
 
@@ -119,10 +168,16 @@ class Incident:
     title: str = ""
     resolved_at: float | None = None
     mitigated_at: float | None = None
-    hypotheses: list[Hypothesis] = field(default_factory=list)
-    evidence_ids: list[str] = field(default_factory=list)
-    action_ids: list[str] = field(default_factory=list)
+    hypotheses: tuple[Hypothesis, ...] = ()
+    evidence_ids: tuple[str, ...] = ()
+    action_ids: tuple[str, ...] = ()
     escalated: bool = False
+
+    def with_action(self, action_id: str) -> Incident:
+        """This incident with one more action on it (an id already there is not added twice)."""
+        if action_id in self.action_ids:
+            return self
+        return replace(self, action_ids=(*self.action_ids, action_id))
 
     @property
     def top(self) -> Hypothesis | None:
@@ -146,6 +201,6 @@ class Incident:
         return cls(id=d["id"], model=d["model"], dedup_key=d["dedup_key"], status=IncidentStatus(d["status"]),
                    severity=Severity(d["severity"]), opened_at=d["opened_at"], updated_at=d["updated_at"],
                    title=d.get("title", ""), resolved_at=d.get("resolved_at"), mitigated_at=d.get("mitigated_at"),
-                   hypotheses=[Hypothesis.from_dict(h) for h in d.get("hypotheses", [])],
-                   evidence_ids=list(d.get("evidence_ids", [])), action_ids=list(d.get("action_ids", [])),
+                   hypotheses=tuple(Hypothesis.from_dict(h) for h in d.get("hypotheses", [])),
+                   evidence_ids=tuple(d.get("evidence_ids", [])), action_ids=tuple(d.get("action_ids", [])),
                    escalated=bool(d.get("escalated", False)))

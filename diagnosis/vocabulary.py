@@ -1,7 +1,7 @@
 """The fixed vocabulary that rule packs are written in. Rules are data; this is the code they refer to."""
 from __future__ import annotations
 
-from diagnosis.types import ChangeKind
+from diagnosis.types import ActionKind, ChangeKind
 
 # Signals diagnosis can reason over (one per kind of anomaly the watcher produces).
 SIGNALS: dict[str, str] = {
@@ -35,9 +35,10 @@ CONTEXT: dict[str, str] = {
     "running_version_known_good": "whether the running version is the registry's known-good version",
 }
 
-ACTIONS: dict[str, str] = {
-    "clamp": "repair non-finite weights and clamp every tensor into the known-good version's bounds",
-    "rollback": "switch to the last known-good version (checksum verified, atomic)",
-    "restart": "restart the model-server process",
-    "notify": "open the incident and tell people; change nothing on the model",
+ACTIONS: dict[ActionKind, str] = {
+    ActionKind.CLAMP: "repair non-finite weights and clamp every tensor into the known-good version's bounds",
+    ActionKind.ROLLBACK: "switch to the last known-good version (checksum verified, atomic)",
+    ActionKind.RESTART: "restart the model-server process",
+    ActionKind.NOTIFY: "open the incident and tell people; change nothing on the model",
 }
+assert set(ACTIONS) == set(ActionKind), "every action kind is described"

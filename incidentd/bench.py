@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from diagnosis.rules import DEFAULT_PACK, RuleEngine
+from diagnosis.types import ActionKind
 from incidentd.demo import Demo, Fault, FaultResult
 
 # Parameters that make each fault unambiguous on the demo model within a fast cycle.
@@ -39,12 +40,12 @@ GPU_FAULTS = ("gpu_thermal", "gpu_errors")
 BENCH_POLICY: dict[str, Any] = {"cooldown_seconds": 15, "rate_window_seconds": 30, "flap_window_seconds": 30}
 
 
-def default_actions() -> dict[str, str]:
+def default_actions() -> dict[str, ActionKind]:
     """Root cause -> the action of its strongest rule in the default pack (what the bench expects)."""
-    best: dict[str, tuple[float, str]] = {}
+    best: dict[str, tuple[float, ActionKind]] = {}
     for lr in RuleEngine.load([DEFAULT_PACK]).rules:
         t = lr.rule.then
-        if t.weight > best.get(t.root_cause, (0.0, ""))[0]:
+        if t.weight > best.get(t.root_cause, (0.0, ActionKind.NOTIFY))[0]:
             best[t.root_cause] = (t.weight, t.action)
     return {cause: action for cause, (_, action) in best.items()}
 
@@ -68,8 +69,8 @@ def taxonomy(names: list[str] | None = None) -> list[Fault]:
             except InjectError as e:   # the server may be down or restarting (crash): nothing left to clear
                 d.say(f"clear after {name}: {e}")
 
-        action = actions.get(spec.simulates, "notify")
-        out.append(Fault(name, spec.domain, None if action == "notify" else action, do, undo, spec.simulates))
+        action = actions.get(spec.simulates, ActionKind.NOTIFY)
+        out.append(Fault(name, spec.domain, action if action.changes_model else None, do, undo, spec.simulates))
     return out
 
 

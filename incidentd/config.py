@@ -76,6 +76,14 @@ class RemediationSettings(BaseModel):
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
     revert_on_worse: bool = True
 
+    @field_validator("modes")
+    @classmethod
+    def _modes(cls, v: dict[ActionKind, ActionMode]) -> dict[ActionKind, ActionMode]:
+        if ActionKind.NOTIFY in v:
+            raise ValueError("remediation.modes: notify changes nothing on the model and has no mode; "
+                             f"set modes for {', '.join(k.value for k in ActionKind if k.changes_model)}")
+        return v
+
 
 class DetectionSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -86,6 +94,9 @@ class DetectionSettings(BaseModel):
     request_stall_seconds: float = Field(30.0, gt=0)
     confirm_points: int = Field(2, ge=1)
     resolve_after_seconds: float = Field(120.0, ge=0)
+    # A model not seen for this long (no metrics, no alerts, no active incident) is forgotten: its learned
+    # baselines are saved to the store first, and restored if it comes back.
+    evict_after_seconds: float = Field(3600.0, gt=0)
 
 
 class Settings(BaseSettings):

@@ -24,6 +24,9 @@ from typing import Any
 import httpx
 import yaml
 
+from diagnosis.types import ActionKind, IncidentStatus
+from remediation.types import ActionStatus
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -84,15 +87,11 @@ class FaultResult:
 class Fault:
     name: str
     expected_domain: str
-    expected_action: str | None        # None: the incident must not act on the model
+    expected_action: ActionKind | None   # None: the incident must not act on the model
     inject: Callable[[Demo], None]
     clear: Callable[[Demo], None]
     expected_root_cause: str | None = None
 
-
-# Action statuses as the incident API reports them: never executed, and finished (verdict reached).
-NOT_EXECUTED = ("dry_run", "denied", "awaiting_approval")
-FINISHED = ("verified", "not_recovered", "failed", "reverted")
 
 DRIFT_FEATURES = [19, 20, 21, 26, 27, 28, 35, 36, 43, 44]
 
@@ -105,15 +104,15 @@ def _faults() -> list[Fault]:
         return None
 
     return [
-        Fault("nonfinite_weights", "model", "clamp",
+        Fault("nonfinite_weights", "model", ActionKind.CLAMP,
               post("/admin/faults", {"fault": "nonfinite_weights", "params": {"count": 12, "value": "nan"}}), noop,
               "model.nonfinite_weights"),
-        Fault("bad_version_deploy", "model", "rollback", post("/admin/load", {"version": "v2"}), noop,
+        Fault("bad_version_deploy", "model", ActionKind.ROLLBACK, post("/admin/load", {"version": "v2"}), noop,
               "model.bad_version"),
         Fault("input_drift", "data", None,
               lambda d: d.traffic.set_drift(0.6, DRIFT_FEATURES, scale=1.0, shift=7.0),
               lambda d: d.traffic.set_drift(0.0), "data.covariate_drift"),
-        Fault("cpu_starvation", "hardware", "restart",
+        Fault("cpu_starvation", "hardware", ActionKind.RESTART,
               post("/admin/faults", {"fault": "starvation", "params": {"threads": 3, "seconds": 300}}), noop,
               "hardware.cpu_contention"),
     ]
@@ -293,7 +292,7 @@ class Demo:
             detail = self.api("GET", f"/incidents/{inc['id']}")
             top = detail["hypotheses"][0] if detail["hypotheses"] else None
             actions = detail["actions"]
-            done = [a for a in actions if a["status"] in FINISHED]
+            done = [a for a in actions if ActionStatus(a["status"]).finished]
             if fault.expected_action is None and top and top["domain"] == fault.expected_domain:
                 stable_data += 1
                 if stable_data >= 3:
@@ -308,20 +307,20 @@ class Demo:
         # Let the incident resolve on its own before the next fault, so each fault gets its own incident.
         resolve_deadline = time.monotonic() + self.t.phase_timeout
         detail = self.api("GET", f"/incidents/{inc['id']}")
-        while detail["status"] != "resolved" and time.monotonic() < resolve_deadline:
+        while detail["status"] != IncidentStatus.RESOLVED and time.monotonic() < resolve_deadline:
             self.wait(1.0)
             detail = self.api("GET", f"/incidents/{inc['id']}")
-        if detail["status"] != "resolved":
+        if detail["status"] != IncidentStatus.RESOLVED:
             res.notes.append("incident did not resolve by itself in time; resolved by the demo")
             self.api("POST", f"/incidents/{inc['id']}/resolve", {"actor": "demo", "note": "phase timeout"})
         top = detail["hypotheses"][0] if detail["hypotheses"] else None
         res.domain = top["domain"] if top else None
         res.root_cause = top["root_cause"] if top else None
-        executed = [a for a in detail["actions"] if a["status"] not in NOT_EXECUTED]
+        executed = [a for a in detail["actions"] if ActionStatus(a["status"]).executed]
         if executed:
             res.action = executed[0]["kind"]
             res.false_remediation = fault.expected_action is None or res.action != fault.expected_action
-        verified = [a for a in executed if a["status"] == "verified"]
+        verified = [a for a in executed if a["status"] == ActionStatus.VERIFIED]
         if verified:
             res.remediated = True
             res.recover_seconds = round(verified[0]["verified_at"] - detail["opened_at"], 2)
@@ -357,7 +356,7 @@ class Demo:
         self.wait(self.t.control)
         incs = self.incidents_since(control_start)
         actions = sum(1 for i in incs for a in self.api("GET", f"/incidents/{i['id']}")["actions"]
-                      if a["status"] not in NOT_EXECUTED)
+                      if ActionStatus(a["status"]).executed)
         self.say(f"healthy control: {len(incs)} incident(s) opened, {actions} action(s)")
         for inc in incs:
             self.api("POST", f"/incidents/{inc['id']}/resolve", {"actor": "demo", "note": "false incident"})

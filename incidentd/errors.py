@@ -1,7 +1,7 @@
 """One error hierarchy for the service and its edges."""
 from __future__ import annotations
 
-from detectors.errors import IncidentdError, InvalidInput
+from detectors.errors import Conflict, IncidentdError, InvalidInput
 
 __all__ = ["IncidentdError", "InvalidInput", "ConfigError", "SourceUnavailable", "NotFound", "Conflict",
            "StorageError"]
@@ -17,10 +17,6 @@ class SourceUnavailable(IncidentdError):
 
 class NotFound(IncidentdError):
     """An incident, action or version that does not exist."""
-
-
-class Conflict(IncidentdError):
-    """A state transition that is not allowed (e.g. approving an executed action)."""
 
 
 class StorageError(IncidentdError):

@@ -33,24 +33,29 @@ class Mirror:
         return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
     def sync(self) -> int:
+        """Send what changed; returns how many documents were sent.
+
+        Only the digests of documents in this sync are kept: an incident that left the window (of models
+        long gone, too) re-enters it only by changing, and is then sent again anyway; memory stays bounded.
+        """
         n = 0
+        seen: dict[str, str] = {}
         for inc in self.store.incidents(limit=self.window):
             doc = {**inc.to_dict(), "timeline": [t.to_dict() for t in self.store.timeline(inc.id)]}
-            if self._changed(inc.id, doc):
+            if self._changed(inc.id, doc, seen):
                 self.sink.mirror_incident(doc)
                 n += 1
-        for act in self.store.actions():
+        for rec in self.store.actions():
+            act = rec.to_dict()
             # Actions carry no updated_at; their audit trail grows with every state change.
-            doc = {**act, "updated_at": max([act.get("created_at") or 0.0]
-                                            + [a.get("at", 0.0) for a in act.get("audit", [])])}
-            if self._changed(act["id"], doc):
+            doc = {**act, "updated_at": max([rec.created_at] + [a.at for a in rec.audit])}
+            if self._changed(rec.id, doc, seen):
                 self.sink.mirror_action(doc)
                 n += 1
+        self._sent = seen
         return n
 
-    def _changed(self, key: str, doc: dict[str, Any]) -> bool:
+    def _changed(self, key: str, doc: dict[str, Any], seen: dict[str, str]) -> bool:
         d = self._digest(doc)
-        if self._sent.get(key) == d:
-            return False
-        self._sent[key] = d
-        return True
+        seen[key] = d
+        return self._sent.get(key) != d

@@ -8,25 +8,28 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from detectors.changes import RuntimeObservation, merge, runtime_changes
 from diagnosis import lifecycle
+from diagnosis.changes import change_evidence, observe_runtime
 from diagnosis.rules import ChangeFact, Facts, RuleEngine, SignalFact
 from diagnosis.signals import SignalReading, SignalSpec, SourceLike
 from diagnosis.types import (
     ChangeKind,
     Evidence,
     EvidenceKind,
+    Hypothesis,
     Incident,
     IncidentStatus,
-    new_id,
 )
 from diagnosis.vocabulary import SIGNALS
 from incidentd.config import Settings
-from incidentd.remediator import Remediator
 from incidentd.store import Store
 from remediation.executors import ModelServerAdmin
+from remediation.runner import ActionRunner
 from remediation.types import ActionFailed
 
 log = logging.getLogger(__name__)
@@ -38,12 +41,14 @@ BASELINE_MAX_AGE_SECONDS = 24 * 3600.0  # an older saved baseline is relearned r
 
 @dataclass(slots=True)
 class _ModelState:
-    episodes: dict[str, str] = field(default_factory=dict)        # signal -> evidence id of the open episode
-    version: str | None = None
+    episodes: Mapping[str, str] = field(default_factory=dict)     # signal -> evidence id of the open episode
+    runtime: RuntimeObservation | None = None                     # what served the model at the last look
+    runtime_instance: str | None = None                           # its process id at the latest look
     quiet_since: float | None = None
-    tops: deque = field(default_factory=lambda: deque(maxlen=10))
+    tops: deque[str] = field(default_factory=lambda: deque(maxlen=10))
     context_at: float = 0.0
     context: dict[str, Any] = field(default_factory=dict)
+    seen_at: float = 0.0                                          # when the model was last seen
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +63,7 @@ class DetectionLoop:
     """Runs detection cycles for every model seen in the source."""
 
     def __init__(self, settings: Settings, source: SourceLike, store: Store, engine: RuleEngine,
-                 specs: list[SignalSpec], remediator: Remediator | None, admin: ModelServerAdmin | None = None,
+                 specs: list[SignalSpec], remediator: ActionRunner | None, admin: ModelServerAdmin | None = None,
                  step: float | None = None):
         self.settings = settings
         self.source = source
@@ -84,18 +89,11 @@ class DetectionLoop:
                 seen.add(m)
         return sorted(seen)
 
-    def _version_from_source(self, model: str, now: float) -> str | None:
-        latest: tuple[float, str] | None = None
-        for s in self.source.read("model_up", {"model": model}, now - 5 * self.step - 30, now, self.step):
-            v = s.label("version")
-            if v and s.timestamps and s.values[-1] >= 1 and (latest is None or s.timestamps[-1] > latest[0]):
-                latest = (s.timestamps[-1], v)
-        return latest[1] if latest else None
-
     def _context(self, model: str, st: _ModelState, now: float) -> dict[str, Any]:
         if now - st.context_at < max(1.0, self.step) and st.context:
             return st.context
-        ctx: dict[str, Any] = {"model": model, "running_version": self._version_from_source(model, now)}
+        seen = observe_runtime(self.source, model, now - 5 * self.step - 30, now, self.step)
+        ctx: dict[str, Any] = {"model": model, "running_version": seen.version}
         if self.admin is not None:
             try:
                 v = self.admin.versions()
@@ -104,24 +102,22 @@ class DetectionLoop:
             except ActionFailed as e:
                 log.debug("admin API unavailable for context: %s", e)
         st.context, st.context_at = ctx, now
+        st.runtime_instance = seen.instance
         return ctx
 
-    def _note_version(self, model: str, st: _ModelState, version: str | None, now: float) -> None:
-        if version is None or version == st.version:
+    def _note_changes(self, model: str, st: _ModelState, ctx: dict[str, Any], now: float) -> None:
+        """Deploys and restarts nobody in incidentd made, from what serves the model now (detectors.changes)."""
+        seen = RuntimeObservation(ctx.get("running_version"), st.runtime_instance)
+        changes = runtime_changes(st.runtime, seen)
+        st.runtime = merge(st.runtime, seen)
+        if not changes:
             return
-        previous, st.version = st.version, version
-        if previous is None:
-            return
-        # Our own rollback is recorded by the remediator; anything else is a deploy.
-        ours = [e for e in self.store.recent_evidence(model, now - 120, kind=EvidenceKind.CHANGE.value)
-                if e.name == ChangeKind.ROLLBACK.value and e.attributes.get("to") == version]
-        if ours:
-            return
-        ev = Evidence(new_id("chg"), EvidenceKind.CHANGE, model, ChangeKind.DEPLOY.value, now,
-                      f"{model} switched from {previous} to {version}",
-                      attributes={"from": previous, "to": version, "by": "observed"})
-        self.store.save_evidence(ev)
-        log.info("deploy observed: %s %s -> %s", model, previous, version)
+        recent = self.store.recent_evidence(model, now - 120, kind=EvidenceKind.CHANGE.value)
+        for change in changes:
+            ev = change_evidence(model, change, now, recent)
+            if ev is not None:
+                self.store.save_evidence(ev)
+                log.info("%s observed: %s %s -> %s", ev.name, model, change.previous, change.current)
 
     # ------------------------------------------------------------------ the cycle
 
@@ -139,7 +135,37 @@ class DetectionLoop:
                 continue
             active[model] = [n for n, r in self.last_readings.get(model, {}).items() if r.active]
             incidents[model] = inc.id if inc else None
+        self.evict(now)
         return CycleReport(now, models, active, incidents)
+
+    # ------------------------------------------------------------------ forgetting models gone for long
+
+    def evict(self, now: float) -> list[str]:
+        """Forget every model not seen for ``detection.evict_after_seconds``; its baselines are saved first.
+
+        A model is seen while it has metrics, firing alerts, an active incident or is configured. An
+        evicted model that comes back starts from its saved baselines, like after a service restart.
+        """
+        after = self.settings.detection.evict_after_seconds
+        known = set(self._models) | set(self.last_readings) | set(self._saved_at)
+        for spec in self.specs.values():
+            known |= spec.models()
+        gone = sorted(m for m in known if now - self._models.get(m, _ModelState()).seen_at >= after)
+        for model in gone:
+            if model in self._models:
+                try:
+                    self._write_baselines(model, now)
+                except Exception:   # boundary: a failed save is logged; the model is forgotten anyway
+                    log.exception("could not save the baselines of %s before forgetting it", model)
+            for spec in self.specs.values():
+                spec.forget_model(model)
+            self._models.pop(model, None)
+            self.last_readings.pop(model, None)
+            self._saved_at.pop(model, None)
+            if self.remediator is not None:
+                self.remediator.forget(model)
+            log.info("forgot %s: not seen for %.0fs (baselines saved)", model, after)
+        return gone
 
     # ------------------------------------------------------------------ baselines across restarts
 
@@ -182,6 +208,7 @@ class DetectionLoop:
         if model not in self._models:
             self._restore_baselines(model, now)
         st = self._models.setdefault(model, _ModelState())
+        st.seen_at = now
         readings: dict[str, SignalReading] = {}
         for name, spec in self.specs.items():
             r = spec.observe(self.source, model, now, self.step)
@@ -190,19 +217,20 @@ class DetectionLoop:
         self.last_readings[model] = readings
         self._save_baselines(model, now)
         ctx = self._context(model, st, now)
-        self._note_version(model, st, ctx.get("running_version"), now)
+        self._note_changes(model, st, ctx, now)
         facts, summaries = self._facts(model, st, readings, ctx, now)
         hyps = self.engine.evaluate(facts)
+        top = hyps[0] if hyps else None
         inc = self.store.active_incident(lifecycle.dedup_key(model))
         # Quiet means nothing that any rule explains is going on; a busy host alone is no incident.
-        if hyps or facts.alerts:
-            st.quiet_since = None
-        elif st.quiet_since is None:
-            st.quiet_since = now
+        st.quiet_since = lifecycle.quiet_since(st.quiet_since, bool(hyps or facts.alerts), now)
         evidence_ids = sorted({e for h in hyps for e in h.evidence_ids} | set(facts.alerts.values()))
-        if inc is not None and hyps and self._superseded(inc, hyps[0], facts):
-            entry = lifecycle.resolve(inc, now, f"fix verified; a different fault ({hyps[0].root_cause}) "
-                                                f"follows in a new incident")
+        onsets = lifecycle.onsets({f.evidence_id: f.onset for f in facts.signals.values()},
+                                  {c.evidence_id: c.at for c in facts.changes})
+        if inc is not None and top is not None and lifecycle.superseded(
+                inc, top, onsets, self.settings.remediation.min_confidence):
+            inc, entry = lifecycle.resolve(inc, now, f"fix verified; a different fault ({top.root_cause}) "
+                                                     f"follows in a new incident")
             self.store.save_incident(inc, [entry])
             inc = None
         if hyps or facts.alerts:
@@ -212,56 +240,27 @@ class DetectionLoop:
                 self.store.save_incident(inc, entries)
                 log.warning("incident %s opened: %s", inc.id, inc.title, extra={"incident": inc.id, "model": model})
                 st.tops.clear()
-            elif not self._fading(inc, hyps[0] if hyps else None, facts):
+            elif not lifecycle.fading(inc, top, onsets,
+                                      self.store.evidence(list(inc.top.evidence_ids)) if inc.top else []):
                 upd = lifecycle.update_incident(inc, hyps, evidence_ids, now)
                 if upd.changed:
+                    inc = upd.incident
                     self.store.save_incident(inc, upd.entries)
-            if hyps:
-                st.tops.append(hyps[0].root_cause)
+            if top is not None:
+                st.tops.append(top.root_cause)
         if inc is None:
             return None
         if self.remediator is not None:
-            self._remediate(inc, st, hyps, facts, now, ctx)
+            inc = self._remediate(inc, st, hyps, facts, now, ctx)
         in_flight = self.remediator.in_flight(model) if self.remediator else False
         if lifecycle.should_resolve(inc, st.quiet_since, now, self.settings.detection.resolve_after_seconds,
                                     in_flight):
-            entry = lifecycle.resolve(inc, now, f"all signals quiet for "
-                                                f"{now - (st.quiet_since or now):.0f}s")
+            inc, entry = lifecycle.resolve(inc, now, f"all signals quiet for "
+                                                     f"{now - (st.quiet_since or now):.0f}s")
             self.store.save_incident(inc, [entry])
             log.info("incident %s resolved", inc.id, extra={"incident": inc.id, "model": model})
             return None
         return inc
-
-    def _fading(self, inc: Incident, top: Any, facts: Facts) -> bool:
-        """A weaker explanation left behind as the stronger one's evidence ends is not a new diagnosis.
-
-        When a data fault stops, input drift clears before the accuracy window drains; the lingering
-        accuracy drop alone matches concept drift. If everything behind the weaker hypothesis started while
-        the current diagnosis still had its evidence, the incident keeps its diagnosis; a weaker hypothesis
-        on evidence that started later is a new development and replaces it.
-        """
-        current = inc.top
-        if top is None or current is None or top.root_cause == current.root_cause \
-                or top.confidence >= current.confidence:
-            return False
-        support = self.store.evidence(list(current.evidence_ids))
-        if not support:
-            return False
-        # While any evidence of the current diagnosis was still there, or up to when the last of it ended.
-        supported_until = max(e.ended_at if e.ended_at is not None else float("inf") for e in support)
-        onsets = _onsets(facts)
-        return all(onsets.get(e, float("inf")) <= supported_until for e in top.evidence_ids)
-
-    def _superseded(self, inc: Incident, top: Any, facts: Facts) -> bool:
-        """A mitigated incident whose fix held does not absorb a new, different fault."""
-        if inc.status is not IncidentStatus.MITIGATED or inc.top is None or inc.mitigated_at is None:
-            return False
-        if top.root_cause == inc.top.root_cause or top.confidence < self.settings.remediation.min_confidence:
-            return False
-        # Lingering symptoms of the fixed fault (accuracy windows still draining) are not a new fault:
-        # the new hypothesis must rest on something that started after the fix was verified.
-        onsets = _onsets(facts)
-        return any(onsets.get(e, 0.0) > inc.mitigated_at for e in top.evidence_ids)
 
     def _facts(self, model: str, st: _ModelState, readings: dict[str, SignalReading], ctx: dict[str, Any],
                now: float) -> tuple[Facts, list[str]]:
@@ -270,27 +269,20 @@ class DetectionLoop:
         grace = self.settings.remediation.restart_grace_seconds
         changes = self.store.recent_evidence(model, now - 3600, kind=EvidenceKind.CHANGE.value)
         last_restart = max((c.at for c in changes if c.name == ChangeKind.RESTART.value), default=None)
-        for name, r in readings.items():
-            episode = st.episodes.get(name)
-            suppressed = (name in ("target_down", "process_cpu", "process_memory") and last_restart is not None
-                          and now - last_restart < grace)
-            if r.active and not suppressed:
-                if episode is None:
-                    episode = new_id("ev")
-                    st.episodes[name] = episode
-                ev = Evidence(episode, EvidenceKind.ANOMALY, model, name, r.onset or r.at, r.summary, r.score,
-                              attributes={"detector": r.detector, "value": r.value, "p_value": r.p_value,
-                                          "description": SIGNALS.get(name, "")})
-                self.store.save_evidence(ev)
-                facts.signals[name] = SignalFact(name, r.onset or r.at, r.score, r.value, r.summary, episode)
-                summaries.append(f"{name}: {r.summary}")
-            elif episode is not None:
-                closed = self.store.evidence([episode])
-                if closed:
-                    e = closed[0]
-                    self.store.save_evidence(Evidence(e.id, e.kind, e.model, e.name, e.at, e.summary, e.score,
-                                                      ended_at=now, attributes=e.attributes))
-                del st.episodes[name]
+        firing = [n for n, r in readings.items()
+                  if r.active and not lifecycle.restart_suppressed(n, last_restart, now, grace)]
+        episodes = lifecycle.track_episodes(st.episodes, firing, set(readings))
+        st.episodes = episodes.open
+        for name in firing:
+            r, episode = readings[name], episodes.open[name]
+            ev = Evidence(episode, EvidenceKind.ANOMALY, model, name, r.onset or r.at, r.summary, r.score,
+                          attributes={"detector": r.detector, "value": r.value, "p_value": r.p_value,
+                                      "description": SIGNALS.get(name, "")})
+            self.store.save_evidence(ev)
+            facts.signals[name] = SignalFact(name, r.onset or r.at, r.score, r.value, r.summary, episode)
+            summaries.append(f"{name}: {r.summary}")
+        for e in self.store.evidence(list(episodes.ended)):
+            self.store.save_evidence(replace(e, ended_at=now))
         for c in changes:
             facts.changes.append(ChangeFact(c.name, c.at, c.id))
         # An alert counts for as long as it fires, however long ago it started.
@@ -301,32 +293,21 @@ class DetectionLoop:
                 facts.signals[sig] = SignalFact(sig, a.at, a.score, float("nan"), a.summary, a.id)
         return facts, summaries
 
-    def _remediate(self, inc: Incident, st: _ModelState, hyps: list, facts: Facts, now: float,
-                   ctx: dict[str, Any]) -> None:
+    def _remediate(self, inc: Incident, st: _ModelState, hyps: list[Hypothesis], facts: Facts, now: float,
+                   ctx: dict[str, Any]) -> Incident:
         assert self.remediator is not None
-        entries = self.remediator.verify(inc, self.specs, self.source, now, ctx.get("running_version"),
-                                         grace=self.step, active={n: f.onset for n, f in facts.signals.items()})
+        inc, entries = self.remediator.verify(inc, self.specs, self.source, now, ctx.get("running_version"),
+                                              grace=self.step, active={n: f.onset for n, f in facts.signals.items()})
         if entries:
             self.store.save_incident(inc, entries)
         if not hyps or inc.escalated or inc.status is IncidentStatus.RESOLVED:
-            return
+            return inc
         top = hyps[0]
-        need = self.settings.remediation.act_after_cycles
-        stable = len(st.tops) >= need and len(set(list(st.tops)[-need:])) == 1
-        if not stable:
-            return
+        if not lifecycle.stable_top(st.tops, self.settings.remediation.act_after_cycles):
+            return inc
         # Verify on the signals that supported the hypothesis; those are what must recover.
         by_id = {f.evidence_id: n for n, f in facts.signals.items()}
         # Host-wide signals are context, not something this model's fix can be judged by.
         signals = sorted({by_id[e] for e in top.evidence_ids if e in by_id} - HOST_SIGNALS)
-        before = len(inc.action_ids)
-        rec = self.remediator.consider(inc, top, signals, now)
-        if rec is not None and len(inc.action_ids) != before:
-            self.store.save_incident(inc)
-
-
-def _onsets(facts: Facts) -> dict[str, float]:
-    """Evidence id -> when it started, for every active signal and change behind the facts."""
-    onsets = {f.evidence_id: f.onset for f in facts.signals.values()}
-    onsets.update({c.evidence_id: c.at for c in facts.changes})
-    return onsets
+        inc, _ = self.remediator.consider(inc, top, signals, now)
+        return inc

@@ -5,7 +5,7 @@ import io
 import math
 
 from diagnosis.signals import SourceLike
-from diagnosis.types import Incident
+from diagnosis.types import Incident, TimelineKind
 from incidentd.store import Store
 
 # signal -> (metric, matchers, y label)
@@ -20,8 +20,9 @@ PANELS = {
     "process_cpu": ("model_process_cpu_usage_ratio", {}, "process CPU"),
     "target_down": ("model_up", {}, "model up"),
 }
-TIMELINE_COLORS = {"opened": "tab:red", "action_started": "tab:orange", "action_executed": "tab:orange",
-                   "mitigated": "tab:green", "resolved": "tab:blue", "escalated": "black"}
+TIMELINE_COLORS = {TimelineKind.OPENED: "tab:red", TimelineKind.ACTION_STARTED: "tab:orange",
+                   TimelineKind.ACTION_EXECUTED: "tab:orange", TimelineKind.MITIGATED: "tab:green",
+                   TimelineKind.RESOLVED: "tab:blue", TimelineKind.ESCALATED: "black"}
 
 
 def render_incident(inc: Incident, store: Store, source: SourceLike, step: float, pad: float = 120.0) -> bytes:

@@ -16,13 +16,13 @@ from diagnosis.rules import DEFAULT_PACK, RuleEngine
 from diagnosis.types import IncidentStatus
 from incidentd.config import Settings
 from incidentd.pipeline import DetectionLoop
-from incidentd.remediator import Remediator
 from incidentd.store import Store
 from incidentd.tsdb import EmbeddedStore, Scraper
 from remediation.actions import ActionContext
 from remediation.executors import LocalProcess, ModelServerAdmin
 from remediation.executors_systemd import RestartExecutor, RollbackExecutor
 from remediation.policy import Policy
+from remediation.runner import ActionRunner
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -93,7 +93,7 @@ class Runtime:
         ctx = ActionContext(self.admin, self.process or restarter,
                             {"bounds": rs.clamp_bounds, "margin": rs.clamp_margin}, rollout,
                             rs.executor.image_template) if self.admin else None
-        self.remediator = Remediator(self.store, policy, ctx,
+        self.remediator = ActionRunner(self.store, policy, ctx,
                                      on_outcome=lambda k, o: self.metrics.actions.labels(k, o).inc())
         self.loop = DetectionLoop(settings, self.source, self.store, self.engine, self.specs, self.remediator,
                                   self.admin, step=settings.scrape_interval_seconds)

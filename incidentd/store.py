@@ -10,11 +10,14 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
-from diagnosis.types import Evidence, Incident, IncidentStatus, TimelineEntry
+from diagnosis.types import Evidence, Incident, IncidentStatus, TimelineEntry, TimelineKind
 from incidentd.errors import NotFound, StorageError
+from remediation.types import ActionRecord, ActionStatus
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS incidents (
@@ -64,7 +67,7 @@ class Store:
     def _tx(self) -> _Tx:
         return _Tx(self)
 
-    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             try:
                 return self._db.execute(sql, args).fetchall()
@@ -73,7 +76,7 @@ class Store:
 
     # ------------------------------------------------------------ incidents
 
-    def save_incident(self, inc: Incident, timeline: list[TimelineEntry] | None = None) -> None:
+    def save_incident(self, inc: Incident, timeline: Sequence[TimelineEntry] | None = None) -> None:
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO incidents VALUES (?,?,?,?,?,?,?)",
                        (inc.id, inc.model, inc.dedup_key, inc.status.value, inc.opened_at, inc.updated_at,
@@ -90,7 +93,7 @@ class Store:
         (seq,) = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM timeline WHERE incident_id=?",
                             (incident_id,)).fetchone()
         db.execute("INSERT INTO timeline VALUES (?,?,?,?,?,?)",
-                   (incident_id, seq, entry.at, entry.kind, entry.message, json.dumps(entry.data, default=str)))
+                   (incident_id, seq, entry.at, entry.kind.value, entry.message, json.dumps(entry.data, default=str)))
 
     def incident(self, incident_id: str) -> Incident:
         rows = self._query("SELECT doc FROM incidents WHERE id=?", (incident_id,))
@@ -100,7 +103,7 @@ class Store:
 
     def incidents(self, status: IncidentStatus | None = None, model: str | None = None,
                   limit: int = 100) -> list[Incident]:
-        sql, args = "SELECT doc FROM incidents WHERE 1=1", []
+        sql, args = "SELECT doc FROM incidents WHERE 1=1", list[Any]()
         if status is not None:
             sql += " AND status=?"
             args.append(status.value)
@@ -119,7 +122,7 @@ class Store:
     def timeline(self, incident_id: str) -> list[TimelineEntry]:
         rows = self._query("SELECT at, kind, message, data FROM timeline WHERE incident_id=? ORDER BY seq",
                            (incident_id,))
-        return [TimelineEntry(at, kind, msg, json.loads(data)) for at, kind, msg, data in rows]
+        return [TimelineEntry(at, TimelineKind(kind), msg, json.loads(data)) for at, kind, msg, data in rows]
 
     # ------------------------------------------------------------ evidence
 
@@ -128,7 +131,7 @@ class Store:
             db.execute("INSERT OR REPLACE INTO evidence VALUES (?,?,?,?,?,?)",
                        (ev.id, ev.model, ev.kind.value, ev.name, ev.at, json.dumps(ev.to_dict(), default=str)))
 
-    def evidence(self, ids: list[str]) -> list[Evidence]:
+    def evidence(self, ids: Sequence[str]) -> list[Evidence]:
         if not ids:
             return []
         marks = ",".join("?" * len(ids))
@@ -160,20 +163,21 @@ class Store:
 
     # ------------------------------------------------------------ actions
 
-    def save_action(self, doc: dict[str, Any]) -> None:
+    def save_action(self, rec: ActionRecord) -> None:
+        doc = rec.to_dict()
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO actions VALUES (?,?,?,?,?,?,?)",
-                       (doc["id"], doc["incident_id"], doc["model"], doc["kind"], doc["status"],
-                        doc["created_at"], json.dumps(doc, default=str)))
+                       (rec.id, rec.incident_id, rec.model, rec.kind.value, rec.status.value,
+                        rec.created_at, json.dumps(doc, default=str)))
 
-    def action(self, action_id: str) -> dict[str, Any]:
+    def action(self, action_id: str) -> ActionRecord:
         rows = self._query("SELECT doc FROM actions WHERE id=?", (action_id,))
         if not rows:
             raise NotFound(f"no action {action_id!r}")
-        return json.loads(rows[0][0])
+        return ActionRecord.from_dict(json.loads(rows[0][0]))
 
     def actions(self, incident_id: str | None = None, model: str | None = None,
-                statuses: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+                statuses: tuple[ActionStatus, ...] = ()) -> list[ActionRecord]:
         sql, args = "SELECT doc FROM actions WHERE 1=1", []
         if incident_id:
             sql += " AND incident_id=?"
@@ -183,8 +187,9 @@ class Store:
             args.append(model)
         if statuses:
             sql += f" AND status IN ({','.join('?' * len(statuses))})"
-            args.extend(statuses)
-        return [json.loads(r[0]) for r in self._query(sql + " ORDER BY created_at", tuple(args))]
+            args.extend(s.value for s in statuses)
+        return [ActionRecord.from_dict(json.loads(r[0]))
+                for r in self._query(sql + " ORDER BY created_at", tuple(args))]
 
     # ------------------------------------------------------------ alert notifications (webhook dedup)
 
@@ -233,7 +238,8 @@ class _Tx:
             raise StorageError(f"database unavailable: {e}") from e
         return self.store._db
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         try:
             if exc_type is None:
                 try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from remediation.executors import ModelServerAdmin
 from remediation.executors_systemd import RestartExecutor, RollbackExecutor
@@ -36,6 +36,7 @@ class ActionContext:
         return self.release_template.format(version=version)
 
 
+@runtime_checkable
 class Action(Protocol):
     kind: ActionKind
 
@@ -51,10 +52,16 @@ class Action(Protocol):
 ACTIONS: dict[ActionKind, Action] = {}
 
 
-def action(kind: ActionKind) -> Callable[[type], type]:
-    def deco(cls: type) -> type:
-        cls.kind = kind
-        ACTIONS[kind] = cls()
+T = TypeVar("T")
+
+
+def action(kind: ActionKind) -> Callable[[type[T]], type[T]]:
+    def deco(cls: type[T]) -> type[T]:
+        setattr(cls, "kind", kind)  # noqa: B010 - the registered class learns its kind
+        instance = cls()
+        if not isinstance(instance, Action):
+            raise TypeError(f"{cls.__name__} does not implement Action (plan, execute, simulate, revert)")
+        ACTIONS[kind] = instance
         return cls
     return deco
 

@@ -37,7 +37,10 @@ class ModelServerAdmin:
             raise ActionFailed(f"{method} {path} answered {r.status_code}: {r.text[:200]}", retryable=True)
         if r.status_code >= 400:
             raise ActionFailed(f"{method} {path} answered {r.status_code}: {r.text[:200]}", retryable=False)
-        return r.json()
+        body = r.json()
+        if not isinstance(body, dict):
+            raise ActionFailed(f"{method} {path} answered {type(body).__name__}, not a JSON object")
+        return body
 
     def versions(self) -> dict[str, Any]:
         return self._call("GET", "/admin/versions")
@@ -71,7 +74,7 @@ class LocalProcess:
         self.env = {**os.environ, **(env or {})}
         self.stop_timeout = stop_timeout
         self.start_timeout = start_timeout
-        self._proc: subprocess.Popen | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         self.restarts = 0
 

@@ -189,9 +189,9 @@ class KubernetesDeployment:
             api_client = self._api_client
             if api_client is None:
                 try:
-                    config.load_incluster_config()
+                    config.load_incluster_config()  # type: ignore[no-untyped-call]  # untyped library
                 except config.ConfigException:
-                    config.load_kube_config()
+                    config.load_kube_config()  # type: ignore[no-untyped-call]
                 api_client = client.ApiClient()
             self._apps = client.AppsV1Api(api_client)
         return self._apps

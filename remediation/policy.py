@@ -1,6 +1,7 @@
 """The safety policy: whether an action may run now, and how (auto, approve, dry-run, never)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from remediation.types import ActionKind, ActionMode, ActionRecord, ActionStatus
@@ -39,8 +40,8 @@ class Policy:
     def mode_for(self, kind: ActionKind) -> ActionMode:
         return self.modes.get(kind, self.default_mode)
 
-    def decide(self, kind: ActionKind, confidence: float, incident_actions: list[ActionRecord],
-               model_actions: list[ActionRecord], escalated: bool, now: float,
+    def decide(self, kind: ActionKind, confidence: float, incident_actions: Sequence[ActionRecord],
+               model_actions: Sequence[ActionRecord], escalated: bool, now: float,
                root_cause: str | None = None) -> Decision:
         mode = self.mode_for(kind)
         if mode is ActionMode.NEVER:
@@ -76,8 +77,8 @@ class Policy:
         if len(recent_all) >= self.max_actions_per_window:
             return Decision(False, mode, f"rate limit: {len(recent_all)} actions on this model in the last "
                                          f"{self.rate_window_seconds:g}s (max {self.max_actions_per_window})")
-        recent = [a for a in same if now - a.executed_at < self.cooldown_seconds]
+        recent = [t for a in same if (t := a.executed_at) is not None and now - t < self.cooldown_seconds]
         if recent:
-            wait = self.cooldown_seconds - (now - recent[-1].executed_at)
+            wait = self.cooldown_seconds - (now - recent[-1])
             return Decision(False, mode, f"{kind.value} cooldown: {wait:.0f}s left")
         return Decision(True, mode, "allowed")

@@ -159,9 +159,12 @@ class ModelRegistry:
             raise UnknownVersion(version, known=[p.name for p in self.versions_dir.iterdir()
                                                  if not p.name.startswith(".")])
         try:
-            return json.loads((d / METADATA_FILE).read_text())
+            meta = json.loads((d / METADATA_FILE).read_text())
         except (OSError, ValueError) as e:
             raise CorruptCheckpoint(d / METADATA_FILE, f"unreadable metadata: {e}") from e
+        if not isinstance(meta, dict):
+            raise CorruptCheckpoint(d / METADATA_FILE, f"metadata is a {type(meta).__name__}, not an object")
+        return meta
 
     def current(self) -> str | None:
         """The version the ``current`` symlink points to, or None."""

@@ -2,17 +2,15 @@
 from __future__ import annotations
 
 import enum
-import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from detectors.errors import IncidentdError
+from detectors.errors import Conflict, IncidentdError
+from diagnosis.types import ActionKind
 
-
-class ActionKind(enum.StrEnum):
-    CLAMP = "clamp"
-    ROLLBACK = "rollback"
-    RESTART = "restart"
+__all__ = ["ActionKind", "ActionMode", "ActionStatus", "ActionFailed", "NotAwaitingApproval", "Plan",
+           "ActionResult", "AuditEvent", "ActionRecord"]
 
 
 class ActionMode(enum.StrEnum):
@@ -38,6 +36,17 @@ class ActionStatus(enum.StrEnum):
     def in_flight(self) -> bool:
         return self in (ActionStatus.EXECUTING, ActionStatus.VERIFYING, ActionStatus.AWAITING_APPROVAL)
 
+    @property
+    def executed(self) -> bool:
+        """The action ran (or is running), or found nothing to do; not a plan only simulated, denied or waiting."""
+        return self not in (ActionStatus.DRY_RUN, ActionStatus.DENIED, ActionStatus.AWAITING_APPROVAL)
+
+    @property
+    def finished(self) -> bool:
+        """A verdict was reached on an executed action."""
+        return self in (ActionStatus.VERIFIED, ActionStatus.NOT_RECOVERED, ActionStatus.FAILED,
+                        ActionStatus.REVERTED)
+
 
 class ActionFailed(IncidentdError):
     """An action could not be executed. ``retryable`` says whether trying again may help."""
@@ -47,18 +56,75 @@ class ActionFailed(IncidentdError):
         self.retryable = retryable
 
 
+class NotAwaitingApproval(Conflict):
+    """Approving or denying an action that is not waiting for an answer."""
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     kind: ActionKind
     target: str                 # what is acted on, never empty or a wildcard
-    params: dict[str, Any]
+    params: Mapping[str, Any]
     description: str
     noop: bool = False          # the target is already in the desired state
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind.value, "target": self.target, "params": dict(self.params),
+                "description": self.description, "noop": self.noop}
 
-@dataclass(slots=True)
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Plan:
+        return cls(ActionKind(d["kind"]), d["target"], dict(d.get("params") or {}), d.get("description", ""),
+                   bool(d.get("noop", False)))
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    """What running (or simulating, or undoing) an action gave: the executor's report, or the error."""
+
+    data: Mapping[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    retryable: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @classmethod
+    def failed(cls, error: str, retryable: bool = False) -> ActionResult:
+        return cls({}, error, retryable)
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"error": self.error, "retryable": self.retryable}
+        return dict(self.data)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ActionResult:
+        if "error" in d:
+            return cls({}, str(d["error"]), bool(d.get("retryable", False)))
+        return cls(dict(d))
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    at: float
+    event: str
+    actor: str = "incidentd"
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"at": self.at, "event": self.event, "actor": self.actor, **self.data}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> AuditEvent:
+        rest = {k: v for k, v in d.items() if k not in ("at", "event", "actor")}
+        return cls(float(d["at"]), str(d["event"]), str(d.get("actor", "incidentd")), rest)
+
+
+@dataclass(frozen=True, slots=True)
 class ActionRecord:
-    """The persisted audit record of one action, from plan to verdict."""
+    """The persisted audit record of one action, from plan to verdict. Immutable: changes return a new one."""
 
     id: str
     incident_id: str
@@ -66,28 +132,44 @@ class ActionRecord:
     kind: ActionKind
     mode: ActionMode
     status: ActionStatus
-    target: str
-    plan: dict[str, Any]
     reason: str                          # why it was chosen: root cause, confidence, rule
     idempotency_key: str
-    created_at: float = field(default_factory=time.time)
+    created_at: float
+    plan: Plan | None = None             # None when the action could not be planned
     executed_at: float | None = None
     verify_deadline: float | None = None
     verified_at: float | None = None
-    result: dict[str, Any] = field(default_factory=dict)
-    verify_signals: list[str] = field(default_factory=list)
+    result: ActionResult | None = None
+    verify_signals: tuple[str, ...] = ()
     root_cause: str = ""                 # the diagnosis acted on (flapping is counted per root cause)
-    audit: list[dict[str, Any]] = field(default_factory=list)
+    audit: tuple[AuditEvent, ...] = ()
 
-    def log(self, event: str, actor: str = "incidentd", **data: Any) -> None:
-        self.audit.append({"at": time.time(), "event": event, "actor": actor, **data})
+    @property
+    def target(self) -> str:
+        return self.plan.target if self.plan is not None else ""
+
+    def logged(self, at: float, event: str, actor: str = "incidentd", **data: Any) -> ActionRecord:
+        """This record with one more audit event."""
+        return replace(self, audit=(*self.audit, AuditEvent(at, event, actor, data)))
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["kind"], d["mode"], d["status"] = self.kind.value, self.mode.value, self.status.value
-        return d
+        return {"id": self.id, "incident_id": self.incident_id, "model": self.model, "kind": self.kind.value,
+                "mode": self.mode.value, "status": self.status.value, "target": self.target,
+                "plan": self.plan.to_dict() if self.plan is not None else {}, "reason": self.reason,
+                "idempotency_key": self.idempotency_key, "created_at": self.created_at,
+                "executed_at": self.executed_at, "verify_deadline": self.verify_deadline,
+                "verified_at": self.verified_at, "result": self.result.to_dict() if self.result else {},
+                "verify_signals": list(self.verify_signals), "root_cause": self.root_cause,
+                "audit": [a.to_dict() for a in self.audit]}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ActionRecord:
-        return cls(**{**d, "kind": ActionKind(d["kind"]), "mode": ActionMode(d["mode"]),
-                      "status": ActionStatus(d["status"])})
+    def from_dict(cls, d: Mapping[str, Any]) -> ActionRecord:
+        return cls(id=d["id"], incident_id=d["incident_id"], model=d["model"], kind=ActionKind(d["kind"]),
+                   mode=ActionMode(d["mode"]), status=ActionStatus(d["status"]), reason=d.get("reason", ""),
+                   idempotency_key=d.get("idempotency_key", ""), created_at=float(d["created_at"]),
+                   plan=Plan.from_dict(d["plan"]) if d.get("plan") else None,
+                   executed_at=d.get("executed_at"), verify_deadline=d.get("verify_deadline"),
+                   verified_at=d.get("verified_at"),
+                   result=ActionResult.from_dict(d["result"]) if d.get("result") else None,
+                   verify_signals=tuple(d.get("verify_signals") or ()), root_cause=d.get("root_cause", ""),
+                   audit=tuple(AuditEvent.from_dict(a) for a in d.get("audit") or ()))

@@ -193,9 +193,11 @@ def test_unreachable_server_keeps_everything_in_the_spool(tmp_path):
 
 
 def test_real_incident_and_action_records_map_onto_the_mapping():
+    from dataclasses import replace
+
     from collector.es_documents import state_version
     from diagnosis.types import FaultDomain, Hypothesis, Incident, IncidentStatus, Severity
-    from remediation.types import ActionKind, ActionMode, ActionRecord, ActionStatus
+    from remediation.types import ActionKind, ActionMode, ActionRecord, ActionStatus, Plan
 
     hyp = Hypothesis(domain=next(iter(FaultDomain)), root_cause="model.nonfinite_weights", confidence=0.9,
                      recommended_action="clamp", explanation="NaN weights")
@@ -209,11 +211,11 @@ def test_real_incident_and_action_records_map_onto_the_mapping():
     assert document_id(DocKind.INCIDENTS, doc) == "inc-9"
 
     act = ActionRecord(id="act-9", incident_id="inc-9", model="digits", kind=next(iter(ActionKind)),
-                       mode=next(iter(ActionMode)), status=next(iter(ActionStatus)), target="digits", plan={"a": 1},
-                       reason="rule x", idempotency_key="k", created_at=100.0)
+                       mode=next(iter(ActionMode)), status=next(iter(ActionStatus)), reason="rule x",
+                       idempotency_key="k", created_at=100.0,
+                       plan=Plan(next(iter(ActionKind)), "digits", {"a": 1}, "clamp digits"))
     first = state_version(act.to_dict())
-    act.log("executed")
-    act.executed_at = 105.0
+    act = replace(act, executed_at=105.0).logged(105.0, "executed")
     later = state_version(act.to_dict())
     assert first is not None and later is not None and later > first
     doc = to_document(DocKind.ACTIONS, act.to_dict())

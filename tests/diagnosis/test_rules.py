@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from diagnosis.rules import DEFAULT_PACK, ChangeFact, Facts, RuleEngine, RuleError, SignalFact, load_pack
-from diagnosis.types import FaultDomain
+from diagnosis.types import ActionKind, FaultDomain
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def facts(*signals: SignalFact, changes=(), **context) -> Facts:
 def test_nonfinite_weights_rank_first_and_recommend_clamp(engine):
     hyps = engine.evaluate(facts(sig("nonfinite_outputs"), sig("weights_nonfinite", value=12)))
     assert hyps[0].root_cause == "model.nonfinite_weights"
-    assert hyps[0].recommended_action == "clamp"
+    assert hyps[0].recommended_action is ActionKind.CLAMP
     assert set(hyps[0].evidence_ids) == {"ev-nonfinite_outputs", "ev-weights_nonfinite"}
     assert "digits v1" in hyps[0].explanation
 
@@ -34,7 +34,7 @@ def test_accuracy_drop_after_deploy_of_unknown_version_is_a_bad_version(engine):
     hyps = engine.evaluate(facts(sig("accuracy", onset=95.0), changes=[deploy], running_version="v2",
                                  running_version_known_good=False))
     assert (hyps[0].domain, hyps[0].root_cause, hyps[0].recommended_action) == \
-        (FaultDomain.MODEL, "model.bad_version", "rollback")
+        (FaultDomain.MODEL, "model.bad_version", ActionKind.ROLLBACK)
     assert "chg-1" in hyps[0].evidence_ids
 
 
@@ -43,7 +43,7 @@ def test_accuracy_drop_with_input_drift_is_data_not_model(engine):
     hyps = engine.evaluate(facts(sig("input_drift", onset=94.0), sig("accuracy", onset=96.0), changes=[deploy],
                                  running_version_known_good=False))
     assert hyps[0].domain is FaultDomain.DATA
-    assert hyps[0].recommended_action == "notify"
+    assert hyps[0].recommended_action is ActionKind.NOTIFY
     assert all(h.root_cause != "model.bad_version" for h in hyps)
 
 
@@ -57,7 +57,7 @@ def test_latency_with_cpu_saturation_is_hardware_restart(engine):
     hyps = engine.evaluate(facts(sig("latency", onset=101.0), sig("process_cpu", onset=100.0)))
     top = hyps[0]
     assert (top.domain, top.root_cause, top.recommended_action) == (FaultDomain.HARDWARE,
-                                                                     "hardware.cpu_contention", "restart")
+                                                                     "hardware.cpu_contention", ActionKind.RESTART)
     assert top.confidence == pytest.approx(0.9)   # 0.85 plus the onset-ordering boost
 
 

@@ -1,6 +1,7 @@
 """The fault benchmark's scoring: accuracy, medians and false counts are computed as documented."""
 from __future__ import annotations
 
+from diagnosis.types import ActionKind
 from incidentd.bench import BenchReport, default_actions, taxonomy
 from incidentd.demo import FaultResult
 
@@ -35,9 +36,9 @@ def test_summary_shape_and_figures():
 
 def test_taxonomy_expectations_come_from_the_rule_pack():
     actions = default_actions()
-    assert actions["model.bad_version"] == "rollback" and actions["data.covariate_drift"] == "notify"
+    assert actions["model.bad_version"] is ActionKind.ROLLBACK and actions["data.covariate_drift"] is ActionKind.NOTIFY
     by_name = {f.name: f for f in taxonomy()}
-    assert by_name["crash"].expected_action == "restart"
+    assert by_name["crash"].expected_action is ActionKind.RESTART
     assert by_name["unit_change"].expected_action is None            # data faults never touch the model
     assert by_name["gpu_thermal"].expected_root_cause == "hardware.gpu_thermal"
 

@@ -6,6 +6,7 @@ import pytest
 
 from diagnosis.catalog import CatalogSettings, default_catalog
 from diagnosis.rules import DEFAULT_PACK, RuleEngine
+from diagnosis.types import ActionKind
 from incidentd.config import Settings
 from incidentd.pipeline import DetectionLoop
 from incidentd.store import Store
@@ -30,6 +31,8 @@ class Stack:
         self.drifted = 0
         self.accuracy = 0.96
         self.latency = 0.004
+        self.pid: int | None = None
+        self.up = True
 
     def tick(self, seconds: int = 1) -> None:
         for _ in range(seconds):
@@ -38,7 +41,11 @@ class Stack:
             self.correct += int(self.rng.binomial(40, self.accuracy))
             lat = self.latency + self.rng.normal(0, 0.0004)
             m, v = 'model="digits"', f'version="{self.version}"'
-            self.metrics.ingest_text("\n".join([
+            if not self.up:     # the sidecar is gone too: nothing about the model arrives
+                self.loop.cycle(self.t)
+                continue
+            pid = [f"model_process_id{{{m},{v}}} {self.pid}"] if self.pid is not None else []
+            self.metrics.ingest_text("\n".join(pid + [
                 f"model_up{{{m},{v}}} 1",
                 f'model_latency_seconds{{{m},{v},quantile="0.9"}} {lat}',
                 f"model_predictions_labeled_total{{{m},{v}}} {self.labeled}",
@@ -71,7 +78,7 @@ def test_drift_with_accuracy_drop_is_one_data_incident_that_resolves(stack):
     assert len(incs) == 1, "drift and the accuracy drop it causes are one incident"
     inc = incs[0]
     assert inc.top.domain.value == "data" and inc.top.root_cause == "data.covariate_drift"
-    assert inc.top.recommended_action == "notify"
+    assert inc.top.recommended_action is ActionKind.NOTIFY
     names = {e.name for e in stack.store.evidence(inc.evidence_ids)}
     assert "input_drift" in names
     stack.drifted, stack.accuracy = 0, 0.96
@@ -92,7 +99,7 @@ def test_deploy_of_a_worse_version_is_blamed_on_the_version(stack):
     top = incs[0].top
     # No registry to ask in this test: a version not known to be good is treated as suspect.
     assert (top.domain.value, top.root_cause, top.recommended_action) == ("model", "model.bad_version",
-                                                                           "rollback")
+                                                                           ActionKind.ROLLBACK)
     changes = stack.store.recent_evidence("digits", 0, kind="change")
     assert [c.name for c in changes] == ["deploy"]
     assert changes[0].attributes["from"] == "v1" and changes[0].attributes["to"] == "v2"
@@ -147,3 +154,37 @@ def test_a_damaged_saved_baseline_is_relearned_not_fatal(stack, caplog):
     assert "not restored" in caplog.text
     assert stack.loop.last_readings["digits"]["accuracy"].value > 0.9     # learned afresh, and working
     assert stack.store.incidents() == []
+
+
+def test_the_service_sees_restarts_and_deploys_it_did_not_make(stack):
+    stack.pid = 100
+    stack.tick(10)
+    stack.pid = 200                         # the server restarted (a crash loop, an operator, the kubelet)
+    stack.tick(4)
+    stack.version = "v2"                    # and someone deployed another version
+    stack.tick(4)
+    changes = stack.store.recent_evidence("digits", 0.0, kind="change")
+    assert [(c.name, c.attributes.get("by")) for c in changes] == [("restart", "observed"), ("deploy", "observed")]
+    assert changes[0].attributes["previous_pid"] == "100" and changes[0].attributes["pid"] == "200"
+    assert (changes[1].attributes["from"], changes[1].attributes["to"]) == ("v1", "v2")
+
+
+def test_a_model_gone_for_long_is_forgotten_its_baselines_saved_and_restored_when_it_returns(stack):
+    stack.settings.detection.evict_after_seconds = 120
+    stack.tick(90)
+    assert "digits" in {m for spec in stack.loop.specs.values() for m in spec.models()}
+    stack.up = False
+    stack.tick(60)                          # gone, but not for long enough yet
+    assert "digits" in stack.loop.last_readings
+    stack.tick(120)
+    assert "digits" not in stack.loop.last_readings and "digits" not in stack.loop._models
+    assert not [s.name for s in stack.loop.specs.values() if "digits" in s.models()], "every signal forgot it"
+    saved = stack.store.get("baselines:digits")
+    assert saved is not None and "latency" in saved["signals"]
+    assert stack.t - 120 <= saved["at"] <= stack.t, "written when the model was forgotten"
+    stack.up = True
+    stack.tick(4)
+    stack.latency = 0.2                     # 50x the learned p90, seconds after it came back
+    stack.tick(8)
+    latency = stack.loop.last_readings["digits"].get("latency")
+    assert latency is not None and latency.active, "the saved baseline judges the very first points"

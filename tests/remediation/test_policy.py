@@ -5,10 +5,10 @@ from remediation.policy import Policy
 from remediation.types import ActionKind, ActionMode, ActionRecord, ActionStatus
 
 
-def rec(kind=ActionKind.RESTART, status=ActionStatus.VERIFIED, executed_at=100.0, incident="inc-1"):
+def rec(kind=ActionKind.RESTART, status=ActionStatus.VERIFIED, executed_at=100.0, incident="inc-1", root_cause=""):
     return ActionRecord(id=f"act-{executed_at}", incident_id=incident, model="digits", kind=kind,
-                        mode=ActionMode.AUTO, status=status, target="t", plan={}, reason="r",
-                        idempotency_key="k", created_at=executed_at, executed_at=executed_at)
+                        mode=ActionMode.AUTO, status=status, reason="r",
+                        idempotency_key="k", created_at=executed_at, executed_at=executed_at, root_cause=root_cause)
 
 
 def test_allowed_by_default():
@@ -61,9 +61,8 @@ def test_flapping_remediation_stops_and_escalates():
 
 def test_flapping_is_the_same_fix_for_the_same_root_cause():
     p = Policy(cooldown_seconds=60, flap_limit=3, flap_window_seconds=3600)
-    restarts = [rec(executed_at=t, incident=f"inc-{i}") for i, t in enumerate((100.0, 400.0, 700.0))]
-    for r, cause in zip(restarts, ("hardware.process_crash", "hardware.process_crash", "hardware.process_crash")):
-        r.root_cause = cause
+    restarts = [rec(executed_at=t, incident=f"inc-{i}", root_cause="hardware.process_crash")
+                for i, t in enumerate((100.0, 400.0, 700.0))]
     d = p.decide(ActionKind.RESTART, 0.95, [], restarts, False, now=1000.0, root_cause="hardware.process_crash")
     assert not d.allowed and d.escalate and "for hardware.process_crash" in d.reason
     # three crashes fixed by restarts do not make a memory leak's first restart "flapping"

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from diagnosis import lifecycle
-from diagnosis.types import IncidentStatus, TimelineEntry
+from diagnosis.types import IncidentStatus
 from incidentd.api.deps import RuntimeDep, StoreDep
 from incidentd.errors import Conflict
 
@@ -32,7 +32,7 @@ def get_incident(incident_id: str, store: StoreDep) -> dict[str, Any]:
     inc = store.incident(incident_id)
     return {**inc.to_dict(),
             "evidence": [e.to_dict() for e in store.evidence(inc.evidence_ids)],
-            "actions": store.actions(incident_id=inc.id),
+            "actions": [a.to_dict() for a in store.actions(incident_id=inc.id)],
             "timeline": [t.to_dict() for t in store.timeline(inc.id)]}
 
 
@@ -51,12 +51,9 @@ def ack(incident_id: str, store: StoreDep, body: ActorBody | None = None) -> dic
     inc = store.incident(incident_id)
     if inc.status is IncidentStatus.RESOLVED:
         raise Conflict(f"incident {incident_id} is resolved; nothing to acknowledge")
-    now = time.time()
-    if inc.status is IncidentStatus.OPEN:
-        inc.status = IncidentStatus.ACKNOWLEDGED
-    inc.updated_at = now
-    store.save_incident(inc, [TimelineEntry(now, "acknowledged", f"acknowledged by {body.actor}"
-                                            + (f": {body.note}" if body.note else ""), {"actor": body.actor})])
+    inc, entry = lifecycle.acknowledge(inc, time.time(), f"acknowledged by {body.actor}"
+                                       + (f": {body.note}" if body.note else ""), actor=body.actor)
+    store.save_incident(inc, [entry])
     return inc.to_dict()
 
 
@@ -66,7 +63,7 @@ def resolve(incident_id: str, store: StoreDep, body: ActorBody | None = None) ->
     inc = store.incident(incident_id)
     if inc.status is IncidentStatus.RESOLVED:
         return inc.to_dict()   # idempotent
-    entry = lifecycle.resolve(inc, time.time(), f"resolved by {body.actor}" + (f": {body.note}" if body.note else ""),
+    inc, entry = lifecycle.resolve(inc, time.time(), f"resolved by {body.actor}" + (f": {body.note}" if body.note else ""),
                               actor=body.actor)
     store.save_incident(inc, [entry])
     return inc.to_dict()
@@ -88,5 +85,5 @@ def _check_owner(runtime: Any, incident_id: str, action_id: str) -> None:
     from incidentd.errors import NotFound
 
     runtime.store.incident(incident_id)
-    if runtime.store.action(action_id)["incident_id"] != incident_id:
+    if runtime.store.action(action_id).incident_id != incident_id:
         raise NotFound(f"action {action_id} does not belong to incident {incident_id}")

@@ -1,22 +1,23 @@
-"""Remediation under policy on a real model server: dry-run, approval, verification, escalation, audit."""
+"""The action runner under policy on a real model server: dry-run, approval, verification, escalation, audit."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import httpx
 import pytest
 
 from diagnosis.lifecycle import open_incident
-from diagnosis.types import FaultDomain, Hypothesis
-from incidentd.remediator import Remediator
+from diagnosis.types import FaultDomain, Hypothesis, TimelineKind
 from incidentd.store import Store
 from remediation.actions import ActionContext
 from remediation.executors import ModelServerAdmin
 from remediation.policy import Policy
-from remediation.types import ActionKind, ActionMode, ActionStatus
+from remediation.runner import ActionRunner
+from remediation.types import ActionKind, ActionMode, ActionStatus, NotAwaitingApproval
 from tests.model_server.conftest import start_server
 
-BAD_VERSION = Hypothesis(FaultDomain.MODEL, "model.bad_version", 0.9, "rollback", "v2 is worse",
+BAD_VERSION = Hypothesis(FaultDomain.MODEL, "model.bad_version", 0.9, ActionKind.ROLLBACK, "v2 is worse",
                          evidence_ids=("ev-acc",), rules=("accuracy-drop-after-deploy",))
 
 
@@ -40,7 +41,7 @@ def server(registry_dir):
 
 def setup(tmp_path, server, **policy):
     store = Store(tmp_path / "db.sqlite")
-    rem = Remediator(store, Policy(verify_seconds=1.0, **policy), ActionContext(ModelServerAdmin(server.url)))
+    rem = ActionRunner(store, Policy(verify_seconds=1.0, **policy), ActionContext(ModelServerAdmin(server.url)))
     inc, entries = open_incident("digits", [BAD_VERSION], ["ev-acc"], time.time(), [])
     store.save_incident(inc, entries)
     return store, rem, inc
@@ -62,68 +63,67 @@ def current(server):
 
 def test_dry_run_plans_and_records_but_changes_nothing(tmp_path, server):
     store, rem, inc = setup(tmp_path, server, default_mode=ActionMode.DRY_RUN)
-    rec = rem.consider(inc, BAD_VERSION, ["accuracy"], time.time())
+    inc, rec = rem.consider(inc, BAD_VERSION, ["accuracy"], time.time())
     assert rec.status is ActionStatus.DRY_RUN
-    assert rec.result == {"would_switch": {"from": "v2", "to": "v1"}}
+    assert rec.result is not None and rec.result.to_dict() == {"would_switch": {"from": "v2", "to": "v1"}}
     assert current(server) == "v2"
-    assert rem.consider(inc, BAD_VERSION, ["accuracy"], time.time()) is None, "planned once per incident"
-    assert "action_dry_run" in [t.kind for t in store.timeline(inc.id)]
+    assert inc.action_ids == (rec.id,) and store.incident(inc.id).action_ids == (rec.id,)
+    assert rem.consider(inc, BAD_VERSION, ["accuracy"], time.time()) == (inc, None), "planned once per incident"
+    assert TimelineKind.ACTION_DRY_RUN in [t.kind for t in store.timeline(inc.id)]
     rem.close()
 
 
 def test_approval_flow_then_verified_and_audited(tmp_path, server):
     store, rem, inc = setup(tmp_path, server, default_mode=ActionMode.APPROVE)
-    rec = rem.consider(inc, BAD_VERSION, ["accuracy"], time.time())
+    inc, rec = rem.consider(inc, BAD_VERSION, ["accuracy"], time.time())
     assert rec.status is ActionStatus.AWAITING_APPROVAL and current(server) == "v2"
     rem.approve(rec.id, actor="alice")
     rec = wait_status(rem, rec.id, {ActionStatus.VERIFYING, ActionStatus.FAILED})
     assert rec.status is ActionStatus.VERIFYING and current(server) == "v1"
-    entries = rem.verify(inc, {"accuracy": Verdict(True)}, None, time.time(), "v1", grace=0.0)
-    assert [e.kind for e in entries] == ["mitigated"]
+    inc, entries = rem.verify(inc, {"accuracy": Verdict(True)}, None, time.time(), "v1", grace=0.0)
+    assert [e.kind for e in entries] == [TimelineKind.MITIGATED]
+    assert inc.status.value == "mitigated" and inc.mitigated_at is not None
     rec = rem.records()[0]
     assert rec.status is ActionStatus.VERIFIED
-    assert [a["event"] for a in rec.audit] == ["planned", "approved", "executed", "verified"]
-    assert rec.audit[1]["actor"] == "alice"
+    assert [a.event for a in rec.audit] == ["planned", "approved", "executed", "verified"]
+    assert rec.audit[1].actor == "alice"
     rem.close()
 
 
 def test_denied_action_never_runs(tmp_path, server):
     store, rem, inc = setup(tmp_path, server, default_mode=ActionMode.APPROVE)
-    rec = rem.consider(inc, BAD_VERSION, ["accuracy"], time.time())
+    inc, rec = rem.consider(inc, BAD_VERSION, ["accuracy"], time.time())
     rem.deny(rec.id, actor="bob")
-    time.sleep(0.5)
-    assert rem.records()[0].status is ActionStatus.DENIED and current(server) == "v2"
-    with pytest.raises(Exception, match="not awaiting approval"):
+    with pytest.raises(NotAwaitingApproval, match="not awaiting approval"):
         rem.approve(rec.id, actor="bob")
-    rem.close()
+    rem.close()   # waits for anything the runner started
+    assert rem.records()[0].status is ActionStatus.DENIED and current(server) == "v2"
 
 
 def test_no_recovery_within_the_window_escalates_and_stops_acting(tmp_path, server):
     store, rem, inc = setup(tmp_path, server)
-    rec = rem.consider(inc, BAD_VERSION, ["accuracy"], time.time())
+    inc, rec = rem.consider(inc, BAD_VERSION, ["accuracy"], time.time())
     rec = wait_status(rem, rec.id, {ActionStatus.VERIFYING})
-    time.sleep(1.2)
-    entries = rem.verify(inc, {"accuracy": Verdict(False)}, None, time.time(), "v1", grace=0.0)
-    assert [e.kind for e in entries] == ["escalated"] and inc.escalated
+    past_deadline = rec.verify_deadline + 0.1
+    inc, entries = rem.verify(inc, {"accuracy": Verdict(False)}, None, past_deadline, "v1", grace=0.0)
+    assert [e.kind for e in entries] == [TimelineKind.ESCALATED] and inc.escalated
     assert rem.records()[0].status is ActionStatus.NOT_RECOVERED
-    other = Hypothesis(FaultDomain.HARDWARE, "hardware.cpu_contention", 0.9, "restart", "x")
-    assert rem.consider(inc, other, ["latency"], time.time()) is None
-    assert "escalated" in store.timeline(inc.id)[-1].message or "action_blocked" in \
-        [t.kind for t in store.timeline(inc.id)]
+    other = Hypothesis(FaultDomain.HARDWARE, "hardware.cpu_contention", 0.9, ActionKind.RESTART, "x")
+    assert rem.consider(inc, other, ["latency"], past_deadline) == (inc, None)
+    assert TimelineKind.ACTION_BLOCKED in [t.kind for t in store.timeline(inc.id)]
     rem.close()
 
 
 def test_service_restart_mid_action_reconciles_instead_of_rerunning(tmp_path, server):
     store, rem, inc = setup(tmp_path, server, default_mode=ActionMode.APPROVE)
-    rec = rem.consider(inc, BAD_VERSION, ["accuracy"], time.time())
-    doc = store.action(rec.id)
-    doc["status"] = ActionStatus.EXECUTING.value       # as if the service died while executing
-    store.save_action(doc)
+    inc, rec = rem.consider(inc, BAD_VERSION, ["accuracy"], time.time())
+    # as if the service died while executing
+    store.save_action(replace(store.action(rec.id), status=ActionStatus.EXECUTING))
     rem.close()
-    fresh = Remediator(store, Policy(verify_seconds=1.0), ActionContext(ModelServerAdmin(server.url)))
+    fresh = ActionRunner(store, Policy(verify_seconds=1.0), ActionContext(ModelServerAdmin(server.url)))
     assert fresh.reconcile() == [rec.id]
     rec = fresh.records()[0]
-    assert rec.status is ActionStatus.VERIFYING and rec.audit[-1]["event"] == "reconciled"
+    assert rec.status is ActionStatus.VERIFYING and rec.audit[-1].event == "reconciled"
     assert current(server) == "v2", "a reconciled action is verified, not blindly re-run"
     fresh.close()
     assert ActionKind.ROLLBACK is rec.kind
@@ -131,27 +131,27 @@ def test_service_restart_mid_action_reconciles_instead_of_rerunning(tmp_path, se
 
 def test_new_symptom_after_the_action_reverts_it_and_escalates(tmp_path, server):
     store, rem, inc = setup(tmp_path, server)
-    rec = rem.consider(inc, BAD_VERSION, ["accuracy"], time.time())
+    inc, rec = rem.consider(inc, BAD_VERSION, ["accuracy"], time.time())
     rec = wait_status(rem, rec.id, {ActionStatus.VERIFYING})
     assert current(server) == "v1"
     # The rollback's own symptom lingering from before the action is not "worse" ...
-    entries = rem.verify(inc, {"accuracy": Verdict(None)}, None, time.time(), "v1", grace=0.0,
+    inc, entries = rem.verify(inc, {"accuracy": Verdict(None)}, None, time.time(), "v1", grace=0.0,
                          active={"accuracy": rec.executed_at - 30, "input_drift": rec.executed_at + 2})
     assert entries == [] and rem.records()[0].status is ActionStatus.VERIFYING
     # ... nor a new one that is healthy again on data after the action settled (late labels) ...
     specs = {"accuracy": Verdict(None), "nonfinite_outputs": Verdict(True)}
     later = rec.executed_at + 0.5      # past a quarter of the 1 s verification window, before its end
     active = {"accuracy": rec.executed_at - 30, "nonfinite_outputs": rec.executed_at + 0.1}
-    assert rem.verify(inc, specs, None, later, "v1", grace=0.0, active=active) == []
+    assert rem.verify(inc, specs, None, later, "v1", grace=0.0, active=active) == (inc, [])
     # ... a new harm signal that started after it and stays unhealthy is.
     specs["nonfinite_outputs"] = Verdict(False)
-    entries = rem.verify(inc, specs, None, later, "v1", grace=0.0, active=active)
-    assert [e.kind for e in entries] == ["escalated"] and inc.escalated
+    inc, entries = rem.verify(inc, specs, None, later, "v1", grace=0.0, active=active)
+    assert [e.kind for e in entries] == [TimelineKind.ESCALATED] and inc.escalated
     assert "nonfinite_outputs started after the rollback" in entries[0].message
     assert current(server) == "v2", "the rollback was undone"
     rec = rem.records()[0]
     assert rec.status is ActionStatus.REVERTED
-    assert rec.audit[-1]["event"] == "worse" and rec.audit[-1]["new_symptoms"] == ["nonfinite_outputs"]
+    assert rec.audit[-1].event == "worse" and rec.audit[-1].data["new_symptoms"] == ["nonfinite_outputs"]
     # A reverted action counts as a failed remediation for the escalation guard.
     assert Policy(max_failed=1).decide(ActionKind.ROLLBACK, 0.9, [], rem.records(), False, time.time()).escalate
     rem.close()
@@ -159,11 +159,12 @@ def test_new_symptom_after_the_action_reverts_it_and_escalates(tmp_path, server)
 
 def test_revert_can_be_switched_off(tmp_path, server):
     store, rem, inc = setup(tmp_path, server, revert_on_worse=False)
-    rec = rem.consider(inc, BAD_VERSION, ["accuracy"], time.time())
+    inc, rec = rem.consider(inc, BAD_VERSION, ["accuracy"], time.time())
     rec = wait_status(rem, rec.id, {ActionStatus.VERIFYING})
-    entries = rem.verify(inc, {"accuracy": Verdict(None), "nonfinite_outputs": Verdict(False)}, None,
-                         rec.executed_at + 0.5, "v1", grace=0.0, active={"nonfinite_outputs": rec.executed_at + 0.1})
-    assert entries == [] and current(server) == "v1"
+    inc, entries = rem.verify(inc, {"accuracy": Verdict(None), "nonfinite_outputs": Verdict(False)}, None,
+                              rec.executed_at + 0.5, "v1", grace=0.0,
+                              active={"nonfinite_outputs": rec.executed_at + 0.1})
+    assert entries == [] and current(server) == "v1" and not inc.escalated
     rem.close()
 
 
@@ -175,16 +176,39 @@ def test_a_restart_that_makes_things_worse_escalates_and_says_it_cannot_be_undon
     proc.start()
     try:
         store = Store(tmp_path / "db.sqlite")
-        rem = Remediator(store, Policy(verify_seconds=1.0), ActionContext(ModelServerAdmin(url), proc))
-        hang = Hypothesis(D.HARDWARE, "hardware.process_hang", 0.9, "restart", "hung", evidence_ids=("ev",))
+        rem = ActionRunner(store, Policy(verify_seconds=1.0), ActionContext(ModelServerAdmin(url), proc))
+        hang = Hypothesis(D.HARDWARE, "hardware.process_hang", 0.9, ActionKind.RESTART, "hung", evidence_ids=("ev",))
         inc, entries = open_incident("digits", [hang], ["ev"], time.time(), [])
         store.save_incident(inc, entries)
-        rec = rem.consider(inc, hang, ["request_stall"], time.time())
+        inc, rec = rem.consider(inc, hang, ["request_stall"], time.time())
         rec = wait_status(rem, rec.id, {ActionStatus.VERIFYING})
-        entries = rem.verify(inc, {"request_stall": Verdict(None), "error_rate": Verdict(False)}, None,
-                             rec.executed_at + 0.5, None, grace=0.0, active={"error_rate": rec.executed_at + 0.1})
-        assert [e.kind for e in entries] == ["escalated"] and "restart cannot be undone" in entries[0].message
+        inc, entries = rem.verify(inc, {"request_stall": Verdict(None), "error_rate": Verdict(False)}, None,
+                                  rec.executed_at + 0.5, None, grace=0.0, active={"error_rate": rec.executed_at + 0.1})
+        assert [e.kind for e in entries] == [TimelineKind.ESCALATED]
+        assert "restart cannot be undone" in entries[0].message
         assert rem.records()[0].status is ActionStatus.NOT_RECOVERED
         rem.close()
     finally:
         proc.stop()
+
+
+def test_a_blocked_action_is_noted_once_per_reason_until_the_model_is_forgotten(tmp_path):
+    store = Store(tmp_path / "db.sqlite")
+    rem = ActionRunner(store, Policy(min_confidence=0.95), ActionContext(ModelServerAdmin("http://127.0.0.1:9")))
+    inc, entries = open_incident("digits", [BAD_VERSION], ["ev-acc"], 100.0, [])
+    store.save_incident(inc, entries)
+
+    def blocked() -> int:
+        return [t.kind for t in store.timeline(inc.id)].count(TimelineKind.ACTION_BLOCKED)
+
+    rem.consider(inc, BAD_VERSION, ["accuracy"], 101.0)
+    rem.consider(inc, BAD_VERSION, ["accuracy"], 102.0)
+    assert blocked() == 1, "the same reason is noted once"
+    rem.forget("other-model")
+    rem.consider(inc, BAD_VERSION, ["accuracy"], 103.0)
+    assert blocked() == 1
+    rem.forget("digits")
+    rem.consider(inc, BAD_VERSION, ["accuracy"], 104.0)
+    assert blocked() == 2, "a forgotten model starts afresh"
+    rem.close()
+    store.close()

@@ -1,0 +1,322 @@
+"""Runs remediation for incidents under the policy: plan, execute off the detection thread, verify, audit.
+
+Diagnosis chooses what to do (a hypothesis's recommended action); the runner decides *whether* and *how*
+under the :class:`~remediation.policy.Policy`, runs the action, verifies it (:mod:`remediation.verify`)
+and reverts it when it made things worse. Everything it does goes through an :class:`ActionStore`.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import Any, Protocol
+
+from diagnosis import lifecycle
+from diagnosis.signals import SignalSpec, SourceLike
+from diagnosis.types import (
+    ChangeKind,
+    Evidence,
+    EvidenceKind,
+    Hypothesis,
+    Incident,
+    TimelineEntry,
+    TimelineKind,
+    new_id,
+)
+from remediation.actions import ACTIONS, ActionContext
+from remediation.policy import Policy
+from remediation.types import (
+    ActionFailed,
+    ActionKind,
+    ActionMode,
+    ActionRecord,
+    ActionResult,
+    ActionStatus,
+    NotAwaitingApproval,
+)
+from remediation.verify import Outcome, judge
+
+log = logging.getLogger(__name__)
+
+
+class ActionStore(Protocol):
+    """The storage the runner needs: action records, incidents with their timelines, and change evidence."""
+
+    def save_action(self, rec: ActionRecord) -> None: ...
+
+    def action(self, action_id: str) -> ActionRecord: ...
+
+    def actions(self, incident_id: str | None = None, model: str | None = None) -> list[ActionRecord]: ...
+
+    def save_incident(self, inc: Incident, timeline: Sequence[TimelineEntry] | None = None) -> None: ...
+
+    def append_timeline(self, incident_id: str, entry: TimelineEntry) -> None: ...
+
+    def save_evidence(self, ev: Evidence) -> None: ...
+
+
+def _no_outcome(kind: str, outcome: str) -> None:
+    return None
+
+
+class ActionRunner:
+    """Chooses nothing (diagnosis does); decides *whether* and *how* under the policy, then runs and verifies."""
+
+    def __init__(self, store: ActionStore, policy: Policy, ctx: ActionContext | None,
+                 on_outcome: Callable[[str, str], None] | None = None, clock: Callable[[], float] = time.time):
+        self.store = store
+        self.policy = policy
+        self.ctx = ctx
+        self.clock = clock
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="action")
+        # (model, incident, kind) -> shape of the last reason an action was blocked for
+        self._last_block: dict[tuple[str, str, ActionKind], str] = {}
+        self._lock = threading.Lock()
+        self.on_outcome = on_outcome or _no_outcome
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=False)
+
+    def forget(self, model: str) -> None:
+        """Drop what the runner remembers about a model (it has not been seen for long)."""
+        with self._lock:
+            for key in [k for k in self._last_block if k[0] == model]:
+                del self._last_block[key]
+
+    # ------------------------------------------------------------------ records
+
+    def records(self, incident_id: str | None = None, model: str | None = None) -> list[ActionRecord]:
+        return self.store.actions(incident_id=incident_id, model=model)
+
+    def _save(self, rec: ActionRecord, entry: TimelineEntry | None = None) -> None:
+        self.store.save_action(rec)
+        if entry is not None:
+            self.store.append_timeline(rec.incident_id, entry)
+
+    def in_flight(self, model: str) -> bool:
+        return any(r.status.in_flight for r in self.records(model=model))
+
+    # ------------------------------------------------------------------ deciding
+
+    def consider(self, inc: Incident, top: Hypothesis, signals: Sequence[str],
+                 now: float) -> tuple[Incident, ActionRecord | None]:
+        """Maybe start the action the top hypothesis recommends.
+
+        Returns the incident as it is now (saved when it changed) and the new action record, if any.
+        """
+        kind = top.recommended_action
+        if not kind.changes_model or self.ctx is None:
+            return inc, None
+        incident_actions = self.records(incident_id=inc.id)
+        if any(a.kind is kind for a in incident_actions):
+            return inc, None   # one action of a kind per incident; a failed one escalates instead of repeating
+        decision = self.policy.decide(kind, top.confidence, incident_actions, self.records(model=inc.model),
+                                      inc.escalated, now, root_cause=top.root_cause)
+        if not decision.allowed and decision.escalate and not inc.escalated:
+            inc, entry = lifecycle.escalate(inc, now, f"{kind.value} not started: {decision.reason}")
+            self.store.save_incident(inc, [entry])
+            return inc, None
+        if not decision.allowed:
+            key, shape = (inc.model, inc.id, kind), re.sub(r"\d+", "#", decision.reason)
+            with self._lock:
+                first = self._last_block.get(key) != shape   # once per reason, not once per countdown second
+                self._last_block[key] = shape
+            if first:
+                self.store.append_timeline(inc.id, TimelineEntry(now, TimelineKind.ACTION_BLOCKED,
+                                                                 f"{kind.value} not started: {decision.reason}"))
+            return inc, None
+        rec = ActionRecord(id=new_id("act"), incident_id=inc.id, model=inc.model, kind=kind, mode=decision.mode,
+                           status=ActionStatus.EXECUTING,
+                           reason=f"{top.root_cause} (confidence {top.confidence:.2f}, rules {', '.join(top.rules)})",
+                           idempotency_key=f"{inc.id}:{kind.value}", created_at=now,
+                           verify_signals=tuple(signals), root_cause=top.root_cause)
+        inc = inc.with_action(rec.id)
+        try:
+            plan = ACTIONS[kind].plan(self.ctx, inc.model)
+        except ActionFailed as e:
+            rec = replace(rec, status=ActionStatus.FAILED, result=ActionResult.failed(str(e), e.retryable))
+            rec = rec.logged(self.clock(), "plan_failed", error=str(e))
+            self._save(rec, TimelineEntry(now, TimelineKind.ACTION_FAILED, f"could not plan {kind.value}: {e}",
+                                          {"action_id": rec.id}))
+            self.store.save_incident(inc)
+            return inc, rec
+        rec = replace(rec, plan=plan).logged(self.clock(), "planned", plan=plan.to_dict(), mode=decision.mode.value)
+        self.store.save_incident(inc)
+        if plan.noop:
+            rec = replace(rec, status=ActionStatus.NOOP).logged(self.clock(), "noop",
+                                                                reason="target already in the desired state")
+            self._save(rec, TimelineEntry(now, TimelineKind.ACTION_NOOP,
+                                          f"{kind.value}: nothing to do ({plan.description})", {"action_id": rec.id}))
+            return inc, rec
+        if decision.mode is ActionMode.DRY_RUN:
+            try:
+                result = ActionResult(ACTIONS[kind].simulate(self.ctx, plan))
+            except ActionFailed as e:
+                result = ActionResult.failed(str(e), e.retryable)
+            rec = replace(rec, status=ActionStatus.DRY_RUN, result=result)
+            rec = rec.logged(self.clock(), "dry_run", result=result.to_dict())
+            self._save(rec, TimelineEntry(now, TimelineKind.ACTION_DRY_RUN,
+                                          f"dry run of {kind.value}: {plan.description}",
+                                          {"action_id": rec.id, "result": result.to_dict()}))
+            return inc, rec
+        if decision.mode is ActionMode.APPROVE:
+            rec = replace(rec, status=ActionStatus.AWAITING_APPROVAL)
+            self._save(rec, TimelineEntry(now, TimelineKind.ACTION_AWAITING_APPROVAL,
+                                          f"plan awaits approval: {plan.description}", {"action_id": rec.id}))
+            return inc, rec
+        self._save(rec, TimelineEntry(now, TimelineKind.ACTION_STARTED, f"{kind.value} started: {plan.description}",
+                                      {"action_id": rec.id, "mode": rec.mode.value}))
+        self._pool.submit(self._execute, rec.id)
+        return inc, rec
+
+    def approve(self, action_id: str, actor: str) -> ActionRecord:
+        rec = self._answer(action_id, actor, ActionStatus.EXECUTING, TimelineKind.ACTION_APPROVED, "approved")
+        self._pool.submit(self._execute, rec.id)
+        return rec
+
+    def deny(self, action_id: str, actor: str) -> ActionRecord:
+        return self._answer(action_id, actor, ActionStatus.DENIED, TimelineKind.ACTION_DENIED, "denied")
+
+    def _answer(self, action_id: str, actor: str, status: ActionStatus, kind: TimelineKind,
+                verb: str) -> ActionRecord:
+        """A person's answer to a plan awaiting approval, recorded in the audit trail and on the timeline."""
+        rec = self.store.action(action_id)
+        if rec.status is not ActionStatus.AWAITING_APPROVAL:
+            raise NotAwaitingApproval(f"action {action_id} is {rec.status.value}, not awaiting approval")
+        now = self.clock()
+        rec = replace(rec, status=status).logged(now, verb, actor=actor)
+        self._save(rec, TimelineEntry(now, kind, f"{rec.kind.value} {verb} by {actor}", {"action_id": rec.id}))
+        return rec
+
+    # ------------------------------------------------------------------ executing
+
+    def _execute(self, action_id: str) -> None:
+        rec = self.store.action(action_id)
+        if rec.status is not ActionStatus.EXECUTING or rec.executed_at is not None or rec.plan is None:
+            return   # idempotent: an action runs once
+        assert self.ctx is not None
+        plan = rec.plan
+        t0 = self.clock()
+        try:
+            result = ActionResult(ACTIONS[rec.kind].execute(self.ctx, plan))
+        except Exception as e:   # boundary: an action must never take the loop down
+            at = self.clock()
+            rec = replace(rec, status=ActionStatus.FAILED, executed_at=at,
+                          result=ActionResult.failed(str(e), getattr(e, "retryable", False)))
+            rec = rec.logged(at, "execute_failed", error=str(e))
+            log.exception("action %s (%s) failed", rec.id, rec.kind.value)
+            self._save(rec, TimelineEntry(at, TimelineKind.ACTION_FAILED, f"{rec.kind.value} failed: {e}",
+                                          {"action_id": rec.id}))
+            self.on_outcome(rec.kind.value, "failed")
+            return
+        at = self.clock()
+        rec = replace(rec, executed_at=at, verify_deadline=at + self.policy.verify_seconds,
+                      status=ActionStatus.VERIFYING, result=result)
+        rec = rec.logged(at, "executed", seconds=round(at - t0, 3), result=result.to_dict())
+        self._save(rec, TimelineEntry(at, TimelineKind.ACTION_EXECUTED,
+                                      f"{rec.kind.value} executed in {at - t0:.1f}s; verifying for "
+                                      f"up to {self.policy.verify_seconds:g}s",
+                                      {"action_id": rec.id, "result": result.to_dict()}))
+        change = {ActionKind.RESTART: ChangeKind.RESTART, ActionKind.ROLLBACK: ChangeKind.ROLLBACK}.get(rec.kind)
+        if change is not None:
+            self.store.save_evidence(Evidence(new_id("chg"), EvidenceKind.CHANGE, rec.model, change.value, at,
+                                              f"{change.value} by incidentd ({rec.id})",
+                                              attributes={"action_id": rec.id, "by": "incidentd",
+                                                          **{k: v for k, v in result.data.items()
+                                                             if isinstance(v, (str, int, float))}}))
+
+    def reconcile(self) -> list[str]:
+        """After a service restart: actions caught mid-execution are verified rather than re-run blindly."""
+        fixed = []
+        for rec in self.records():
+            if rec.status is ActionStatus.EXECUTING:
+                now = self.clock()
+                rec = replace(rec, executed_at=rec.executed_at or now, verify_deadline=now + self.policy.verify_seconds,
+                              status=ActionStatus.VERIFYING)
+                rec = rec.logged(now, "reconciled", note="service restarted during execution; verifying the outcome")
+                self._save(rec, TimelineEntry(now, TimelineKind.ACTION_RECONCILED,
+                                              f"{rec.kind.value}: service restarted mid-action; verifying outcome",
+                                              {"action_id": rec.id}))
+                fixed.append(rec.id)
+        return fixed
+
+    # ------------------------------------------------------------------ verifying
+
+    def verify(self, inc: Incident, specs: Mapping[str, SignalSpec], source: SourceLike, now: float,
+               version: str | None, grace: float,
+               active: Mapping[str, float] | None = None) -> tuple[Incident, list[TimelineEntry]]:
+        """Check every action in verification on this incident (see :func:`remediation.verify.judge`).
+
+        Returns the incident after the verdicts (mitigated or escalated) and the timeline entries for it;
+        the caller saves them. A regression is reverted (when it can be) and the incident escalated.
+        """
+        entries: list[TimelineEntry] = []
+
+        def recovered(name: str, since: float) -> bool | None:
+            return specs[name].recovered(source, inc.model, since, now, version=version)
+
+        for rec in self.records(incident_id=inc.id):
+            executed_at = rec.executed_at
+            if rec.status is not ActionStatus.VERIFYING or executed_at is None:
+                continue
+            v = judge(rec, recovered, set(specs), active or {}, now, grace, self.policy.verify_seconds,
+                      self.policy.revert_on_worse)
+            if v.outcome is Outcome.WORSE:
+                inc, entry = self._revert(inc, rec, list(v.worse), now)
+                entries.append(entry)
+            elif v.outcome is Outcome.VERIFIED:
+                rec = replace(rec, status=ActionStatus.VERIFIED, verified_at=now)
+                self._save(rec.logged(self.clock(), "verified", signals=dict(v.signals),
+                                      seconds=round(now - executed_at, 2)))
+                inc, entry = lifecycle.mitigate(inc, now, f"{rec.kind.value} verified: "
+                                                          f"{', '.join(v.signals)} recovered "
+                                                          f"{now - executed_at:.1f}s after the action")
+                entries.append(entry)
+                self.on_outcome(rec.kind.value, "verified")
+            elif v.outcome is Outcome.NOT_RECOVERED:
+                rec = replace(rec, status=ActionStatus.NOT_RECOVERED)
+                self._save(rec.logged(self.clock(), "not_recovered", signals=dict(v.signals)))
+                inc, entry = lifecycle.escalate(
+                    inc, now, f"{rec.kind.value} did not bring {', '.join(v.signals) or 'the signals'} back within "
+                              f"{self.policy.verify_seconds:g}s; the change is left in place and incidentd stops "
+                              "acting on this incident: a person decides")
+                entries.append(entry)
+                self.on_outcome(rec.kind.value, "not_recovered")
+        return inc, entries
+
+    def _revert(self, inc: Incident, rec: ActionRecord, worse: list[str],
+                now: float) -> tuple[Incident, TimelineEntry]:
+        assert self.ctx is not None and rec.plan is not None
+        undone: ActionResult | None
+        try:
+            data = ACTIONS[rec.kind].revert(self.ctx, rec.plan, dict(rec.result.data) if rec.result else {})
+            undone = None if data is None else ActionResult(data)
+        except Exception as e:   # boundary: a failed undo is reported, never raised into the loop
+            undone = ActionResult.failed(str(e))
+            log.exception("revert of %s (%s) failed", rec.id, rec.kind.value)
+        reverted = undone is not None and bool(undone.data) and undone.ok and "error" not in undone.data
+        rec = replace(rec, status=ActionStatus.REVERTED if reverted else ActionStatus.NOT_RECOVERED)
+        self._save(rec.logged(self.clock(), "worse", new_symptoms=worse,
+                              revert=undone.to_dict() if undone is not None else None))
+        self.on_outcome(rec.kind.value, "reverted" if reverted else "worse")
+        if reverted and undone is not None:
+            what = f"reverted it ({_describe(undone.data)})"
+        elif undone is None:
+            what = f"{rec.kind.value} cannot be undone"
+        else:
+            what = f"the revert failed: {undone.error}"
+        return lifecycle.escalate(inc, now, f"{', '.join(worse)} started after the {rec.kind.value} "
+                                            f"{now - (rec.executed_at or now):.1f}s ago: the action made things "
+                                            f"worse; {what}; incidentd stops acting on this incident")
+
+
+def _describe(result: Mapping[str, Any]) -> str:
+    if "from" in result and "to" in result:
+        return f"{result['from']} -> {result['to']}"
+    if "previous" in result and "current" in result:
+        return f"{result['previous']} -> {result['current']}"
+    return ", ".join(f"{k}={v}" for k, v in list(result.items())[:3])

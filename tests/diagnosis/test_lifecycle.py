@@ -1,0 +1,107 @@
+"""Incident lifecycle rules as pure functions: transitions return new incidents; which transition applies."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from diagnosis import lifecycle
+from diagnosis.types import (
+    ActionKind,
+    Evidence,
+    EvidenceKind,
+    FaultDomain,
+    Hypothesis,
+    IncidentStatus,
+    Severity,
+    TimelineKind,
+)
+
+DRIFT = Hypothesis(FaultDomain.DATA, "data.covariate_drift", 0.9, ActionKind.NOTIFY, "drift",
+                   evidence_ids=("ev-drift", "ev-acc"))
+CONCEPT = Hypothesis(FaultDomain.DATA, "data.concept_drift", 0.6, ActionKind.NOTIFY, "concept",
+                     evidence_ids=("ev-acc",))
+NAN = Hypothesis(FaultDomain.MODEL, "model.nonfinite_weights", 0.95, ActionKind.CLAMP, "nan",
+                 evidence_ids=("ev-nan",))
+
+
+def opened(hyps=(DRIFT,), at=100.0):
+    inc, entries = lifecycle.open_incident("digits", list(hyps), ["ev-drift"], at, ["input_drift: 3"])
+    return inc
+
+
+def test_transitions_return_new_incidents_and_leave_the_old_one_alone():
+    inc = opened()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        inc.status = IncidentStatus.RESOLVED  # type: ignore[misc]
+    mitigated, entry = lifecycle.mitigate(inc, 150.0, "clamp verified")
+    assert (mitigated.status, mitigated.mitigated_at, entry.kind) == (IncidentStatus.MITIGATED, 150.0,
+                                                                      TimelineKind.MITIGATED)
+    escalated, entry = lifecycle.escalate(mitigated, 160.0, "worse")
+    assert escalated.escalated and escalated.severity is Severity.CRITICAL and entry.kind is TimelineKind.ESCALATED
+    resolved, entry = lifecycle.resolve(escalated, 170.0, "quiet", actor="alice")
+    assert resolved.status is IncidentStatus.RESOLVED and entry.data == {"actor": "alice"}
+    assert inc.status is IncidentStatus.OPEN and not inc.escalated and inc.resolved_at is None
+    assert inc.with_action("act-1").action_ids == ("act-1",) and inc.action_ids == ()
+    assert inc.with_action("act-1").with_action("act-1").action_ids == ("act-1",)
+
+
+def test_update_replaces_the_ranking_until_incidentd_acted():
+    inc = opened()
+    upd = lifecycle.update_incident(inc, [NAN, DRIFT], ["ev-nan"], 110.0)
+    assert upd.changed and upd.incident.top == NAN and upd.incident.evidence_ids == ("ev-drift", "ev-nan")
+    assert upd.incident.severity is Severity.CRITICAL and [e.kind for e in upd.entries] == [TimelineKind.HYPOTHESES]
+    acted = inc.with_action("act-1")
+    frozen = lifecycle.update_incident(acted, [NAN], ["ev-nan"], 110.0)
+    assert not frozen.changed and frozen.incident == acted
+
+
+def test_a_weaker_hypothesis_on_evidence_from_while_the_diagnosis_held_is_fading():
+    inc = opened()
+    support = [Evidence("ev-drift", EvidenceKind.ANOMALY, "digits", "input_drift", 100.0, "drift", ended_at=180.0)]
+    assert lifecycle.fading(inc, CONCEPT, {"ev-acc": 120.0}, support)
+    assert not lifecycle.fading(inc, CONCEPT, {"ev-acc": 200.0}, support), "started after: a new development"
+    assert not lifecycle.fading(inc, NAN, {"ev-nan": 120.0}, support), "a stronger one is never fading"
+    assert not lifecycle.fading(inc, None, {}, support)
+
+
+def test_a_mitigated_incident_is_superseded_only_by_a_confident_new_fault_after_the_fix():
+    inc, _ = lifecycle.mitigate(opened(), 150.0, "fixed")
+    assert lifecycle.superseded(inc, NAN, {"ev-nan": 160.0}, min_confidence=0.6)
+    assert not lifecycle.superseded(inc, NAN, {"ev-nan": 140.0}, min_confidence=0.6), "lingering from before"
+    assert not lifecycle.superseded(inc, NAN, {"ev-nan": 160.0}, min_confidence=0.99)
+    assert not lifecycle.superseded(opened(), NAN, {"ev-nan": 160.0}, min_confidence=0.6), "not mitigated"
+
+
+def test_restart_symptoms_are_suppressed_only_within_the_grace():
+    assert lifecycle.restart_suppressed("target_down", 100.0, 110.0, grace=30.0)
+    assert not lifecycle.restart_suppressed("target_down", 100.0, 140.0, grace=30.0)
+    assert not lifecycle.restart_suppressed("accuracy", 100.0, 110.0, grace=30.0)
+    assert not lifecycle.restart_suppressed("target_down", None, 110.0, grace=30.0)
+
+
+def test_an_episode_lasts_from_active_until_observed_inactive_and_missing_data_keeps_it_open():
+    ids = iter(["ev-1", "ev-2"])
+    ep = lifecycle.track_episodes({}, ["latency"], {"latency", "accuracy"}, make_id=lambda: next(ids))
+    assert ep.open == {"latency": "ev-1"} and ep.started == ("latency",) and ep.ended == ()
+    ep = lifecycle.track_episodes(ep.open, [], {"accuracy"}, make_id=lambda: next(ids))
+    assert ep.open == {"latency": "ev-1"} and ep.ended == (), "no reading is not recovery"
+    ep = lifecycle.track_episodes(ep.open, [], {"latency"}, make_id=lambda: next(ids))
+    assert ep.open == {} and ep.ended == ("ev-1",)
+    ep = lifecycle.track_episodes(ep.open, ["latency"], {"latency"}, make_id=lambda: next(ids))
+    assert ep.open == {"latency": "ev-2"}, "a new episode gets a new id"
+
+
+def test_a_diagnosis_is_stable_after_the_same_top_for_enough_cycles():
+    assert lifecycle.stable_top(["a", "b", "b"], 2)
+    assert not lifecycle.stable_top(["b", "a"], 2)
+    assert not lifecycle.stable_top(["b"], 2)
+    assert lifecycle.quiet_since(None, busy=False, now=5.0) == 5.0
+    assert lifecycle.quiet_since(5.0, busy=False, now=9.0) == 5.0
+    assert lifecycle.quiet_since(5.0, busy=True, now=9.0) is None
+
+
+def test_an_unknown_recommended_action_is_an_error_naming_it():
+    with pytest.raises(ValueError, match="unknown recommended_action 'reboot'"):
+        Hypothesis(FaultDomain.MODEL, "model.x", 0.9, "reboot", "x")  # type: ignore[arg-type]
+    assert Hypothesis(FaultDomain.MODEL, "model.x", 0.9, "clamp", "x").recommended_action is ActionKind.CLAMP  # type: ignore[arg-type]
