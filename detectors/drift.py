@@ -125,7 +125,7 @@ class _KsGrid:
             b *= self.scale
         np.maximum(b, 0, out=b)
         np.minimum(b, self.size - 1, out=b)
-        return b.astype(np.intp)
+        return np.asarray(b, dtype=np.intp)
 
     @classmethod
     def fit(cls, sorted_ref: np.ndarray) -> _KsGrid:
@@ -309,9 +309,9 @@ class DriftSuite:
                 if k < m:
                     missing[n] = m - k
             if "ks" in num_tests:
-                for (n, stat, p) in self._ks(num_names, counts, [d for _, _, d in finite],
-                                             [c for c, _, _ in finite]):
-                    results[(n, "ks")] = (stat, p, None)
+                for (n, ks_stat, ks_p) in self._ks(num_names, counts, [d for _, _, d in finite],
+                                                   [c for c, _, _ in finite]):
+                    results[(n, "ks")] = (ks_stat, ks_p, None)
             for n, (c, k, _) in zip(num_names, finite):
                 ref = self._num[n]
                 if "psi" in num_tests:
@@ -355,21 +355,17 @@ class DriftSuite:
             tests = num_tests if n in self._num else cat_tests
             for t in tests:
                 if (n, t) in results:
-                    stat, p, d = results[(n, t)]
-                    rows.append((n, t, stat, p, d))
+                    rows.append((n, t, *results[(n, t)]))
         if self._pca is not None:
             mat = np.column_stack([_as_float(by_name[n], n, "current") for n in num_names])
             err = np.sort(_pca_error(mat[np.isfinite(mat).all(axis=1)], self._pca))
-            if len(err):
-                stat, p = _ks_pair(self._pca["ref_err"], err)
-            else:
-                stat, p = 0.0, 1.0
-            rows.append((MULTIVARIATE_NAME, "pca", stat, p, None))
+            pca_stat, pca_p = _ks_pair(self._pca["ref_err"], err) if len(err) else (0.0, 1.0)
+            rows.append((MULTIVARIATE_NAME, "pca", pca_stat, pca_p, None))
         adjusted = _adjust([r[3] for r in rows], self.correction)
         feats = []
-        for (n, t, stat, p, d), adj in zip(rows, adjusted):
-            drift = bool(d) if p is None else bool(adj is not None and adj < self.alpha)
-            feats.append(FeatureDrift(n, t, float(stat), None if p is None else float(p), drift))
+        for (n, t, row_stat, row_p, row_drift), adj in zip(rows, adjusted):
+            drift = bool(row_drift) if row_p is None else bool(adj is not None and adj < self.alpha)
+            feats.append(FeatureDrift(n, t, float(row_stat), None if row_p is None else float(row_p), drift))
         return DriftReport(drift=any(f.drift for f in feats), features=tuple(feats), alpha=self.alpha,
                            correction=self.correction, adjusted_p_values=tuple(adjusted),
                            n_reference=self._n_reference, n_current=m, missing=missing)
@@ -659,11 +655,11 @@ def _chi2(ref_counts: np.ndarray, cur_counts: np.ndarray) -> tuple[float, float]
 def _pca_error(rows: np.ndarray, state: dict[str, np.ndarray]) -> np.ndarray:
     z = (rows - state["mean"]) / state["std"]
     recon = (z @ state["comp"].T) @ state["comp"]
-    return np.sqrt(((z - recon) ** 2).mean(axis=1))
+    return np.asarray(np.sqrt(((z - recon) ** 2).mean(axis=1)), dtype=float)
 
 
 # -- correction ------------------------------------------------------------------------------------
-def benjamini_hochberg(p_values: Sequence[float]) -> np.ndarray:
+def benjamini_hochberg(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
     """BH-adjusted p-values (step-up, monotone, capped at 1), in the input order.
 
     ``scipy.stats.false_discovery_control(p, method="bh")``; an empty input gives an empty array.
@@ -698,7 +694,7 @@ def _is_frame(obj: Any) -> bool:
 
 def _to_list(col: Any) -> list[Any]:
     if hasattr(col, "tolist"):
-        return col.tolist()
+        return list(col.tolist())
     return list(col)
 
 
@@ -754,10 +750,10 @@ def _columns(data: Any, names: list[str] | None, categorical: set[str], what: st
     if arr.dtype.kind in "fiub" and not categorical:
         # one transposed copy: every column becomes a contiguous row (fast to sort and search)
         block = np.array(arr.T, dtype=float, order="C")
-        cols: list[Any] = list(block)
+        columns: list[Any] = list(block)
     else:
-        cols = [arr[:, i] for i in range(d)]
-    return list(names), cols, set(categorical)
+        columns = [arr[:, i] for i in range(d)]
+    return list(names), columns, set(categorical)
 
 
 class SlidingWindowDrift:
