@@ -214,8 +214,10 @@ def test_restart_of_the_model_server(registry_dir: Path, holdout: tuple[np.ndarr
         assert snap.up and snap.accuracy is not None and snap.accuracy.labeled_total == 120
         kinds = [e["event_type"] for e in sink.events]
         assert kinds == ["scrape_failed", "scrape_recovered"]
-        sc.start()  # the background loop also runs
-        time.sleep(0.5)
+        sc.start()  # the background loop also runs: it scrapes again without being asked
+        deadline = time.monotonic() + 30
+        while sc.snapshot().scrapes_total <= 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
         sc.stop()
         assert sc.snapshot().scrapes_total > 3
     finally:
