@@ -100,7 +100,7 @@ class Store:
 
     def incidents(self, status: IncidentStatus | None = None, model: str | None = None,
                   limit: int = 100) -> list[Incident]:
-        sql, args = "SELECT doc FROM incidents WHERE 1=1", []
+        sql, args = "SELECT doc FROM incidents WHERE 1=1", list[str | int]()
         if status is not None:
             sql += " AND status=?"
             args.append(status.value)

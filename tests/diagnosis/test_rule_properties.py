@@ -77,7 +77,7 @@ def any_leaf() -> st.SearchStrategy[dict[str, Any]]:
 
 def conditions(leaf: st.SearchStrategy[dict[str, Any]], with_not: bool) -> st.SearchStrategy[dict[str, Any]]:
     def extend(inner: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[dict[str, Any]]:
-        options = [st.lists(inner, min_size=1, max_size=3).map(lambda cs: {"all": cs}),
+        options: list[st.SearchStrategy[dict[str, Any]]] = [st.lists(inner, min_size=1, max_size=3).map(lambda cs: {"all": cs}),
                    st.lists(inner, min_size=1, max_size=3).map(lambda cs: {"any": cs})]
         if with_not:
             options.append(inner.map(lambda c: {"not": c}))
