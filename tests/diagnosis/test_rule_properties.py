@@ -173,8 +173,9 @@ def test_confidence_is_one_minus_the_product_of_the_matching_weights(
         miss = 1.0
         for w in ws:
             miss *= 1.0 - w
-        assert got[cause] == pytest.approx(1.0 - miss, abs=5e-5)      # reported to 4 decimals
-        assert max(ws) - 5e-5 <= got[cause] <= min(1.0, sum(ws)) + 5e-5
+        tol = 6e-5                      # confidences are reported to 4 decimals (half a unit, and float slack)
+        assert got[cause] == pytest.approx(1.0 - miss, abs=tol)
+        assert max(ws) - tol <= got[cause] <= min(1.0, sum(ws)) + tol
 
 
 # ---------------------------------------------------------------- an inactive signal never raises a hypothesis
