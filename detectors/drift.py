@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -126,7 +125,7 @@ class _KsGrid:
             b *= self.scale
         np.maximum(b, 0, out=b)
         np.minimum(b, self.size - 1, out=b)
-        return b.astype(np.intp)
+        return np.asarray(b, dtype=np.intp)
 
     @classmethod
     def fit(cls, sorted_ref: np.ndarray) -> _KsGrid:
@@ -310,8 +309,9 @@ class DriftSuite:
                 if k < m:
                     missing[n] = m - k
             if "ks" in num_tests:
-                for (n, stat, p) in self._ks(num_names, counts, [d for _, _, d in finite]):
-                    results[(n, "ks")] = (stat, p, None)
+                for (n, ks_stat, ks_p) in self._ks(num_names, counts, [d for _, _, d in finite],
+                                                   [c for c, _, _ in finite]):
+                    results[(n, "ks")] = (ks_stat, ks_p, None)
             for n, (c, k, _) in zip(num_names, finite):
                 ref = self._num[n]
                 if "psi" in num_tests:
@@ -355,29 +355,26 @@ class DriftSuite:
             tests = num_tests if n in self._num else cat_tests
             for t in tests:
                 if (n, t) in results:
-                    stat, p, d = results[(n, t)]
-                    rows.append((n, t, stat, p, d))
+                    rows.append((n, t, *results[(n, t)]))
         if self._pca is not None:
             mat = np.column_stack([_as_float(by_name[n], n, "current") for n in num_names])
             err = np.sort(_pca_error(mat[np.isfinite(mat).all(axis=1)], self._pca))
-            if len(err):
-                stat, p = _ks_pair(self._pca["ref_err"], err)
-            else:
-                stat, p = 0.0, 1.0
-            rows.append((MULTIVARIATE_NAME, "pca", stat, p, None))
+            pca_stat, pca_p = _ks_pair(self._pca["ref_err"], err) if len(err) else (0.0, 1.0)
+            rows.append((MULTIVARIATE_NAME, "pca", pca_stat, pca_p, None))
         adjusted = _adjust([r[3] for r in rows], self.correction)
         feats = []
-        for (n, t, stat, p, d), adj in zip(rows, adjusted):
-            drift = bool(d) if p is None else bool(adj is not None and adj < self.alpha)
-            feats.append(FeatureDrift(n, t, float(stat), None if p is None else float(p), drift))
+        for (n, t, row_stat, row_p, row_drift), adj in zip(rows, adjusted):
+            drift = bool(row_drift) if row_p is None else bool(adj is not None and adj < self.alpha)
+            feats.append(FeatureDrift(n, t, float(row_stat), None if row_p is None else float(row_p), drift))
         return DriftReport(drift=any(f.drift for f in feats), features=tuple(feats), alpha=self.alpha,
                            correction=self.correction, adjusted_p_values=tuple(adjusted),
                            n_reference=self._n_reference, n_current=m, missing=missing)
 
     def _numeric_columns(self, names: list[str], by_name: dict[str, Any], m: int, with_ks: bool,
                          keep: bool) -> list[tuple[np.ndarray, int, float | None]]:
-        """Per numeric feature: its finite current values (unsorted; empty unless ``keep``), their count and
-        the KS statistic. Columns run on several threads for big inputs (numpy releases the GIL)."""
+        """Per numeric feature: its finite current values (unsorted; empty unless ``keep`` or the KS test
+        will compute an exact p-value from them), their count and
+        the KS statistic (None where the exact path computes it). Columns run on several threads for big inputs (numpy releases the GIL)."""
         empty = np.empty(0)
 
         def work(i: int) -> tuple[np.ndarray, int, float | None]:
@@ -387,8 +384,9 @@ class DriftSuite:
                 total = c.sum()
             if not math.isfinite(total):                        # cheap: any NaN or inf makes the sum so
                 c = c[np.isfinite(c)]
-            d = _ks_stat_grid(self._num[name], c) if with_ks and len(c) else None
-            return (np.ascontiguousarray(c) if keep else empty), len(c), d
+            small = with_ks and max(len(c), len(self._num[name].sorted_ref)) <= _KS_MAX_AUTO_N
+            d = _ks_stat_grid(self._num[name], c) if with_ks and len(c) and not small else None
+            return (np.ascontiguousarray(c) if keep or small else empty), len(c), d
 
         workers = min(self.workers, len(names)) if m * len(names) >= 1_000_000 else 1
         if workers <= 1:
@@ -398,20 +396,21 @@ class DriftSuite:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             return list(pool.map(work, range(len(names))))
 
-    def _ks(self, names: list[str], counts: list[int],
-            ks_stats: list[float | None]) -> list[tuple[str, float, float]]:
+    def _ks(self, names: list[str], counts: list[int], ks_stats: list[float | None],
+            values: list[np.ndarray]) -> list[tuple[str, float, float]]:
+        """(name, statistic, p-value) per feature; ``values`` are the finite current values, needed (and
+        kept) only for samples small enough for scipy's exact p-value."""
         out: list[tuple[str, float, float]] = []
         asymp_idx, asymp_d, asymp_en = [], [], []
         for n, m, d in zip(names, counts, ks_stats):
-            if m == 0 or d is None:
+            if m == 0:
                 out.append((n, 0.0, 1.0))
                 continue
             n1 = len(self._num[n].sorted_ref)
             if max(n1, m) <= _KS_MAX_AUTO_N:
-                ok, d_exact, p = _ks_exact(n1, m, d)
-                if ok:
-                    out.append((n, d_exact, p))
-                    continue
+                out.append((n, *_ks_small(self._num[n].sorted_ref, values[len(out)])))
+                continue
+            assert d is not None, "the KS statistic is computed for every non-empty big sample"
             big, small = sorted([float(n1), float(m)], reverse=True)
             asymp_idx.append(len(out))
             asymp_d.append(d)
@@ -496,23 +495,21 @@ def _ks_stat_grid(ref: _Numeric, cur: np.ndarray) -> float:
     return best
 
 
-def _ks_exact(n1: int, n2: int, d: float) -> tuple[bool, float, float]:
-    from scipy.stats import _stats_py
+def _ks_small(ref_sorted: np.ndarray, cur: np.ndarray) -> tuple[float, float]:
+    """Statistic and p-value of ``scipy.stats.ks_2samp`` (``method='auto'``) for samples of at most
+    ``_KS_MAX_AUTO_N`` values: the exact p-value (scipy's lattice-path count), or the asymptotic one
+    where scipy's exact computation does not succeed."""
+    from scipy import stats
 
-    g = math.gcd(n1, n2)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ok, d2, p = _stats_py._attempt_exact_2kssamp(n1, n2, g, d, "two-sided")
-    return bool(ok), float(d2), float(np.clip(p, 0, 1))
+    res = stats.ks_2samp(ref_sorted, cur, method="auto")
+    return float(res.statistic), float(np.clip(res.pvalue, 0.0, 1.0))
 
 
 def _ks_pair(ref_sorted: np.ndarray, cur_sorted: np.ndarray) -> tuple[float, float]:
     n1, m = len(ref_sorted), len(cur_sorted)
-    d = _ks_stat(ref_sorted, cur_sorted)
     if max(n1, m) <= _KS_MAX_AUTO_N:
-        ok, d2, p = _ks_exact(n1, m, d)
-        if ok:
-            return d2, p
+        return _ks_small(ref_sorted, cur_sorted)
+    d = _ks_stat(ref_sorted, cur_sorted)
     big, small = sorted([float(n1), float(m)], reverse=True)
     return d, float(_kstwo_sf(np.array([d]), np.array([np.round(big * small / (big + small))]))[0])
 
@@ -658,22 +655,21 @@ def _chi2(ref_counts: np.ndarray, cur_counts: np.ndarray) -> tuple[float, float]
 def _pca_error(rows: np.ndarray, state: dict[str, np.ndarray]) -> np.ndarray:
     z = (rows - state["mean"]) / state["std"]
     recon = (z @ state["comp"].T) @ state["comp"]
-    return np.sqrt(((z - recon) ** 2).mean(axis=1))
+    return np.asarray(np.sqrt(((z - recon) ** 2).mean(axis=1)), dtype=float)
 
 
 # -- correction ------------------------------------------------------------------------------------
-def benjamini_hochberg(p_values: Sequence[float]) -> np.ndarray:
-    """BH-adjusted p-values (step-up, monotone, capped at 1), in the input order."""
+def benjamini_hochberg(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
+    """BH-adjusted p-values (step-up, monotone, capped at 1), in the input order.
+
+    ``scipy.stats.false_discovery_control(p, method="bh")``; an empty input gives an empty array.
+    """
+    from scipy.stats import false_discovery_control
+
     p = np.asarray(p_values, dtype=float)
-    m = len(p)
-    if m == 0:
+    if len(p) == 0:
         return p
-    order = np.argsort(p, kind="stable")
-    ranked = p[order] * m / np.arange(1, m + 1)
-    ranked = np.minimum.accumulate(ranked[::-1])[::-1]
-    out = np.empty(m)
-    out[order] = np.minimum(ranked, 1.0)
-    return out
+    return np.asarray(false_discovery_control(p, method="bh"), dtype=float)
 
 
 def _adjust(p_values: list[float | None], correction: str) -> list[float | None]:
@@ -698,7 +694,7 @@ def _is_frame(obj: Any) -> bool:
 
 def _to_list(col: Any) -> list[Any]:
     if hasattr(col, "tolist"):
-        return col.tolist()
+        return list(col.tolist())
     return list(col)
 
 
@@ -754,10 +750,10 @@ def _columns(data: Any, names: list[str] | None, categorical: set[str], what: st
     if arr.dtype.kind in "fiub" and not categorical:
         # one transposed copy: every column becomes a contiguous row (fast to sort and search)
         block = np.array(arr.T, dtype=float, order="C")
-        cols: list[Any] = list(block)
+        columns: list[Any] = list(block)
     else:
-        cols = [arr[:, i] for i in range(d)]
-    return list(names), cols, set(categorical)
+        columns = [arr[:, i] for i in range(d)]
+    return list(names), columns, set(categorical)
 
 
 class SlidingWindowDrift:

@@ -1,47 +1,54 @@
-"""The codebase stays ruff-clean (rules in pyproject.toml) and keeps its layering."""
+"""The codebase stays ruff-clean (rules in pyproject.toml) and keeps its import layers (import-linter
+contracts in pyproject.toml: layers, independence inside collector/, no cycles inside a package)."""
 from __future__ import annotations
 
-import ast
+import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+CONTRACTS = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
 
-# Imports point downhill (DESIGN.md): incidentd -> remediation -> diagnosis -> detectors; collector ->
-# detectors; nothing imports incidentd, detectors imports nothing of ours.
-ALLOWED = {
-    "detectors": set(),
-    "collector": {"detectors"},
-    "diagnosis": {"detectors"},
-    "remediation": {"detectors", "diagnosis", "collector"},
+# Contracts today's code breaks, each fixed on another branch of issue 10; remove an entry once merged.
+BROKEN_UNTIL_MERGED = {
+    "no-cycles-collector": "collector.sidecar <-> collector.exposition: the snapshot module (branch edges) ends it",
+    "no-cycles-incidentd": "incidentd.bench imports incidentd.commands.inject, which commands.bench imports "
+                           "back: the shared fault model (branch edges) moves out of the CLI module",
 }
 
 
+def _tool(name: str) -> str:
+    path = shutil.which(name) or str(Path(sys.executable).parent / name)
+    if not Path(path).exists():
+        pytest.skip(f"{name} not installed (it is in the dev extra)")
+    return path
+
+
 def test_ruff_clean():
-    ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
-    if not Path(ruff).exists():
-        pytest.skip("ruff not installed (it is in the dev extra)")
-    r = subprocess.run([ruff, "check", str(REPO)], capture_output=True, text=True, check=False)
+    r = subprocess.run([_tool("ruff"), "check", str(REPO)], capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stdout[-3000:]
 
 
-@pytest.mark.parametrize("package", sorted(ALLOWED))
-def test_layering(package):
-    ours = {"detectors", "collector", "diagnosis", "remediation", "incidentd"}
-    bad = []
-    for path in (REPO / package).rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names = [node.module]
-            for n in names:
-                top = n.split(".")[0]
-                if top in ours and top != package and top not in ALLOWED[package]:
-                    bad.append(f"{path.relative_to(REPO)} imports {n}")
-    assert not bad, "\n".join(bad)
+def test_contracts_cover_every_package_and_the_layers():
+    ids = {c["id"] for c in CONTRACTS}
+    assert {f"no-cycles-{p}" for p in ("detectors", "collector", "diagnosis", "remediation", "incidentd")} <= ids
+    layers = [c["layers"] for c in CONTRACTS if c["type"] == "layers"]
+    assert ["incidentd", "remediation", "diagnosis", "detectors"] in layers
+    assert ["incidentd", "collector", "detectors"] in layers
+
+
+@pytest.mark.parametrize("contract", [
+    pytest.param(c["id"], marks=pytest.mark.xfail(strict=False, reason=BROKEN_UNTIL_MERGED[c["id"]]))
+    if c["id"] in BROKEN_UNTIL_MERGED else c["id"]
+    for c in CONTRACTS
+])
+def test_import_contract_kept(contract: str):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    r = subprocess.run([_tool("lint-imports"), "--no-cache", "--contract", contract], cwd=REPO, env=env,
+                       capture_output=True, text=True, check=False)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]

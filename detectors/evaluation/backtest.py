@@ -28,7 +28,7 @@ def score_series(values: np.ndarray, detector: str | None = None, timestamps: np
     """Causal scores in [0, 1], one per value (the vectorized batch path of the detector)."""
     det = make_detector(detector)
     s = det.score_batch(np.asarray(values, dtype=float), timestamps)
-    return np.clip(np.nan_to_num(s, nan=0.0), 0.0, 1.0)
+    return np.asarray(np.clip(np.nan_to_num(s, nan=0.0), 0.0, 1.0), dtype=float)
 
 
 def timestamps_seconds(ts: Any) -> np.ndarray | None:
@@ -39,7 +39,7 @@ def timestamps_seconds(ts: Any) -> np.ndarray | None:
         t = pd.to_datetime(pd.Series(ts), errors="raise")
     except (ValueError, TypeError):
         return None
-    return t.to_numpy(dtype="datetime64[ns]").astype(np.int64) / 1e9
+    return np.asarray(t.to_numpy(dtype="datetime64[ns]").astype(np.int64) / 1e9, dtype=float)
 
 
 def backtest_file(input_path: str | Path, output_path: str | Path, detector: str | None = None) -> np.ndarray:

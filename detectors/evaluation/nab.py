@@ -68,7 +68,8 @@ def row_values(f: NabFile, a_tp: float, a_fp: float) -> tuple[np.ndarray, np.nda
     val = np.full(n, -a_fp)
     wid = np.full(n, -1, dtype=np.int64)
     s_neg1 = float(sigma(-1.0))
-    prev_end, prev_w = None, None
+    prev_end: int | None = None
+    prev_w = 1
     idx = np.arange(n)
     for k, (lo, hi) in enumerate(f.windows):
         w = hi - lo + 1

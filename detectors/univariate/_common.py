@@ -50,7 +50,7 @@ def z_to_score_array(z: np.ndarray, direction: Direction, z_alarm: float) -> np.
         zz = np.maximum(-z, 0.0)
     else:
         zz = np.abs(z)
-    return special.erf(zz * (Z99 / z_alarm) / _SQRT2)
+    return np.asarray(special.erf(zz * (Z99 / z_alarm) / _SQRT2), dtype=float)
 
 
 def as_float_array(values: object) -> np.ndarray:

@@ -15,7 +15,7 @@ def ewm_path(x: np.ndarray, a: float, y0: float) -> np.ndarray:
     """y_t = a*x_t + (1-a)*y_{t-1}, starting from y_{-1} = y0."""
     b = 1.0 - a
     y, _ = signal.lfilter([a], [1.0, -b], x, zi=[b * y0])
-    return y
+    return np.asarray(y, dtype=float)
 
 
 def ewm_mean_var(x: np.ndarray, a: float, mean0: float, var0: float

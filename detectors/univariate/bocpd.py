@@ -77,11 +77,13 @@ class BOCPD(Detector):
         self._mu, self._kappa = np.array([mu0]), np.array([k0])
         self._alpha, self._beta = np.array([a0]), np.array([b0])
 
-    def _lgamma_terms(self) -> None:
+    def _lgamma_terms(self) -> np.ndarray:
         # alpha of run length r is alpha0 + r/2, so the Student-t normalizers depend on r only
         a = self._prior[2] + 0.5 * np.arange(self.max_run + 1)
         nu = 2.0 * a
-        self._log_norm = special.gammaln((nu + 1.0) / 2.0) - special.gammaln(nu / 2.0) - 0.5 * np.log(np.pi * nu)
+        self._log_norm = np.asarray(
+            special.gammaln((nu + 1.0) / 2.0) - special.gammaln(nu / 2.0) - 0.5 * np.log(np.pi * nu), dtype=float)
+        return self._log_norm
 
     def update(self, value: float, timestamp: float | None = None) -> float:
         x = finite_or_none(value)
@@ -97,9 +99,10 @@ class BOCPD(Detector):
         nu = 2.0 * alpha
         scale2 = beta * (kappa + 1.0) / (alpha * kappa)
         zz = (x - mu) ** 2 / (nu * scale2)
-        if getattr(self, "_log_norm", None) is None or len(self._log_norm) != self.max_run + 1:
-            self._lgamma_terms()
-        log_pred = self._log_norm[: len(mu)] - 0.5 * np.log(scale2) - (nu + 1.0) / 2.0 * np.log1p(zz)
+        log_norm = getattr(self, "_log_norm", None)
+        if log_norm is None or len(log_norm) != self.max_run + 1:
+            log_norm = self._lgamma_terms()
+        log_pred = log_norm[: len(mu)] - 0.5 * np.log(scale2) - (nu + 1.0) / 2.0 * np.log1p(zz)
         joint = self._log_r + log_pred
         grow = joint + self._log_1mh
         cp = _lse(joint + self._log_h)

@@ -49,7 +49,8 @@ class _CumulativeSum(Detector):
 
     def _score(self, up: float, down: float) -> float:
         s = up if self.watch is Direction.UP else down if self.watch is Direction.DOWN else max(up, down)
-        return 1.0 - 0.01 ** (s / getattr(self, self._threshold_attr))
+        threshold = float(getattr(self, self._threshold_attr))
+        return float(1.0 - 0.01 ** (s / threshold))
 
     def update(self, value: float, timestamp: float | None = None) -> float:
         # The hot path of every streamed point: locals instead of repeated attribute lookups, the same
@@ -157,7 +158,7 @@ def _var_path(d: np.ndarray, a: float, var0: float) -> np.ndarray:
 
     b = 1.0 - a
     out, _ = signal.lfilter([a * b], [1.0, -b], d * d, zi=[b * var0])
-    return out
+    return np.asarray(out, dtype=float)
 
 
 @register

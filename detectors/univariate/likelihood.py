@@ -103,15 +103,15 @@ class AnomalyLikelihood(Detector):
         score = 0.0
         warm = n >= self.warmup
         mean = self._mean / (1.0 - b ** n) if n > 0 else 0.0
-        d = short - mean
+        dev = short - mean
         if warm:
             var = self._var / (1.0 - b ** (n - 1)) if n > 1 else 0.0
             sd = math.sqrt(var)
-            z = d / (max(1e-06, sd))
+            z = dev / (max(1e-06, sd))
             score = self._score(z)
             self.direction = lead.direction
         if n > 0:
-            self._var = (a * b) * (d * d) + b * self._var
+            self._var = (a * b) * (dev * dev) + b * self._var
         self._mean = a * short + b * self._mean
         self._short = short
         self._n = n + 1

@@ -94,7 +94,13 @@ class Surprise(Detector):
 
     @seasonal_state.setter
     def seasonal_state(self, state: dict[str, Any] | None) -> None:
-        self._seasonal = None if state is None else Detector.restore(state)
+        if state is None:
+            self._seasonal = None
+            return
+        seasonal = Detector.restore(state)
+        if not isinstance(seasonal, Seasonal):
+            raise InvalidInput(f"seasonal_state restores a {type(seasonal).__name__}, not a Seasonal")
+        self._seasonal = seasonal
 
     def reset(self) -> None:
         self._seasonal = self._new_seasonal()

@@ -63,8 +63,8 @@ def backtest(
                 raise InvalidInput("--input needs --output")
             from detectors.evaluation.backtest import backtest_file
 
-            scores = backtest_file(input, output, detector)
-            typer.echo(f"wrote {len(scores)} rows to {output}", err=True)
+            rows = backtest_file(input, output, detector)
+            typer.echo(f"wrote {len(rows)} rows to {output}", err=True)
         else:
             raise InvalidInput("give --input FILE.csv --output OUT.csv, or --nab DATA_DIR")
     except InvalidInput as exc:

@@ -6,6 +6,7 @@ import json
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 from fastapi.testclient import TestClient
@@ -35,8 +36,12 @@ def test_app_serves_metrics_and_healthz_while_target_is_down(tmp_path: Path) -> 
         registry=CollectorRegistry(),
     )
     with TestClient(create_app(sc)) as client:  # lifespan runs the loop
+        def scrapes() -> int:
+            snap = sc.snapshot()
+            return 0 if snap is None else snap.scrapes_total
+
         deadline = time.monotonic() + 5
-        while (sc.snapshot() is None or sc.snapshot().scrapes_total < 2) and time.monotonic() < deadline:
+        while scrapes() < 2 and time.monotonic() < deadline:
             time.sleep(0.02)
         r = client.get("/metrics")
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
@@ -81,7 +86,7 @@ def test_command_builds_sidecar_with_elasticsearch_sink(tmp_path: Path, monkeypa
 
     from collector.elasticsearch import ElasticsearchSink
 
-    captured = {}
+    captured: dict[str, Any] = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: captured.update(app=app, **kw))
     app = typer.Typer()
     sidecar_command.register(app)

@@ -116,13 +116,13 @@ def test_schema_checks_tell_unit_change_unseen_codes_and_shift_apart(digits_moni
 
     unseen = x.copy()
     rows = rng.random(400) < 0.3
-    unseen[np.ix_(rows, CENTRE)] = rng.integers(17, 65, (rows.sum(), len(CENTRE)))
+    unseen[np.ix_(np.flatnonzero(rows), np.asarray(CENTRE))] = rng.integers(17, 65, (rows.sum(), len(CENTRE)))
     r = mon.compare("v1", unseen, np.array([]))
     assert set(r.unseen_category_features) >= {f"px{i}" for i in CENTRE[1:]} and r.unit_change_features == ()
 
     shifted = x.copy()
     rows = rng.random(400) < 0.6
-    shifted[np.ix_(rows, CENTRE)] += 7                   # new codes too, but the known ones moved: drift
+    shifted[np.ix_(np.flatnonzero(rows), np.asarray(CENTRE))] += 7                   # new codes too, but the known ones moved: drift
     r = mon.compare("v1", shifted, np.array([]))
     assert r.detected and r.unseen_category_features == () and r.unit_change_features == ()
 
@@ -130,7 +130,7 @@ def test_schema_checks_tell_unit_change_unseen_codes_and_shift_apart(digits_moni
     for share in (0.1, 0.2, 0.4):
         early_shift, early_unseen = x.copy(), x.copy()
         rows = rng.random(400) < share
-        early_shift[np.ix_(rows, CENTRE)] += 7
-        early_unseen[np.ix_(rows, CENTRE)] = rng.integers(17, 65, (rows.sum(), len(CENTRE)))
+        early_shift[np.ix_(np.flatnonzero(rows), np.asarray(CENTRE))] += 7
+        early_unseen[np.ix_(np.flatnonzero(rows), np.asarray(CENTRE))] = rng.integers(17, 65, (rows.sum(), len(CENTRE)))
         assert mon.compare("v1", early_shift, np.array([])).unseen_category_features == (), share
         assert mon.compare("v1", early_unseen, np.array([])).unseen_category_features != (), share

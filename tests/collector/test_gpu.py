@@ -27,7 +27,7 @@ def write_state(path: Path, state: dict, bump: int) -> None:
 def test_simulated_defaults_without_file() -> None:
     (r,) = SimulatedGPUSource().read()
     assert r.gpu == "0" and r.throttled is False
-    assert 0.0 <= r.utilization_ratio <= 1.0
+    assert r.utilization_ratio is not None and 0.0 <= r.utilization_ratio <= 1.0
     assert r.temperature_celsius == 55.0 and r.ecc_errors_total == 0 and r.xid_errors_total == 0
 
 

@@ -35,4 +35,5 @@ def test_process_cpu_rss_pid_change_and_death() -> None:
         child.wait()
     dead = s.sample(child.pid)
     assert dead is not None and not dead.alive and dead.resident_memory_bytes is None
-    assert s.sample(child.pid).alive is False  # stays dead, never raises
+    again = s.sample(child.pid)
+    assert again is not None and again.alive is False  # stays dead, never raises

@@ -270,21 +270,25 @@ def test_gpu_faults_write_the_sidecar_state_file(tmp_path: Path, url: str) -> No
     from collector.gpu import SimulatedGPUSource
 
     state = tmp_path / "gpu.json"
-    src = SimulatedGPUSource(state, count=2)
-    assert [r.throttled for r in src.read()] == [False, False]
+
+    def read() -> list:
+        # a fresh reader each time: it loads the file as the sidecar would after the change (a reused one
+        # re-reads on a new mtime, which two writes within one filesystem timestamp tick do not give)
+        return SimulatedGPUSource(state, count=2).read()
+
+    assert [r.throttled for r in read()] == [False, False]
     code, out, text = cli("gpu_thermal", "-p", f"gpu_state={state}", "--target", url)
     assert code == 0, text
     assert out["gpu_state"] == {"temperature_celsius": 92.0, "throttled": True}
-    assert [(r.temperature_celsius, r.throttled) for r in src.read()] == [(92.0, True), (92.0, True)]
+    assert [(r.temperature_celsius, r.throttled) for r in read()] == [(92.0, True), (92.0, True)]
     assert cli("gpu_errors", "-p", f"gpu_state={state}", "--target", url)[0] == 0
     assert cli("gpu_errors", "-p", f"gpu_state={state}", "-p", "gpu=1", "-p", "ecc=2", "-p", "xid=1",
                "--target", url)[0] == 0
-    time.sleep(0.01)
-    r0, r1 = src.read()
+    r0, r1 = read()
     assert (r0.ecc_errors_total, r1.ecc_errors_total, r1.xid_errors_total) == (1, 3, 1)
     code, out, _ = cli("clear", "-p", f"gpu_state={state}", "--target", url)
     assert code == 0
-    r0, r1 = src.read()
+    r0, r1 = read()
     assert (r0.throttled, r0.temperature_celsius, r1.ecc_errors_total) == (False, 55.0, 3)  # counters stay
 
 

@@ -105,6 +105,34 @@ def test_benjamini_hochberg_matches_the_textbook_example() -> None:
     np.testing.assert_allclose(benjamini_hochberg(p), [0.025, 0.05, 0.05, 0.025, 0.2])
 
 
+def _hand_written_bh(p_values: list[float]) -> np.ndarray:
+    """The step-up adjustment incidentd computed by hand before it used scipy's (kept as the oracle)."""
+    p = np.asarray(p_values, dtype=float)
+    m = len(p)
+    order = np.argsort(p, kind="stable")
+    ranked = p[order] * m / np.arange(1, m + 1)
+    ranked = np.minimum.accumulate(ranked[::-1])[::-1]
+    out = np.empty(m)
+    out[order] = np.minimum(ranked, 1.0)
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.floats(0.0, 1.0), st.sampled_from([0.0, 1e-12, 0.01, 0.05, 1.0])),
+                min_size=1, max_size=60),
+       st.sampled_from([0.001, 0.01, 0.05, 0.1]))
+def test_benjamini_hochberg_gives_the_old_hand_written_decisions(p: list[float], alpha: float) -> None:
+    ours, old = benjamini_hochberg(p), _hand_written_bh(p)
+    np.testing.assert_allclose(ours, old, rtol=1e-12, atol=0)
+    # rounding can only matter at alpha exactly; the drift decisions (adjusted < alpha) stay the same
+    near = np.isclose(old, alpha, rtol=1e-12, atol=0)
+    assert ((ours < alpha) == (old < alpha))[~near].all()
+
+
+def test_benjamini_hochberg_of_nothing_is_empty() -> None:
+    assert benjamini_hochberg([]).shape == (0,)
+
+
 def test_correction_turns_off_marginal_single_feature_findings() -> None:
     # 50 features of pure noise: uncorrected alpha=0.05 finds some, BH almost surely none.
     rng = np.random.default_rng(4)

@@ -250,6 +250,16 @@ class PrometheusServer(Server):
             raise RuntimeError(f"query {expr!r} failed: {status} {body}")
         return body["data"]["result"]
 
+    def scraped_since(self, at: float) -> bool:
+        """Every target has been scraped (its ``up`` sample stamped) after the wall-clock time ``at``."""
+        ups = self.query("timestamp(up)")
+        return bool(ups) and min(float(r["value"][1]) for r in ups) > at
+
+    def samples_of(self, selector: str, window: str = "1m") -> int:
+        """The fewest samples any series of ``selector`` has in the last ``window`` (0 when none exists)."""
+        got = self.query(f"{selector}[{window}]")        # a range vector: every series with its samples
+        return min((len(r["values"]) for r in got), default=0)
+
 
 @pytest.fixture(scope="session")
 def prometheus(servers_settings: dict[str, str]) -> Iterator[PrometheusServer]:

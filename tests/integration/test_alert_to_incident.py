@@ -6,7 +6,6 @@ incident must resolve when the alert resolves.
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -44,6 +43,16 @@ def _incidents(url: str) -> list[dict[str, Any]]:
     return body["incidents"]
 
 
+def _notifications(url: str, outcome: str) -> float:
+    """incidentd's count of Alertmanager notifications with this outcome (accepted, duplicate)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, text = http("GET", f"{url}/metrics")
+    assert status == 200, text
+    return sum(s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+               if s.name == "incidentd_webhook_notifications_total" and s.labels.get("outcome") == outcome)
+
+
 def test_alert_opens_one_incident_that_resolves(prometheus: PrometheusServer, alertmanager: AlertmanagerServer,
                                                 exporter, incidentd_service, tmp_path):  # noqa: F811
     port, g = exporter
@@ -65,11 +74,13 @@ def test_alert_opens_one_incident_that_resolves(prometheus: PrometheusServer, al
         assert wait_until(lambda: bool(prometheus.query('model_weights_nonfinite{job="incidentd-sidecar"}')), 30)
         g["weights"].labels("digits", "v1").set(5)
         assert wait_until(lambda: bool(_incidents(incidentd_service)), 90), "no incident opened"
-        time.sleep(8)                      # Alertmanager keeps re-delivering (repeat_interval 2s)
+        # Alertmanager keeps re-delivering (repeat_interval 2s): wait until incidentd has seen the same
+        # firing alert delivered again at least twice, then it must still have opened one incident
+        assert wait_until(lambda: _notifications(incidentd_service, "duplicate") >= 2, 60), \
+            _notifications(incidentd_service, "duplicate")
         open_incidents = _incidents(incidentd_service)
         assert len(open_incidents) == 1, open_incidents
-        metrics = http("GET", f"{incidentd_service}/metrics")[1]
-        assert "incidentd_webhook_notifications_total" in metrics
+        assert _notifications(incidentd_service, "accepted") >= 1
 
         g["weights"].labels("digits", "v1").set(0)
         assert wait_until(lambda: all(i["status"] == "resolved" for i in _incidents(incidentd_service)), 120), \

@@ -133,7 +133,8 @@ def test_every_grafana_panel_query_returns_data(grafana_gen, prometheus: Prometh
         prometheus.configure([{"job_name": "incidentd-sidecar",
                                "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}])
         assert wait_until(lambda: bool(prometheus.query('model_up{job="incidentd-sidecar"}')), 30)
-        time.sleep(3)  # rate()/increase() need two samples
+        # rate()/increase() need two samples of every series
+        assert wait_until(lambda: prometheus.samples_of('{job="incidentd-sidecar"}') >= 2, 30)
         exprs = _prom_exprs(grafana_gen)
         assert len(exprs) >= 25
         empty = []

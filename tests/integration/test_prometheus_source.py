@@ -36,7 +36,8 @@ def two_targets(prometheus: PrometheusServer):
     ])
     mine = f'model_error_ratio{{model=~"{MODEL}|we.ird.*"}}'
     assert wait_until(lambda: len(prometheus.query(mine)) == 4, 60), prometheus.query(mine)
-    time.sleep(2)
+    # the reads below expect at least two points of each series
+    assert wait_until(lambda: prometheus.samples_of(mine) >= 2, 60), prometheus.query(mine)
     yield prometheus
     prometheus.configure([])
     for s in servers:

@@ -63,7 +63,7 @@ class DemoStack:
         rng = random.Random(0)
         while not self.stop.is_set():
             if self.paused.is_set():
-                time.sleep(0.1)
+                self.stop.wait(0.1)
                 continue
             rows = [[rng.random() * 16 for _ in range(64)] for _ in range(16)]
             try:
@@ -73,7 +73,7 @@ class DemoStack:
                 self.requests += len(rows)
             except OSError:
                 pass
-            time.sleep(0.1)
+            self.stop.wait(0.1)
 
     def sidecar_samples(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         with urllib.request.urlopen(f"{self.sidecar_url}/metrics", timeout=10) as resp:
@@ -162,12 +162,15 @@ def _compare(stack: DemoStack, prometheus: PrometheusServer) -> list[str]:
 
 def test_prometheus_holds_what_the_sidecar_exposes(scraped: DemoStack, prometheus: PrometheusServer):
     scraped.paused.set()                      # hold the values still while comparing
+    paused_at = time.time()
     try:
         problems: list[str] = []
 
         def equal() -> bool:
             nonlocal problems
-            time.sleep(4)                     # let Prometheus scrape the settled values (2 s interval)
+            # compare only once Prometheus has scraped every target after the values settled
+            if not prometheus.scraped_since(paused_at + 0.5):
+                return False
             problems = _compare(scraped, prometheus)
             return not problems
 

@@ -50,9 +50,14 @@ def test_sends_predictions_and_delayed_labels(threaded_server: str) -> None:
     with d:
         assert _wait(lambda: d.stats().labels_sent >= 5)
         d.set_label_stall(True)
-        time.sleep(0.4)
+        # two more predictions: the loop iteration that was sending labels when the stall began is over
+        sent = d.stats().requests_sent
+        assert _wait(lambda: d.stats().requests_sent >= sent + 2)
         stalled_at = d.stats().labels_sent
-        time.sleep(0.6)
+        # 60 predictions at 40/s take 1.5 s; less the at most 1 s the driver bursts to catch up, that is
+        # longer than the 0.3 s label delay: labels came due and were held
+        sent = d.stats().requests_sent
+        assert _wait(lambda: d.stats().requests_sent >= sent + 60)
         assert d.stats().labels_sent == stalled_at and d.stats().labels_pending > 0
         d.set_label_stall(False)
         assert _wait(lambda: d.stats().labels_sent > stalled_at)

@@ -111,9 +111,13 @@ def test_accuracy_back_to_known_good_level(tmp_path) -> None:
     assert base == pytest.approx(meta["holdout_accuracy"], abs=1e-3) and base > 0.93
     rng = np.random.default_rng(0)
     with torch.no_grad():
-        w = model.net[0].weight.view(-1)
+        net = model.net
+        assert isinstance(net, torch.nn.Sequential)
+        first, second = net[0], net[2]
+        assert isinstance(first, torch.nn.Linear) and isinstance(second, torch.nn.Linear)
+        w = first.weight.view(-1)
         w[torch.as_tensor(rng.choice(w.numel(), 20, replace=False))] = float("nan")
-        w2 = model.net[2].weight.view(-1)
+        w2 = second.weight.view(-1)
         w2[torch.as_tensor(rng.choice(w2.numel(), 10, replace=False))] *= 1e4
     assert accuracy(model, split.x_holdout, split.y_holdout) < 0.5
     rep = clamp_state(model.state_dict(), good["state_dict"], derive_bounds(good["state_dict"]))
