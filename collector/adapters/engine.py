@@ -299,11 +299,12 @@ class ReadingWindow:
         return oldest, newest
 
     def owner(self, key: ModelKey, sig: Signal) -> ModelKey | None:
-        """``key`` if its series carry ``sig``, else the server-wide series if they do (no model label)."""
+        """``key`` if its series carry ``sig``, else the model's unversioned series, else the server-wide
+        series (no model label)."""
         newest = self.newest
         if newest is None:
             return None
-        for k in (key, SERVER_WIDE):
+        for k in (key, (key[0], ""), SERVER_WIDE):
             r = newest.models.get(k)
             if r is not None and any(sig in d for d in (r.counters, r.gauges, r.histograms, r.summaries, r.pairs)):
                 return k
