@@ -113,11 +113,15 @@ class Proxy:
         client = self._http()
         started = time.perf_counter()
         try:
-            req = client.build_request(scope["method"], url, headers=headers, content=body)
-            resp = await client.send(req, stream=True)
+            try:
+                resp = await client.send(client.build_request(scope["method"], url, headers=headers, content=body), stream=True)
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+                # A pooled keep-alive connection the upstream had just closed: the request never reached
+                # it (no response byte came back), so it is sent once more on a fresh connection.
+                resp = await client.send(client.build_request(scope["method"], url, headers=headers, content=body), stream=True)
         except httpx.HTTPError as exc:
             self.upstream_errors_total += 1
-            log.warning("upstream %s unreachable: %s", self.upstream, exc)
+            log.warning("upstream %s unreachable: %s %s", self.upstream, type(exc).__name__, exc)
             await _plain(send, 502, f"upstream unreachable: {type(exc).__name__}".encode(), rid)
             return
         try:

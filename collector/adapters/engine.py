@@ -294,9 +294,11 @@ class ReadingWindow:
         return self._readings[-1] if self._readings else None
 
     def _ends(self, key: ModelKey) -> tuple[ModelReading | None, ModelReading | None]:
-        newest = self._readings[-1].models.get(key) if self._readings else None
-        oldest = next((r.models[key] for r in self._readings if key in r.models), None)
-        return oldest, newest
+        """The series at the window's first and last reading; a series the first reading lacks did not
+        exist yet, i.e. started from zero (None)."""
+        if not self._readings:
+            return None, None
+        return self._readings[0].models.get(key), self._readings[-1].models.get(key)
 
     def owner(self, key: ModelKey, sig: Signal) -> ModelKey | None:
         """``key`` if its series carry ``sig``, else the model's unversioned series, else the server-wide

@@ -7,7 +7,8 @@ Two protocols are understood, both as JSON:
   batch. Tensors are reshaped to (rows, -1) and put side by side, in request order. Several 1-D tensors of
   equal length are columns (MLServer's pandas codec sends one tensor per feature).
 * KServe v1 (``POST /v1/models/{m}:predict``): ``{"instances": [...]}`` -> ``{"predictions": [...]}``;
-  an instance is a list of numbers or an object (its keys are the feature names, in order).
+  an instance is a list of numbers or an object (its keys are the feature names, in order). TorchServe's
+  ``POST /predictions/{m}[/{v}]`` is read the same way when its handler takes and gives such bodies.
 
 The prediction of a row is its class: the integer output, or the argmax of a row of scores.
 
@@ -32,6 +33,7 @@ from collector.windows import PredictionRecord
 
 _V2 = re.compile(r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer$")
 _V1 = re.compile(r"^/v1/models/(?P<model>[^/:]+):predict$")
+_TS = re.compile(r"^/predictions/(?P<model>[^/]+)(?:/(?P<version>[^/]+))?$")  # TorchServe, v1-style bodies
 NUMERIC = frozenset(
     {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"}
 )
@@ -57,6 +59,9 @@ def route(path: str) -> Route | None:
     m = _V1.match(path)
     if m:
         return Route(Protocol.KSERVE_V1, m["model"], "")
+    m = _TS.match(path)
+    if m:
+        return Route(Protocol.KSERVE_V1, m["model"], m["version"] or "")
     return None
 
 
@@ -220,12 +225,15 @@ def decode(ex: Exchange) -> Decoded:
             if out is not None:
                 preds, finite = _classes(out, n)
     ids = row_ids(ex.request_id, n)
+    # A failed request produced no prediction: it counts as an error, but its inputs stay out of the drift
+    # window (an empty row is skipped there).
+    empty = np.empty(0)
     records = tuple(
         PredictionRecord(
             request_id=ids[i],
             ts=ex.ts,
             version=version,
-            inputs=x[i],
+            inputs=x[i] if error is None else empty,
             prediction=preds[i],
             finite=finite[i],
             latency_seconds=ex.latency_seconds,

@@ -103,7 +103,7 @@ def test_torchserve_microseconds_and_trailing_comma_labels():
     w = ReadingWindow()
     w.add(r)
     assert w.mean(("tiny", "default"), Signal.LATENCY) == pytest.approx(150000e-6 / 50)
-    assert w.latest(("tiny", "default"), Signal.ERRORS) == 5  # host-level 4XX + 5XX, no model label
+    assert w.latest(("tiny", "default"), Signal.ERRORS) == 3  # host-level 5XX, no model label
     assert r.gpus["0"][Signal.GPU_UTILIZATION] == pytest.approx(0.37)
     assert r.gpus["0"][Signal.GPU_MEMORY_USED] == 1024 * 1024 * 1024
 
