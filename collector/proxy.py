@@ -5,8 +5,8 @@ inference routes (Open Inference Protocol v2, KServe v1) the proxy also:
 
 * takes the request id from ``X-Request-Id``, else ``Ce-Id``, else the OIP body ``id``, else assigns one
   (sent upstream as ``X-Request-Id``), and returns it to the caller in the ``X-Request-Id`` header;
-* hands the raw pair to a :class:`~collector.capture.CaptureBuffer` after the answer is sent; decoding
-  happens in the sidecar's cycle, off the request path.
+* hands the raw pair to a :class:`~collector.capture.CaptureBuffer` (an O(1) append, dropped and counted
+  when full); decoding happens in the sidecar's cycle, off the request path.
 
 Server-sent events (``text/event-stream``) are streamed through chunk by chunk and not recorded; other
 paths pass through untouched. The proxy adds no timeout of its own beyond the upstream connection: a slow
@@ -139,26 +139,28 @@ class Proxy:
             raw = b"".join([c async for c in resp.aiter_raw()])
             latency = time.perf_counter() - started
             out_headers.append((b"content-length", str(len(raw)).encode()))
+            # Handing the pair over is O(1) (a bounded deque append), so it happens before the answer goes
+            # out: a caller that got its answer can count on the pair being recorded.
+            assert rid is not None
+            if len(body) + len(raw) <= self.max_capture_bytes:
+                self.capture.put(
+                    Exchange(
+                        request_id=rid,
+                        path=path,
+                        request_body=body,
+                        response_body=raw,
+                        status=resp.status_code,
+                        latency_seconds=latency,
+                        ts=self._clock(),
+                        response_encoding=resp.headers.get("content-encoding", ""),
+                    )
+                )
+            else:
+                self.capture.dropped_total += 1
             await send({"type": "http.response.start", "status": resp.status_code, "headers": out_headers})
             await send({"type": "http.response.body", "body": raw, "more_body": False})
         finally:
             await resp.aclose()
-        assert rid is not None and r is not None
-        if len(body) + len(raw) <= self.max_capture_bytes:
-            self.capture.put(
-                Exchange(
-                    request_id=rid,
-                    path=path,
-                    request_body=body,
-                    response_body=raw,
-                    status=resp.status_code,
-                    latency_seconds=latency,
-                    ts=self._clock(),
-                    response_encoding=resp.headers.get("content-encoding", ""),
-                )
-            )
-        else:
-            self.capture.dropped_total += 1
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
