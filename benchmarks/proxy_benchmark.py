@@ -143,7 +143,7 @@ def run_proxy(args: argparse.Namespace) -> dict:
         wait_http(f"http://127.0.0.1:{up_port}/metrics", up)
         sc = spawn([sys.executable, "-m", "incidentd.cli", "sidecar", "--server-kind", "kserve",
                     "--target", f"http://127.0.0.1:{up_port}", "--proxy-listen", f"127.0.0.1:{proxy_port}",
-                    "--port", str(sc_port), "--interval", "0.5", "--gpu", "none", "--log-level", "WARNING"],
+                    "--port", str(sc_port), "--interval", str(args.interval), "--gpu", "none", "--log-level", "WARNING"],
                    tmp / "sidecar.log")
         wait_http(f"http://127.0.0.1:{sc_port}/healthz", sc)
         rng = np.random.default_rng(1)
@@ -249,6 +249,7 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=2000, help="per condition and round, over all clients")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--flood", type=int, default=200, help="256 KiB requests sent through the proxy")
+    p.add_argument("--interval", type=float, default=0.5, help="the sidecar's cycle (decodes what was captured)")
     u = sub.add_parser("pull")
     u.add_argument("--requests", type=int, default=2000)
     u.add_argument("--rounds", type=int, default=2)
