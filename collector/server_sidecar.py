@@ -480,6 +480,12 @@ class AdapterCollector(Collector):
             "incidentd_sidecar_payload_decode_errors_total", "Captured pairs that could not be decoded.",
             s.payload_decode_errors_total,
         )
+        peak = GaugeMetricFamily(
+            "incidentd_sidecar_payload_buffer_peak_bytes",
+            "Largest size the capture buffer reached (bounded by its byte limit).",
+        )
+        peak.add_metric([], float(s.payload_buffer_peak_bytes))
+        yield peak
         yield counter("incidentd_sidecar_cloudevents_total", "CloudEvents received.", s.cloudevents_total)
         yield counter(
             "incidentd_sidecar_cloudevents_unpaired_total",

@@ -146,6 +146,7 @@ class Result:
     sent_ok: int = 0
     sent_bad: int = 0
     before: dict = field(default_factory=dict)  # server exposition before our requests
+    before_sidecar: tuple[float, float] = (0.0, 0.0)  # the sidecar's request/error counts then
     server_after: dict = field(default_factory=dict)
     phase_a: dict = field(default_factory=dict)  # sidecar /metrics after the unshifted phase + labels
     phase_b: dict = field(default_factory=dict)  # ... after the shifted phase
@@ -183,8 +184,10 @@ def scenario(kind: str) -> Result:
     proxy_srv, app_srv = Background(Proxy(s.base_url, sc.capture, clock=clock)), Background(app)
     r = Result(served=s)
     try:
-        sc.run_once()  # the baseline reading, before any request
+        base = sc.run_once()  # the baseline reading, before any request
         r.before = scrape(s.metrics_url)
+        totals = {p.name: p.value for p in base.passthrough}
+        r.before_sidecar = (totals.get("model_requests_total", 0.0), totals.get("model_request_errors_total", 0.0))
         c = httpx.Client(base_url=proxy_srv.url, timeout=30)
         fb = httpx.Client(base_url=app_srv.url, timeout=30)
         path = s.infer_path()
@@ -245,8 +248,12 @@ def result(request: pytest.FixtureRequest) -> Result:
 
 
 def server_counts(r: Result) -> tuple[float, float]:
-    kind = r.served.kind
-    m = r.server_after
+    """What the server itself counted during the scenario (after minus before)."""
+    a, b = _counts(r.served.kind, r.server_after), _counts(r.served.kind, r.before)
+    return a[0] - b[0], a[1] - b[1]
+
+
+def _counts(kind: str, m: dict) -> tuple[float, float]:
     if kind == "mlserver":
         ok = one(m, "model_infer_request_success_total", model="tiny") or 0
         bad = one(m, "model_infer_request_failure_total", model="tiny") or 0
@@ -262,10 +269,10 @@ def server_counts(r: Result) -> tuple[float, float]:
 
 
 def test_request_and_error_counts_equal_what_was_sent(result: Result):
-    m = result.phase_b
+    m, before = result.phase_b, result.before_sidecar
     sent = result.sent_ok + result.sent_bad
-    assert one(m, "model_requests_total", model="tiny") == sent
-    assert one(m, "model_request_errors_total", model="tiny") == result.sent_bad
+    assert one(m, "model_requests_total", model="tiny") - before[0] == sent
+    assert one(m, "model_request_errors_total", model="tiny") - before[1] == result.sent_bad
     srv_requests, srv_errors = server_counts(result)
     assert srv_requests == sent  # the server saw the same: nothing was added or lost by the proxy
     if not math.isnan(srv_errors):
@@ -392,3 +399,36 @@ def test_kserve_payload_logger_cloudevents_shift_is_flagged_as_drift():
     drifted = [dict(ls)["feature"] for (n, ls), v in m.items()
                if n == "model_feature_drift_statistic" and dict(ls).get("test") == "ks" and v > 0.3]
     assert drifted == ["f2"]
+
+
+def test_cli_auto_detects_mlserver_and_serves_canonical_metrics():
+    """``incidentd sidecar --server-kind auto`` as a user runs it: says which kind it chose, then watches it."""
+    import subprocess
+    import sys
+
+    s = served("mlserver")
+    # MLServer creates its per-model series on the first inference; before it, there is no model to name.
+    assert httpx.post(s.base_url + s.infer_path(), json=body(s, np.zeros((1, 4)))).status_code == 200
+    port = launch.free_port()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "incidentd.cli", "sidecar", "--server-kind", "auto", "--target", s.base_url,
+         "--metrics-url", s.metrics_url, "--port", str(port), "--interval", "0.5", "--gpu", "none"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        m: dict = {}
+        while time.monotonic() < deadline and one(m, "model_requests_total", model="tiny") is None:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            try:
+                m = scrape(f"http://127.0.0.1:{port}/metrics")
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert "--server-kind auto: chose mlserver" in err.decode()
+    assert one(m, "incidentd_sidecar_server_info", kind="mlserver") == 1
+    assert one(m, "model_requests_total", model="tiny") is not None
