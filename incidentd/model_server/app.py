@@ -23,7 +23,14 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 from starlette.concurrency import run_in_threadpool
 
-from collector.instrumentation import ErrorReason, ModelInstrumentation, PredictionRecord, WeightStats
+from collector.instrumentation import (
+    ARROW_STREAM,
+    ErrorReason,
+    ModelInstrumentation,
+    PredictionRecord,
+    WeightStats,
+    prediction_page_arrow,
+)
 from incidentd.model_server import faults as faultlib
 from incidentd.model_server.faults import FaultKind, FaultParamError, FaultState
 from incidentd.model_server.model import model_from_checkpoint, select_device, train_version
@@ -309,10 +316,13 @@ def create_app(settings: ModelServerSettings) -> FastAPI:
             return {"accepted": n, "stalled": len(items) - len(kept)}
         return {"accepted": n}
 
-    @app.get("/predictions")
+    @app.get("/predictions", response_model=None)
     def predictions(after: Annotated[int, Query(ge=0)] = 0,
-                    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> dict[str, Any]:
+                    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+                    format: Annotated[Literal["json", "arrow"], Query()] = "json") -> dict[str, Any] | Response:
         page = inst.predictions(after, limit)
+        if format == "arrow":  # issue 13: the sidecar's compact columnar page
+            return Response(prediction_page_arrow(page), media_type=ARROW_STREAM)
         return {"cursor": page.cursor, "records": [r.as_dict() for r in page.records]}
 
     @app.get("/feedback")
