@@ -47,8 +47,8 @@ class ReferenceFiles:
                     p = d / f"{stem}{suffix}"
                     if p.is_file():
                         return p
-        p = self.per_model.get(model)
-        return p if p is not None and p.is_file() else None
+        own = self.per_model.get(model)
+        return own if own is not None and own.is_file() else None
 
     def load(self, model: str, version: str, feature_names: tuple[str, ...] | None = None) -> Reference | None:
         """None when no file exists; ReferenceError when one exists but does not fit."""
