@@ -90,6 +90,7 @@ class CloudEventSink:
         self.events_total = 0
         self.paired_total = 0
         self.unpaired_total = 0
+        self.pairs_by_endpoint: dict[str, int] = {}  # ce-endpoint (default / canary / "") -> pairs
 
     def receive(self, headers: Mapping[str, str], body: bytes) -> Half:
         """Take one event; returns which half it was. EventError for anything else."""
@@ -118,6 +119,8 @@ class CloudEventSink:
                     self.unpaired_total += 1
                 return half
             self.paired_total += 1
+            ep = endpoint or other.endpoint
+            self.pairs_by_endpoint[ep] = self.pairs_by_endpoint.get(ep, 0) + 1
         req, resp = (data, other.body) if half is Half.REQUEST else (other.body, data)
         req_at = now if half is Half.REQUEST else other.at
         self.capture.put(

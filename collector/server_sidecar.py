@@ -108,6 +108,7 @@ class AdapterState:
     payload_buffer_peak_bytes: int = 0
     cloudevents_total: int = 0
     cloudevents_unpaired_total: int = 0
+    cloudevent_pairs_by_endpoint: dict[str, int] = field(default_factory=dict)
 
 
 class ServerSidecar(Sidecar):
@@ -374,6 +375,7 @@ class ServerSidecar(Sidecar):
             payload_buffer_peak_bytes=self.capture.peak_bytes,
             cloudevents_total=ce.events_total,
             cloudevents_unpaired_total=ce.unpaired_total,
+            cloudevent_pairs_by_endpoint=dict(ce.pairs_by_endpoint),
         )
         return snap
 
@@ -487,6 +489,15 @@ class AdapterCollector(Collector):
         peak.add_metric([], float(s.payload_buffer_peak_bytes))
         yield peak
         yield counter("incidentd_sidecar_cloudevents_total", "CloudEvents received.", s.cloudevents_total)
+        if s.cloudevent_pairs_by_endpoint:
+            pairs = CounterMetricFamily(
+                "model_cloudevent_pairs_total",
+                "Request/response pairs from the payload logger, by ce-endpoint (default, canary).",
+                labels=["model", "version", "endpoint"],
+            )
+            for ep, n in sorted(s.cloudevent_pairs_by_endpoint.items()):
+                pairs.add_metric(mv + [ep], n)
+            yield pairs
         yield counter(
             "incidentd_sidecar_cloudevents_unpaired_total",
             "Request or response events whose other half never came in time.",

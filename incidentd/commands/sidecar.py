@@ -101,6 +101,10 @@ def sidecar(
         Path | None,
         typer.Option("--reference", help="Directory of drift references: <model>/<version>|default.parquet|.csv."),
     ] = None,
+    reference_file: Annotated[
+        list[str] | None,
+        typer.Option("--reference-file", help="MODEL=PATH: the drift reference of a model (Parquet/CSV); repeatable."),
+    ] = None,
     metric_map: Annotated[
         list[Path] | None,
         typer.Option("--metric-map", help="Extra metric map (YAML file or directory); repeatable."),
@@ -161,12 +165,15 @@ def sidecar(
     if kind != "ours":
         serve_server_sidecar(
             kind=kind, target=target, metrics_url=metrics_url, proxy_listen=proxy_listen, upstream=upstream,
-            reference=reference, metric_maps=metric_map or [], host=host, port=port, interval=interval,
+            reference=reference, reference_files=reference_file or [], metric_maps=metric_map or [],
+            host=host, port=port, interval=interval,
             gpu_source=gpu_source, registry=registry, sink=sink, config=config, log_level=log_level,
         )
         return
-    if proxy_listen or reference:
-        raise typer.BadParameter("--proxy-listen and --reference are for third-party servers (--server-kind)")
+    if proxy_listen or reference or reference_file:
+        raise typer.BadParameter(
+            "--proxy-listen, --reference and --reference-file are for third-party servers (--server-kind)"
+        )
     # ---- end issue 13 ----
     sc = Sidecar(
         target,

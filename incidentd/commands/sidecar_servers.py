@@ -84,6 +84,7 @@ def serve_server_sidecar(
     proxy_listen: str | None,
     upstream: str | None,
     reference: Path | None,
+    reference_files: list[str],
     metric_maps: list[Path],
     host: str,
     port: int,
@@ -104,7 +105,18 @@ def serve_server_sidecar(
 
     if reference is not None and not reference.is_dir():
         raise typer.BadParameter(f"--reference {reference}: not a directory")
-    options = ServerOptions(kind=kind, maps=load_maps(metric_maps), metrics_url=metrics_url, reference_dir=reference)
+    per_model: dict[str, Path] = {}
+    for item in reference_files:
+        model, sep, path = item.partition("=")
+        if not sep or not model or not path:
+            raise typer.BadParameter(f"--reference-file {item!r}: expected MODEL=PATH")
+        if not Path(path).is_file():
+            raise typer.BadParameter(f"--reference-file {item!r}: {path} is not a file")
+        per_model[model] = Path(path)
+    options = ServerOptions(
+        kind=kind, maps=load_maps(metric_maps), metrics_url=metrics_url, reference_dir=reference,
+        reference_per_model=per_model,
+    )
     sc = ServerSidecar(
         target, interval=interval, gpu_source=gpu_source, registry=registry, sink=sink, config=config, server=options
     )

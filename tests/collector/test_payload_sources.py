@@ -45,6 +45,7 @@ def test_kserve_events_pair_on_ce_id_in_either_order_and_keep_the_endpoint():
     assert sink.receive(ce_headers("a", KSERVE_REQ, **{"ce-inferenceservicename": "iris"}), req) is Half.REQUEST
     (ex,) = buf.drain()
     assert ex.request_id == "a" and ex.endpoint == "canary" and ex.model == "iris"
+    assert sink.pairs_by_endpoint == {"canary": 1}
     d = decode(ex)
     assert d.records[0].inputs.tolist() == [1.0, 2.0] and d.records[0].prediction == 1
 
@@ -122,6 +123,12 @@ def test_reference_per_version_then_default_parquet_and_csv(tmp_path):
     ref = files.load("m", "v1")  # no v1 file: the model's default
     assert ref.version == "v1" and ref.feature_names == ("a", "b", "c") and ref.predictions.tolist() == [0, 1, 1, 0]
     assert files.load("other", "v1") is None
+
+
+def test_reference_path_per_model_when_the_directory_has_none(tmp_path):
+    own = _write(tmp_path, "elsewhere/iris.parquet", pd.DataFrame(np.ones((3, 2)), columns=["f0", "f1"]))
+    files = ReferenceFiles(None, {"iris": own})
+    assert files.find("iris", "v9") == own and files.find("other", "v9") is None
 
 
 def test_reference_columns_must_match_the_servers_metadata(tmp_path):

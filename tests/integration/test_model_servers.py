@@ -394,6 +394,7 @@ def test_kserve_payload_logger_cloudevents_shift_is_flagged_as_drift():
         srv.stop()
         sc.close()
     assert one(m, "incidentd_sidecar_payloads_captured_total") == N_ROWS
+    assert one(m, "model_cloudevent_pairs_total", model="tiny", endpoint="canary") == N_ROWS
     assert one(m, "model_input_drift_detected", model="tiny") == 1
     assert one(m, "model_accuracy_ratio", model="tiny") == 1.0  # the labels were the model's own answers
     drifted = [dict(ls)["feature"] for (n, ls), v in m.items()
