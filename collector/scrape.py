@@ -19,6 +19,8 @@ from collector.windows import LabelRecord, PredictionRecord
 from detectors.errors import IncidentdError
 from detectors.types import Reference, Sample
 
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+
 
 class ScrapeError(IncidentdError):
     """The model server could not be read (down, timeout, bad status or payload)."""
@@ -60,6 +62,7 @@ class ModelServerClient:
         self.base_url = base_url.rstrip("/")
         self._client = client or httpx.Client(base_url=self.base_url, timeout=timeout)
         self._owns_client = client is None
+        self._arrow: bool | None = None  # does the server give Arrow pages? (None: not asked yet)
 
     def close(self) -> None:
         if self._owns_client:
@@ -110,6 +113,20 @@ class ModelServerClient:
         return cursor, records
 
     def predictions(self, after: int, limit: int = 1000) -> Page:
+        # issue 13: ask for the compact columnar page; a server without it answers JSON (or 422 on the
+        # unknown format value) and is read as before.
+        if self._arrow is not False:
+            try:
+                resp = self._get("/predictions", {"after": after, "limit": limit, "format": "arrow"})
+            except ScrapeError:
+                if self._arrow:
+                    raise
+                self._arrow = False
+            else:
+                if resp.headers.get("content-type", "").startswith(ARROW_STREAM):
+                    self._arrow = True
+                    return _arrow_page(resp.content, f"GET {self.base_url}/predictions")
+                self._arrow = False
         cursor, raw = self._page("/predictions", after, limit)
         try:
             return Page(cursor, [PredictionRecord.from_json(r) for r in raw])
@@ -143,3 +160,42 @@ class ModelServerClient:
             inputs=inputs,
             predictions=preds[np.isfinite(preds)].astype(int),
         )
+
+
+def _arrow_page(body: bytes, what: str) -> Page:
+    """A ``format=arrow`` page (collector.instrumentation.prediction_page_arrow) as prediction records."""
+    import pyarrow as pa
+
+    try:
+        table = pa.ipc.open_stream(body).read_all()
+        cursor = int((table.schema.metadata or {})[b"cursor"])
+        n = table.num_rows
+        ids = table.column("request_id").to_pylist()
+        ts = table.column("ts").to_numpy()
+        versions = table.column("version").to_pylist()
+        widths = table.column("width").to_numpy()
+        inputs = table.column("inputs").combine_chunks()
+        width = inputs.type.list_size if pa.types.is_fixed_size_list(inputs.type) else 0
+        matrix = (
+            inputs.flatten().to_numpy(zero_copy_only=False).reshape(n, width) if width else np.empty((n, 0))
+        )
+        preds = table.column("prediction").to_pylist()
+        finite = table.column("finite").to_pylist()
+        lat = table.column("latency_seconds").to_numpy()
+        errors = table.column("error").to_pylist()
+    except (pa.ArrowException, KeyError, ValueError, TypeError) as exc:
+        raise ScrapeError(f"{what}: bad Arrow page: {exc}") from exc
+    records = [
+        PredictionRecord(
+            request_id=ids[i],
+            ts=float(ts[i]),
+            version=versions[i] or "",
+            inputs=matrix[i, : int(widths[i])].astype(float),
+            prediction=preds[i],
+            finite=bool(finite[i]),
+            latency_seconds=float(lat[i]),
+            error=errors[i] or None,
+        )
+        for i in range(n)
+    ]
+    return Page(cursor, records)

@@ -77,6 +77,38 @@ def sidecar(
         str, typer.Option("--es-index-prefix", help="Prefix of the Elasticsearch data streams and indices.")
     ] = "incidentd",
     log_level: Annotated[str, typer.Option("--log-level", help="Logging level.")] = "INFO",
+    # ---- issue 13: third-party model servers (incidentd/commands/sidecar_servers.py) ----
+    server_kind: Annotated[
+        str,
+        typer.Option(
+            "--server-kind",
+            help="ours (incidentd's own instrumentation), mlserver, triton, kserve, torchserve, bentoml, vllm, "
+            "tgi, a kind from --metric-map, or auto (recognised from the server's /metrics).",
+        ),
+    ] = "ours",
+    metrics_url: Annotated[
+        str | None,
+        typer.Option("--metrics-url", help="The server's Prometheus endpoint when not on --target's port."),
+    ] = None,
+    proxy_listen: Annotated[
+        str | None,
+        typer.Option("--proxy-listen", help="HOST:PORT of a transparent proxy recording inference payloads."),
+    ] = None,
+    upstream: Annotated[
+        str | None, typer.Option("--upstream", help="Where the proxy forwards (default: --target).")
+    ] = None,
+    reference: Annotated[
+        Path | None,
+        typer.Option("--reference", help="Directory of drift references: <model>/<version>|default.parquet|.csv."),
+    ] = None,
+    reference_file: Annotated[
+        list[str] | None,
+        typer.Option("--reference-file", help="MODEL=PATH: the drift reference of a model (Parquet/CSV); repeatable."),
+    ] = None,
+    metric_map: Annotated[
+        list[Path] | None,
+        typer.Option("--metric-map", help="Extra metric map (YAML file or directory); repeatable."),
+    ] = None,
 ) -> None:
     """Scrape a model server every INTERVAL seconds; expose latency, errors, accuracy, drift, hardware."""
     import logging
@@ -126,6 +158,23 @@ def sidecar(
         # shorter timeout reads it as down (a crash) instead of contended.
         timeout_seconds=max(2.0, min(5.0, 2 * interval)),
     )
+    # ---- issue 13: a third-party server is watched through its metric map, proxy and /feedback ----
+    from incidentd.commands.sidecar_servers import resolve_kind, serve_server_sidecar
+
+    kind = resolve_kind(server_kind, target, metrics_url, metric_map or [])
+    if kind != "ours":
+        serve_server_sidecar(
+            kind=kind, target=target, metrics_url=metrics_url, proxy_listen=proxy_listen, upstream=upstream,
+            reference=reference, reference_files=reference_file or [], metric_maps=metric_map or [],
+            host=host, port=port, interval=interval,
+            gpu_source=gpu_source, registry=registry, sink=sink, config=config, log_level=log_level,
+        )
+        return
+    if proxy_listen or reference or reference_file:
+        raise typer.BadParameter(
+            "--proxy-listen, --reference and --reference-file are for third-party servers (--server-kind)"
+        )
+    # ---- end issue 13 ----
     sc = Sidecar(
         target,
         interval=interval,

@@ -4,13 +4,19 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Response
 from starlette.concurrency import run_in_threadpool
 
-from collector.instrumentation import ErrorReason, ModelInstrumentation, PredictionRecord
+from collector.instrumentation import (
+    ARROW_STREAM,
+    ErrorReason,
+    ModelInstrumentation,
+    PredictionRecord,
+    prediction_page_arrow,
+)
 from incidentd.model_server.deps import FaultsDep, HolderDep, InstrumentationDep, RegistryDep
 from incidentd.model_server.faults import FaultState
 from incidentd.model_server.holder import ModelHolder
@@ -67,10 +73,13 @@ async def _answer(body: PredictRequest, holder: ModelHolder, inst: ModelInstrume
     return {"request_ids": ids, "predictions": preds, "version": version}
 
 
-@router.get("/predictions")
+@router.get("/predictions", response_model=None)
 def predictions(inst: InstrumentationDep, after: Annotated[int, Query(ge=0)] = 0,
-                limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> dict[str, Any]:
+                limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+                format: Annotated[Literal["json", "arrow"], Query()] = "json") -> dict[str, Any] | Response:
     page = inst.predictions(after, limit)
+    if format == "arrow":   # the sidecar's compact columnar page: a fraction of the JSON's cost to the server
+        return Response(prediction_page_arrow(page), media_type=ARROW_STREAM)
     return {"cursor": page.cursor, "records": [r.as_dict() for r in page.records]}
 
 
