@@ -51,6 +51,13 @@ failed=()
 for kind in "${KINDS[@]}"; do
   venv="$ROOT/$kind"
   if [[ -f "$venv/.complete" ]]; then
+    # The torch that TorchServe's venv borrows lives in incidentd's venv, which a dependency change
+    # replaces: point the .pth line at the current one.
+    if [[ $kind == torchserve && -n "${INCIDENTD_VENV:-}" && -d "${INCIDENTD_VENV:-}" ]]; then
+      own=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+      "$INCIDENTD_VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' \
+        >"$own/zz_incidentd_torch.pth"
+    fi
     log "$kind: cached at $venv"
     continue
   fi
