@@ -10,15 +10,18 @@ from detectors.univariate._novelty import FloatArray, IntArray, NoveltyDetector,
 
 def count_before(codes: IntArray, table: IntArray) -> IntArray:
     """For each position t: how often ``codes[t]`` occurred before t (``table`` holds earlier counts)."""
-    order = np.argsort(codes, kind="stable")
-    sc = codes[order]
-    idx = np.arange(len(sc), dtype=np.int64)
-    first = np.empty(len(sc), dtype=bool)
-    if len(sc):
+    n = len(codes)
+    # a stable sort groups equal codes in stream order; codes below 2^16 sort by radix (linear time)
+    keys = codes.astype(np.uint16) if len(table) <= 65536 else codes
+    order = np.argsort(keys, kind="stable")
+    sc = keys[order]
+    idx = np.arange(n, dtype=np.int64)
+    first = np.empty(n, dtype=bool)
+    if n:
         first[0] = True
-        first[1:] = sc[1:] != sc[:-1]
+        np.not_equal(sc[1:], sc[:-1], out=first[1:])
     group_start = np.maximum.accumulate(np.where(first, idx, 0))
-    out = np.empty(len(codes), dtype=np.int64)
+    out = np.empty(n, dtype=np.int64)
     out[order] = idx - group_start
     return out + table[codes]
 
@@ -70,7 +73,9 @@ class ContextNovelty(NoveltyDetector):
         self._hist = [self.bins] * self.max_order
         # one flat table: order k's (context, level) counts, then its context counts, for k = 1..max_order
         self._offsets = self._layout()
-        self._counts = np.zeros(self._offsets[-1], dtype=np.int64)
+        # a list, not an array: the streaming path reads and bumps six entries per point, and list
+        # indexing is several times faster than numpy scalar indexing
+        self._counts: list[int] = [0] * self._offsets[-1]
 
     def _layout(self) -> list[int]:
         offs = [0]
@@ -89,7 +94,7 @@ class ContextNovelty(NoveltyDetector):
             ctx = ctx * b1 + hist[k - 1]
             pair_i = offs[2 * k - 2] + ctx * self.bins + q
             ctx_i = offs[2 * k - 1] + ctx
-            cc = int(counts[ctx_i])
+            cc = counts[ctx_i]
             if counts[pair_i] == 0:
                 total += cc / (cc + self.support)
             counts[pair_i] += 1
@@ -105,16 +110,18 @@ class ContextNovelty(NoveltyDetector):
         # history of levels: the stored last max_order levels, then this batch
         full = np.concatenate([np.asarray(self._hist[::-1], dtype=np.int64), q])
         m = self.max_order
+        table = np.asarray(self._counts, dtype=np.int64)
         total = np.zeros(n)
         ctx = np.zeros(n, dtype=np.int64)
         for k in range(1, m + 1):
             ctx = ctx * b1 + full[m - k: m - k + n]
             pair = offs[2 * k - 2] + ctx * self.bins + q
             cidx = offs[2 * k - 1] + ctx
-            cp = count_before(pair, self._counts)
-            cc = count_before(cidx, self._counts)
+            cp = count_before(pair, table)
+            cc = count_before(cidx, table)
             total += np.where(cp == 0, cc / (cc + self.support), 0.0)
-            self._counts += np.bincount(pair, minlength=len(self._counts)) + np.bincount(
-                cidx, minlength=len(self._counts))
+            table += np.bincount(pair, minlength=len(table))
+            table += np.bincount(cidx, minlength=len(table))
+        self._counts = table.tolist()
         self._hist = [int(v) for v in full[::-1][:m]]
         return total / m
