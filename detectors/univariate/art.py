@@ -35,7 +35,7 @@ class FuzzyART(NoveltyDetector):
     state_keys = (*NoveltyDetector._base_keys, "_win", "_W", "_norms")
 
     def __init__(self, window: int = 4, vigilance: float = 0.95, beta: float = 1.0, alpha: float = 1e-3,
-                 max_categories: int = 1000, value_min: float | None = None,
+                 max_categories: int = 2000, value_min: float | None = None,
                  value_max: float | None = None, probation: int | None = None, warmup: int = 150,
                  margin: float = 0.25, mask_level: float = 0.75, rest_fraction: float = 0.2) -> None:
         if not 1 <= window <= 64:

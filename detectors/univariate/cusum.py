@@ -13,6 +13,9 @@ from detectors.univariate._common import batch_points, check_direction
 from detectors.univariate._ewm import cusum_path, ewm_path
 
 _UP, _DOWN = Direction.UP, Direction.DOWN
+_NORMAL, _ANOMALOUS = DetectorState.NORMAL, DetectorState.ANOMALOUS
+_ALARM = Detector.alarm_threshold
+_sqrt = math.sqrt
 
 
 class _CumulativeSum(Detector):
@@ -36,6 +39,7 @@ class _CumulativeSum(Detector):
         self.alpha = float(alpha)
         self.watch = check_direction(direction)
         self.warmup = int(warmup)
+        self._k, self._h = float(k), float(h)      # the allowance and decision level, bound once
 
     def reset(self) -> None:
         self._n = 0
@@ -52,10 +56,14 @@ class _CumulativeSum(Detector):
         return 1.0 - 0.01 ** (s / getattr(self, self._threshold_attr))
 
     def update(self, value: float, timestamp: float | None = None) -> float:
-        # The hot path of every streamed point: locals instead of repeated attribute lookups, the same
-        # arithmetic (in the same order) as score_batch so that both paths give identical scores.
-        x = finite_or_none(value)
-        if x is None:
+        # The hot path of every streamed point: locals instead of repeated attribute lookups, no helper
+        # calls (the NaN check and _judge are inlined), and the same arithmetic (in the same order) as
+        # score_batch so that both paths give identical scores.
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            return self._invalid()
+        if x - x != 0.0:            # NaN or +-inf
             return self._invalid()
         a = self.alpha
         b = 1.0 - a
@@ -75,10 +83,10 @@ class _CumulativeSum(Detector):
         self._n = n + 1
         if n < self.warmup:
             return self._judge(0.0, False)
-        sd = math.sqrt(var)
+        sd = _sqrt(var)
         floor = 1e-9 * (mean if mean > 1.0 else -mean if mean < -1.0 else 1.0)
         z = d / (sd if sd > floor else floor)
-        k = getattr(self, self._allowance_attr)
+        k = self._k
         up = self._up + (z - k)
         down = self._down + (-z - k)
         if not up > 0.0:        # max(0.0, up), without the call
@@ -87,11 +95,14 @@ class _CumulativeSum(Detector):
             down = 0.0
         self._up = up
         self._down = down
+        watch = self.watch
         if up > 0.0 or down > 0.0:
             self.direction = _UP if up >= down else _DOWN
-        watch = self.watch
         s = up if watch is _UP else down if watch is _DOWN else (down if down > up else up)
-        return self._judge(1.0 - 0.01 ** (s / getattr(self, self._threshold_attr)), True)
+        score = 1.0 - 0.01 ** (s / self._h)
+        self.score = score
+        self.state = _ANOMALOUS if score >= _ALARM else _NORMAL
+        return score
 
     def score_batch(self, values: np.ndarray, timestamps: np.ndarray | None = None) -> np.ndarray:
         """Vectorized equivalent of ``update``: lfilter for the baseline, chunked cumsums for the sums."""
