@@ -33,10 +33,15 @@ class NabProtocol(enum.StrEnum):
 
 
 # NAB's detector harness (nab/detectors/base.py, AnomalyDetector.__init__) gives every detector
-# probationaryPeriod = floor(probationaryPercent * rows) with probationaryPercent = 0.15, and
-# inputMin / inputMax = the minimum and maximum of the file's "value" column. (The scorer's own
-# probationary period is additionally capped at 750 rows; see detectors.evaluation.nab.)
+# probationaryPeriod = getProbationPeriod(0.15, rows) = min(floor(0.15 * rows), 0.15 * 5000) (nab/util.py;
+# the same period the scorer leaves unscored) and inputMin / inputMax = the minimum and maximum of the
+# file's "value" column.
 NAB_PROBATIONARY_PERCENT = 0.15
+
+
+def nab_probation(n_rows: int) -> int:
+    """NAB's probationary period of a file: 15 % of its rows, at most 750."""
+    return int(min(math.floor(NAB_PROBATIONARY_PERCENT * n_rows), NAB_PROBATIONARY_PERCENT * 5000))
 
 
 def nab_params(detector: str | None, values: np.ndarray, protocol: NabProtocol) -> dict[str, Any]:
@@ -55,7 +60,7 @@ def nab_params(detector: str | None, values: np.ndarray, protocol: NabProtocol) 
     if len(finite) == 0:
         return {}
     return {"value_min": float(finite.min()), "value_max": float(finite.max()),
-            "probation": math.floor(NAB_PROBATIONARY_PERCENT * len(v))}
+            "probation": nab_probation(len(v))}
 
 
 def score_series(values: np.ndarray, detector: str | None = None, timestamps: np.ndarray | None = None,

@@ -13,5 +13,6 @@ from detectors.univariate.surprise import Surprise
 
 __all__ = ["BOCPD", "CUSUM", "ArtContext", "ContextNovelty", "FuzzyART", "DEFAULT_DETECTOR", "EWMA", "AnomalyLikelihood", "PageHinkley", "RobustZ", "Seasonal", "SpectralResidual", "Surprise"]
 
-# The detector `incidentd backtest` uses when none is named.
-DEFAULT_DETECTOR = "surprise"
+# The detector `incidentd backtest` uses when none is named (NAB: 70.8 standard under NAB's protocol;
+# docs/detectors.md). The service picks its own detectors per signal (diagnosis/signals.py).
+DEFAULT_DETECTOR = "context"

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from detectors.base import REGISTRY, Detector
 from detectors.errors import InvalidInput
 from detectors.evaluation.backtest import NabProtocol, backtest_nab, nab_params
+from detectors.evaluation.nab import NabFile
 from detectors.types import DetectorState
 from detectors.univariate import ArtContext, ContextNovelty, FuzzyART
 from incidentd.commands import backtest as backtest_cmd
@@ -117,6 +118,11 @@ def test_nab_params_follow_nab_harness() -> None:
     assert p == {"value_min": -2.0, "value_max": 7.5, "probation": math.floor(0.15 * 1000)}
     assert nab_params("art_context", values, NabProtocol.ONLINE) == {}
     assert nab_params("surprise", values, NabProtocol.NAB) == {}      # takes neither: runs unchanged
+    long = np.zeros(20000)
+    assert nab_params("context", long, NabProtocol.NAB)["probation"] == 750   # capped at 0.15 * 5000
+    for n in (1000, 4999, 5000, 5001, 6000):
+        assert nab_params("context", np.zeros(n), NabProtocol.NAB)["probation"] == NabFile(
+            "k", n, []).probation                        # the detector's period is the scorer's
 
 
 def _app() -> typer.Typer:
