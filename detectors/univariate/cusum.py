@@ -40,6 +40,15 @@ class _CumulativeSum(Detector):
         self.watch = check_direction(direction)
         self.warmup = int(warmup)
         self._k, self._h = float(k), float(h)      # the allowance and decision level, bound once
+        # the point count after which 1 - (1 - alpha)**m == 1.0 exactly for every m >= n - 1
+        b, m = 1.0 - self.alpha, 1
+        while 1.0 - b ** m != 1.0:
+            m *= 2
+        lo, hi = m // 2, m                       # bisect for the first m with 1 - b**m == 1.0
+        while lo + 1 < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if 1.0 - b ** mid != 1.0 else (lo, mid)
+        self._n_sat = hi + 1
 
     def reset(self) -> None:
         self._n = 0
@@ -74,9 +83,14 @@ class _CumulativeSum(Detector):
             self._n = 1
             return self._judge(0.0, False)
         raw_var = self._var
-        # bias-corrected EWMA mean and variance (both start at 0)
-        mean = raw_mean / (1.0 - b ** n)
-        var = raw_var / (1.0 - b ** (n - 1)) if n > 1 else 0.0
+        # bias-corrected EWMA mean and variance (both start at 0); once 1 - b**(n-1) rounds to exactly
+        # 1.0 the corrections are the identity and the two powers are skipped (same floats)
+        if n > self._n_sat:
+            mean = raw_mean
+            var = raw_var
+        else:
+            mean = raw_mean / (1.0 - b ** n)
+            var = raw_var / (1.0 - b ** (n - 1)) if n > 1 else 0.0
         d = x - mean
         self._mean = a * x + b * raw_mean
         self._var = (a * b) * (d * d) + b * raw_var
@@ -99,7 +113,7 @@ class _CumulativeSum(Detector):
         if up > 0.0 or down > 0.0:
             self.direction = _UP if up >= down else _DOWN
         s = up if watch is _UP else down if watch is _DOWN else (down if down > up else up)
-        score = 1.0 - 0.01 ** (s / self._h)
+        score = 1.0 - 0.01 ** (s / self._h) if s != 0.0 else 0.0
         self.score = score
         self.state = _ANOMALOUS if score >= _ALARM else _NORMAL
         return score
