@@ -29,14 +29,15 @@ def _rate(make: Callable[[], Callable[[float], object]], xs: list[float], repeat
 
 
 def main() -> None:
-    from river import drift, stats
+    from river import drift, stats  # type: ignore[import-not-found]  # river lives in its own venv
 
     xs = np.load(sys.argv[1]).tolist()
     bits = np.load(sys.argv[2]).tolist()
     repeat = int(sys.argv[3])
 
     def page_hinkley() -> Callable[[float], object]:
-        return drift.PageHinkley().update
+        step: Callable[[float], object] = drift.PageHinkley().update
+        return step
 
     def ew_z() -> Callable[[float], object]:
         # the EWMA z-score, as one would write it with river's exponentially weighted statistics
@@ -51,7 +52,8 @@ def main() -> None:
         return step
 
     def ddm() -> Callable[[float], object]:
-        return drift.binary.DDM().update
+        step: Callable[[float], object] = drift.binary.DDM().update
+        return step
 
     out = {"river PageHinkley": _rate(page_hinkley, xs, repeat),
            "river EWMean+EWVar z": _rate(ew_z, xs, repeat),

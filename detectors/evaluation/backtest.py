@@ -68,7 +68,8 @@ def score_series(values: np.ndarray, detector: str | None = None, timestamps: np
     """Causal scores in [0, 1], one per value (the vectorized batch path of the detector)."""
     det = make_detector(detector, **(params or {}))
     s = det.score_batch(np.asarray(values, dtype=float), timestamps)
-    return np.clip(np.nan_to_num(s, nan=0.0), 0.0, 1.0)
+    out: np.ndarray = np.clip(np.nan_to_num(s, nan=0.0), 0.0, 1.0)
+    return out
 
 
 def timestamps_seconds(ts: Any) -> np.ndarray | None:

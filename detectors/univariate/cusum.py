@@ -6,7 +6,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from detectors.base import Detector, finite_or_none, register
+from detectors.base import Detector, register
 from detectors.errors import InvalidInput
 from detectors.types import DetectorState, Direction
 from detectors.univariate._common import batch_points, check_direction

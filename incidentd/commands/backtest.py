@@ -67,13 +67,13 @@ def backtest(
                 results = backtest_nab(nab, out_dir, detector, progress=progress, categories=cats,
                                        protocol=proto)
                 if score is not None:
-                    scores = score_nab(results, score)
-                    n_windows = sum(r.tp + r.fn for r in scores.values()) // max(1, len(scores))
+                    nab_scores = score_nab(results, score)
+                    n_windows = sum(r.tp + r.fn for r in nab_scores.values()) // max(1, len(nab_scores))
                     typer.echo(f"NAB scores over {len(results)} files, {n_windows} windows "
                                f"(detector {detector or 'default'}, protocol {proto.value}):")
                     for prof, label in (("standard", "standard"), ("reward_low_FP_rate", "low FP"),
                                         ("reward_low_FN_rate", "low FN")):
-                        r = scores[prof]
+                        r = nab_scores[prof]
                         typer.echo(f"  {label:<9} {r.normalized:6.1f}   (threshold {r.threshold:.6g}, "
                                    f"TP {r.tp}, FN {r.fn}, FP rows {r.fp})")
                     if plot is not None:
@@ -83,7 +83,7 @@ def backtest(
                         dest = plot if len(protocols) == 1 else plot.with_name(
                             f"{plot.stem}-{proto.value}{plot.suffix}")
                         plot_nab_scores(results, score, dest, keys=keys,
-                                        threshold=scores["standard"].threshold,
+                                        threshold=nab_scores["standard"].threshold,
                                         title=f"{detector or 'default'} ({proto.value} protocol)")
                         typer.echo(f"wrote {dest}", err=True)
         elif input is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,7 +22,7 @@ from incidentd.commands import backtest as backtest_cmd
 from incidentd.commands import drift as drift_cmd
 
 LEARNERS = ["context", "fuzzy_art", "art_context"]
-NAB_RANGE = {"value_min": 0.0, "value_max": 20.0, "probation": 150}
+NAB_RANGE: dict[str, Any] = {"value_min": 0.0, "value_max": 20.0, "probation": 150}
 
 
 def _pattern(n: int, period: int = 10) -> np.ndarray:
