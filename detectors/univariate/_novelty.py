@@ -15,6 +15,7 @@ same floating-point operations, so both paths give identical scores:
 from __future__ import annotations
 
 import math
+import sys
 from abc import abstractmethod
 from typing import ClassVar
 
@@ -29,6 +30,7 @@ from detectors.univariate._common import batch_points
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 _NONE = -(2 ** 62)          # "no alarm yet" as a position far in the past
+_FMAX = sys.float_info.max
 _UP, _DOWN = Direction.UP, Direction.DOWN
 
 
@@ -123,8 +125,9 @@ class NoveltyDetector(Detector):
         else:
             return self._lo, self._hi
         if n + 1 >= self.warmup:
-            span = self._max - self._min
-            self._lo, self._hi = self._min - self.margin * span, self._max + self.margin * span
+            span = self._max - self._min            # inf for extremes near the float limits: clamped
+            self._lo = max(self._min - self.margin * span, -_FMAX)
+            self._hi = min(self._max + self.margin * span, _FMAX)
         else:
             self._lo, self._hi = self._min, self._max
         return self._lo, self._hi
@@ -228,14 +231,27 @@ class NoveltyDetector(Detector):
         return out
 
 
+def position(x: FloatArray, lo: FloatArray, hi: FloatArray) -> FloatArray:
+    """Where each value lies in [lo, hi], as a fraction (unclipped; a span of 0 counts as 1).
+
+    Computed on halves, so ranges near the float limits do not overflow; halving is exact, so for every
+    other range this equals ``(x - lo) / (hi - lo)`` bit for bit.
+    """
+    span = np.where(hi > lo, hi * 0.5 - lo * 0.5, 0.5)
+    return (x * 0.5 - lo * 0.5) / span
+
+
+def position_one(x: float, lo: float, hi: float) -> float:
+    span = hi * 0.5 - lo * 0.5 if hi > lo else 0.5
+    return (x * 0.5 - lo * 0.5) / span
+
+
 def quantise(x: FloatArray, lo: FloatArray, hi: FloatArray, bins: int) -> IntArray:
     """Level of each value in ``bins`` equal slices of [lo, hi] (values outside go to the end slices)."""
-    span = np.where(hi > lo, hi - lo, 1.0)
-    q = np.floor((x - lo) / span * bins)
+    q = np.floor(position(x, lo, hi) * bins)
     return np.clip(q, 0, bins - 1).astype(np.int64)
 
 
 def quantise_one(x: float, lo: float, hi: float, bins: int) -> int:
-    span = hi - lo if hi > lo else 1.0
-    q = math.floor((x - lo) / span * bins)
+    q = math.floor(position_one(x, lo, hi) * bins)
     return 0 if q < 0 else (bins - 1 if q > bins - 1 else int(q))

@@ -66,8 +66,8 @@ class FuzzyART(NoveltyDetector):
             del win[0]
         if len(win) < self.window:
             return 0.0
-        span = hi - lo if hi > lo else 1.0
-        a = np.clip((np.asarray(win) - lo) / span, 0.0, 1.0)
+        span = hi * 0.5 - lo * 0.5 if hi > lo else 0.5      # halves: see _novelty.position
+        a = np.clip((np.asarray(win) * 0.5 - lo * 0.5) / span, 0.0, 1.0)
         inp = np.concatenate([a, 1.0 - a])
         dim = 2 * self.window
         n_cat = len(self._norms)

@@ -180,3 +180,18 @@ def test_cli_bad_protocol_names_the_problem(tmp_path: Path) -> None:
                                    "--protocol", "psychic"])
     assert res.exit_code == 2
     assert "--protocol must be nab, online or both" in res.output
+
+
+@pytest.mark.parametrize("name", LEARNERS)
+@pytest.mark.parametrize("params", [{}, {"value_min": -1.7e308, "value_max": 1.7e308, "probation": 100}],
+                         ids=["online-range", "nab-range"])
+def test_values_near_the_float_limits_neither_overflow_nor_break_equality(
+        name: str, params: dict[str, Any]) -> None:
+    x = np.r_[np.zeros(200), 1.7e308, -1.7e308, np.random.default_rng(0).normal(size=300)]
+    a, b = REGISTRY[name](**params), REGISTRY[name](**params)
+    with np.errstate(all="raise"):
+        streamed = np.array([a.update(float(v)) for v in x])
+        batched = b.score_batch(x)
+    assert np.all(np.isfinite(streamed)) and np.array_equal(streamed, batched)
+    if not params:                                             # online: a new extreme is new
+        assert streamed[200] >= a.alarm_threshold
