@@ -14,7 +14,7 @@ import argparse
 import sys
 import time
 
-from detectors.evaluation.backtest import backtest_nab, nab_files
+from detectors.evaluation.backtest import NabProtocol, backtest_nab, nab_files
 from detectors.evaluation.nab import score_corpus
 
 TUNE = ("artificialWithAnomaly", "realAWSCloudwatch", "realAdExchange")
@@ -28,14 +28,18 @@ def main() -> None:
     ap.add_argument("--labels", default="../shared/nab/labels/combined_windows.json")
     ap.add_argument("--detector", action="append", help="registered name (repeatable); default: the default")
     ap.add_argument("--per-category", action="store_true", help="also print each category's standard score")
+    ap.add_argument("--protocol", choices=("nab", "online", "both"), default="both",
+                    help="nab: detectors get each file's value range and probationary period, as NAB's "
+                         "harness gives them; online: neither (range learned online)")
     args = ap.parse_args()
-    for det in args.detector or [None]:
+    protocols = list(NabProtocol) if args.protocol == "both" else [NabProtocol(args.protocol)]
+    for det, proto in ((d, p) for d in args.detector or [None] for p in protocols):
         t0 = time.perf_counter()
-        results = backtest_nab(args.data, None, det)
+        results = backtest_nab(args.data, None, det, protocol=proto)
         elapsed = time.perf_counter() - t0
         files = nab_files(results, args.labels)
         rows = sum(len(r[0]) for r in results.values())
-        line = [f"{det or 'default':<20}"]
+        line = [f"{det or 'default':<14} {proto.value:<7}"]
         for part, cats in (("all", None), ("tune", TUNE), ("check", CHECK)):
             sel = [f for f in files if cats is None or f.key.split("/")[0] in cats]
             sc = score_corpus(sel, [results[f.key][0] for f in sel])

@@ -1,6 +1,8 @@
 """Backtests: run a registered detector causally over a series, a file, or a whole NAB-layout folder."""
 from __future__ import annotations
 
+import enum
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,10 +25,48 @@ def make_detector(name: str | None = None, **params: Any) -> Detector:
     return REGISTRY[name](**params)
 
 
-def score_series(values: np.ndarray, detector: str | None = None, timestamps: np.ndarray | None = None
-                 ) -> np.ndarray:
+class NabProtocol(enum.StrEnum):
+    """What a detector is told about a NAB file before it streams it."""
+
+    NAB = "nab"          # as NAB's harness does: the file's value range and its probationary period
+    ONLINE = "online"    # nothing: the range is learned online, as in the service
+
+
+# NAB's detector harness (nab/detectors/base.py, AnomalyDetector.__init__) gives every detector
+# probationaryPeriod = getProbationPeriod(0.15, rows) = min(floor(0.15 * rows), 0.15 * 5000) (nab/util.py;
+# the same period the scorer leaves unscored) and inputMin / inputMax = the minimum and maximum of the
+# file's "value" column.
+NAB_PROBATIONARY_PERCENT = 0.15
+
+
+def nab_probation(n_rows: int) -> int:
+    """NAB's probationary period of a file: 15 % of its rows, at most 750."""
+    return int(min(math.floor(NAB_PROBATIONARY_PERCENT * n_rows), NAB_PROBATIONARY_PERCENT * 5000))
+
+
+def nab_params(detector: str | None, values: np.ndarray, protocol: NabProtocol) -> dict[str, Any]:
+    """Constructor arguments a detector gets for one NAB file under ``protocol``.
+
+    Only detectors that declare ``value_min``, ``value_max`` and ``probation`` receive them; the others
+    run unchanged under either protocol.
+    """
+    import detectors.univariate as uni
+
+    cls = REGISTRY[detector or uni.DEFAULT_DETECTOR]
+    if protocol is NabProtocol.ONLINE or "value_min" not in cls._param_names():
+        return {}
+    v = np.asarray(values, dtype=float)
+    finite = v[np.isfinite(v)]
+    if len(finite) == 0:
+        return {}
+    return {"value_min": float(finite.min()), "value_max": float(finite.max()),
+            "probation": nab_probation(len(v))}
+
+
+def score_series(values: np.ndarray, detector: str | None = None, timestamps: np.ndarray | None = None,
+                 params: dict[str, Any] | None = None) -> np.ndarray:
     """Causal scores in [0, 1], one per value (the vectorized batch path of the detector)."""
-    det = make_detector(detector)
+    det = make_detector(detector, **(params or {}))
     s = det.score_batch(np.asarray(values, dtype=float), timestamps)
     return np.asarray(np.clip(np.nan_to_num(s, nan=0.0), 0.0, 1.0), dtype=float)
 
@@ -62,9 +102,12 @@ def result_name(detector: str) -> str:
 
 def backtest_nab(data_dir: str | Path, output_dir: str | Path | None, detector: str | None = None,
                  progress: Callable[[int, int, str], None] | None = None,
-                 categories: set[str] | None = None) -> dict[str, tuple[np.ndarray, list[str]]]:
+                 categories: set[str] | None = None, protocol: NabProtocol = NabProtocol.NAB,
+                 ) -> dict[str, tuple[np.ndarray, list[str]]]:
     """Run every ``<category>/<file>.csv`` of a NAB data folder; write NAB's results layout if asked.
 
+    Under ``NabProtocol.NAB`` (the default) each detector that takes them gets the file's value range
+    and probationary period, as NAB's harness passes them; under ``ONLINE`` it gets neither.
     Returns ``{key: (scores, timestamps)}``.
     """
     import detectors.univariate as uni
@@ -78,7 +121,9 @@ def backtest_nab(data_dir: str | Path, output_dir: str | Path | None, detector: 
     out: dict[str, tuple[np.ndarray, list[str]]] = {}
     for i, key in enumerate(keys):
         df = read_series(Path(data_dir) / key)
-        scores = score_series(df["value"].to_numpy(), det_name, timestamps_seconds(df["timestamp"]))
+        values = df["value"].to_numpy()
+        scores = score_series(values, det_name, timestamps_seconds(df["timestamp"]),
+                              nab_params(det_name, values, protocol))
         ts = [str(t) for t in df["timestamp"]]
         out[key] = (scores, ts)
         if output_dir is not None:

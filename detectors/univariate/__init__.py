@@ -1,5 +1,8 @@
 """Streaming univariate detectors; importing this package registers all of them."""
+from detectors.univariate.art import FuzzyART
+from detectors.univariate.art_context import ArtContext
 from detectors.univariate.bocpd import BOCPD
+from detectors.univariate.context import ContextNovelty
 from detectors.univariate.cusum import CUSUM, PageHinkley
 from detectors.univariate.ewma import EWMA
 from detectors.univariate.likelihood import AnomalyLikelihood
@@ -8,7 +11,8 @@ from detectors.univariate.seasonal import Seasonal
 from detectors.univariate.spectral import SpectralResidual
 from detectors.univariate.surprise import Surprise
 
-__all__ = ["BOCPD", "CUSUM", "DEFAULT_DETECTOR", "EWMA", "AnomalyLikelihood", "PageHinkley", "RobustZ", "Seasonal", "SpectralResidual", "Surprise"]
+__all__ = ["BOCPD", "CUSUM", "ArtContext", "ContextNovelty", "FuzzyART", "DEFAULT_DETECTOR", "EWMA", "AnomalyLikelihood", "PageHinkley", "RobustZ", "Seasonal", "SpectralResidual", "Surprise"]
 
-# The detector `incidentd backtest` uses when none is named.
-DEFAULT_DETECTOR = "surprise"
+# The detector `incidentd backtest` uses when none is named (NAB: 70.8 standard under NAB's protocol;
+# docs/detectors.md). The service picks its own detectors per signal (diagnosis/signals.py).
+DEFAULT_DETECTOR = "context"

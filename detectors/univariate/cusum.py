@@ -6,13 +6,16 @@ from typing import ClassVar
 
 import numpy as np
 
-from detectors.base import Detector, finite_or_none, register
+from detectors.base import Detector, register
 from detectors.errors import InvalidInput
 from detectors.types import DetectorState, Direction
 from detectors.univariate._common import batch_points, check_direction
 from detectors.univariate._ewm import cusum_path, ewm_path
 
 _UP, _DOWN = Direction.UP, Direction.DOWN
+_NORMAL, _ANOMALOUS = DetectorState.NORMAL, DetectorState.ANOMALOUS
+_ALARM = Detector.alarm_threshold
+_sqrt = math.sqrt
 
 
 class _CumulativeSum(Detector):
@@ -36,6 +39,16 @@ class _CumulativeSum(Detector):
         self.alpha = float(alpha)
         self.watch = check_direction(direction)
         self.warmup = int(warmup)
+        self._k, self._h = float(k), float(h)      # the allowance and decision level, bound once
+        # the point count after which 1 - (1 - alpha)**m == 1.0 exactly for every m >= n - 1
+        b, m = 1.0 - self.alpha, 1
+        while 1.0 - b ** m != 1.0:
+            m *= 2
+        lo, hi = m // 2, m                       # bisect for the first m with 1 - b**m == 1.0
+        while lo + 1 < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if 1.0 - b ** mid != 1.0 else (lo, mid)
+        self._n_sat = hi + 1
 
     def reset(self) -> None:
         self._n = 0
@@ -53,10 +66,14 @@ class _CumulativeSum(Detector):
         return float(1.0 - 0.01 ** (s / threshold))
 
     def update(self, value: float, timestamp: float | None = None) -> float:
-        # The hot path of every streamed point: locals instead of repeated attribute lookups, the same
-        # arithmetic (in the same order) as score_batch so that both paths give identical scores.
-        x = finite_or_none(value)
-        if x is None:
+        # The hot path of every streamed point: locals instead of repeated attribute lookups, no helper
+        # calls (the NaN check and _judge are inlined), and the same arithmetic (in the same order) as
+        # score_batch so that both paths give identical scores.
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            return self._invalid()
+        if x - x != 0.0:            # NaN or +-inf
             return self._invalid()
         a = self.alpha
         b = 1.0 - a
@@ -67,19 +84,24 @@ class _CumulativeSum(Detector):
             self._n = 1
             return self._judge(0.0, False)
         raw_var = self._var
-        # bias-corrected EWMA mean and variance (both start at 0)
-        mean = raw_mean / (1.0 - b ** n)
-        var = raw_var / (1.0 - b ** (n - 1)) if n > 1 else 0.0
+        # bias-corrected EWMA mean and variance (both start at 0); once 1 - b**(n-1) rounds to exactly
+        # 1.0 the corrections are the identity and the two powers are skipped (same floats)
+        if n > self._n_sat:
+            mean = raw_mean
+            var = raw_var
+        else:
+            mean = raw_mean / (1.0 - b ** n)
+            var = raw_var / (1.0 - b ** (n - 1)) if n > 1 else 0.0
         d = x - mean
         self._mean = a * x + b * raw_mean
         self._var = (a * b) * (d * d) + b * raw_var
         self._n = n + 1
         if n < self.warmup:
             return self._judge(0.0, False)
-        sd = math.sqrt(var)
+        sd = _sqrt(var)
         floor = 1e-9 * (mean if mean > 1.0 else -mean if mean < -1.0 else 1.0)
         z = d / (sd if sd > floor else floor)
-        k = getattr(self, self._allowance_attr)
+        k = self._k
         up = self._up + (z - k)
         down = self._down + (-z - k)
         if not up > 0.0:        # max(0.0, up), without the call
@@ -88,11 +110,14 @@ class _CumulativeSum(Detector):
             down = 0.0
         self._up = up
         self._down = down
+        watch = self.watch
         if up > 0.0 or down > 0.0:
             self.direction = _UP if up >= down else _DOWN
-        watch = self.watch
         s = up if watch is _UP else down if watch is _DOWN else (down if down > up else up)
-        return self._judge(1.0 - 0.01 ** (s / getattr(self, self._threshold_attr)), True)
+        score = 1.0 - 0.01 ** (s / self._h) if s != 0.0 else 0.0
+        self.score = score
+        self.state = _ANOMALOUS if score >= _ALARM else _NORMAL
+        return score
 
     def score_batch(self, values: np.ndarray, timestamps: np.ndarray | None = None) -> np.ndarray:
         """Vectorized equivalent of ``update``: lfilter for the baseline, chunked cumsums for the sums."""

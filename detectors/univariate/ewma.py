@@ -6,15 +6,21 @@ import math
 import numpy as np
 from scipy import signal
 
-from detectors.base import Detector, finite_or_none, register
+from detectors.base import Detector, register
 from detectors.errors import InvalidInput
-from detectors.types import Direction
+from detectors.types import DetectorState, Direction
 from detectors.univariate._common import (
+    Z99,
     batch_points,
     check_direction,
-    z_to_score,
     z_to_score_array,
 )
+
+_UP, _DOWN, _BOTH = Direction.UP, Direction.DOWN, Direction.BOTH
+_NORMAL, _ANOMALOUS = DetectorState.NORMAL, DetectorState.ANOMALOUS
+_ALARM = Detector.alarm_threshold
+_SQRT2 = math.sqrt(2.0)
+_sqrt, _erf = math.sqrt, math.erf
 
 
 @register
@@ -46,6 +52,7 @@ class EWMA(Detector):
         self.z_alarm = float(z_alarm)
         self.watch = check_direction(direction)
         self.warmup = int(warmup)
+        self._c = Z99 / self.z_alarm                # z_to_score scale, bound once
         super().__init__()
 
     def reset(self) -> None:
@@ -57,8 +64,12 @@ class EWMA(Detector):
         self.direction = Direction.BOTH
 
     def update(self, value: float, timestamp: float | None = None) -> float:
-        x = finite_or_none(value)
-        if x is None:
+        # hot path: the NaN check, z_to_score and _judge inlined, enum members bound once
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            return self._invalid()
+        if x - x != 0.0:            # NaN or +-inf
             return self._invalid()
         n = self._n
         if n == 0:
@@ -66,22 +77,31 @@ class EWMA(Detector):
             self._n = 1
             return self._judge(0.0, False)
         mean = self._mean
+        var = self._var
         d = x - mean
-        warm = n >= self.warmup
-        score = 0.0
-        if warm:
-            sd = math.sqrt(self._var)
-            floor = 1e-9 * max(1.0, abs(mean))
-            z = d / (max(floor, sd))
-            score = z_to_score(z, self.watch, self.z_alarm)
-            if d != 0.0:
-                self.direction = Direction.UP if d > 0 else Direction.DOWN
         a = self.alpha
         incr = a * d
         self._mean = mean + incr
-        self._var = (1.0 - a) * (self._var + d * incr)
+        self._var = (1.0 - a) * (var + d * incr)
         self._n = n + 1
-        return self._judge(score, warm)
+        if n < self.warmup:
+            return self._judge(0.0, False)
+        sd = _sqrt(var)
+        floor = 1e-9 * (mean if mean > 1.0 else -mean if mean < -1.0 else 1.0)
+        z = d / (sd if sd > floor else floor)
+        watch = self.watch
+        if watch is _BOTH:
+            zz = z if z >= 0.0 else -z
+        elif watch is _UP:
+            zz = z if z > 0.0 else 0.0
+        else:
+            zz = -z if z < 0.0 else 0.0
+        score = _erf(zz * self._c / _SQRT2)
+        if d != 0.0:
+            self.direction = _UP if d > 0 else _DOWN
+        self.score = score
+        self.state = _ANOMALOUS if score >= _ALARM else _NORMAL
+        return score
 
     def score_batch(self, values: np.ndarray, timestamps: np.ndarray | None = None) -> np.ndarray:
         """Vectorized equivalent of ``update`` on every value (linear recursions run through lfilter)."""

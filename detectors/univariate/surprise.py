@@ -27,7 +27,7 @@ def _tail_score(z: float, gamma: float) -> float:
 
 @register
 class Surprise(Detector):
-    """How surprising a point is against a slow exponentially weighted baseline; NAB's default here.
+    """How surprising a point is against a slow exponentially weighted baseline (the backtest default before ``context``).
 
     Two experts share one slow baseline (EWMA mean and variance with weight ``alpha``): the point itself,
     ``z1 = (x - mean) / sd``, and a short EWMA of recent points (weight ``alpha_short``),

