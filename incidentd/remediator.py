@@ -13,6 +13,7 @@ from diagnosis.signals import SignalSpec, SourceLike
 from diagnosis.types import ChangeKind, Evidence, EvidenceKind, Hypothesis, Incident, TimelineEntry, new_id
 from incidentd.errors import Conflict
 from incidentd.store import Store
+from remediation import approval
 from remediation.actions import ACTIONS, ActionContext
 from remediation.policy import Policy
 from remediation.types import ActionFailed, ActionKind, ActionMode, ActionRecord, ActionStatus, Plan
@@ -30,8 +31,10 @@ class Remediator:
     """Chooses nothing (diagnosis does); decides *whether* and *how* under the policy, then runs and verifies."""
 
     def __init__(self, store: Store, policy: Policy, ctx: ActionContext | None,
-                 on_outcome: Callable[[str, str], None] | None = None):
+                 on_outcome: Callable[[str, str], None] | None = None,
+                 approval_rules: approval.ApprovalRules | None = None):
         self.store = store
+        self.approval = approval_rules or approval.ApprovalRules()
         self.policy = policy
         self.ctx = ctx
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="action")
@@ -63,10 +66,13 @@ class Remediator:
             return None
         kind = ActionKind(top.recommended_action)
         incident_actions = self.records(incident_id=inc.id)
-        if any(a.kind is kind for a in incident_actions):
+        if any(a.kind is kind and a.status is not ActionStatus.EXPIRED for a in incident_actions):
             return None   # one action of a kind per incident; a failed one escalates instead of repeating
         decision = self.policy.decide(kind, top.confidence, incident_actions, self.records(model=inc.model),
                                       inc.escalated, now, root_cause=top.root_cause)
+        # issue 12: a change event nobody authenticated never starts an action on its own.
+        decision = approval.without_unauthenticated_trigger(decision, kind,
+                                                            self.store.evidence(list(top.evidence_ids)))
         if not decision.allowed and decision.escalate and not inc.escalated:
             entry = lifecycle.escalate(inc, now, f"{kind.value} not started: {decision.reason}")
             self.store.save_incident(inc, [entry])
@@ -123,9 +129,47 @@ class Remediator:
         return rec
 
     def approve(self, action_id: str, actor: str) -> ActionRecord:
+        # ---- issue 12: expiry, policy re-check on the current diagnosis, optional second person ----
+        now = time.time()
+        rec = ActionRecord.from_dict(self.store.action(action_id))
+        if rec.status is ActionStatus.AWAITING_APPROVAL:
+            inc = self.store.incident(rec.incident_id)
+            check = approval.check_approval(self.policy, self.approval, rec, inc.hypotheses, inc.escalated,
+                                            self.records(incident_id=rec.incident_id),
+                                            self.records(model=rec.model), actor, now)
+            if check.expired:
+                self.expire_pending(now)
+                raise Conflict(f"action {action_id}: {check.reason}")
+            if check.needs_another:
+                rec.log("approval_recorded", actor=actor)
+                self._save(rec, TimelineEntry(now, "action_approval_recorded", f"{rec.kind.value} approved by "
+                                              f"{actor} (1 of 2); a second person must approve",
+                                              {"action_id": rec.id, "actor": actor}))
+                return rec
+            if not check.allowed:
+                rec.log("approval_refused", actor=actor, reason=check.reason)
+                self._save(rec, TimelineEntry(now, "action_approval_refused", f"{rec.kind.value} approval by "
+                                              f"{actor} refused: {check.reason}",
+                                              {"action_id": rec.id, "actor": actor}))
+                raise Conflict(f"action {action_id} not approved: {check.reason}")
+        # ---- end issue 12 ----
         rec = self._answer(action_id, actor, ActionStatus.EXECUTING, "approved")
         self._pool.submit(self._execute, rec.id)
         return rec
+
+    def expire_pending(self, now: float) -> list[str]:
+        """issue 12: plans unanswered past the approval timeout expire; they block nothing afterwards."""
+        expired = []
+        for d in self.store.actions(statuses=(ActionStatus.AWAITING_APPROVAL.value,)):
+            rec = ActionRecord.from_dict(d)
+            if self.approval.expired(rec.created_at, now):
+                rec.status = ActionStatus.EXPIRED
+                rec.log("expired", timeout_seconds=self.approval.timeout_seconds)
+                self._save(rec, TimelineEntry(now, "action_expired", f"{rec.kind.value} plan expired: nobody "
+                                              f"answered within {self.approval.timeout_seconds:g}s; it blocks "
+                                              "nothing now", approval.expiry_entry_data(rec)))
+                expired.append(rec.id)
+        return expired
 
     def deny(self, action_id: str, actor: str) -> ActionRecord:
         return self._answer(action_id, actor, ActionStatus.DENIED, "denied")
@@ -138,7 +182,7 @@ class Remediator:
         rec.status = status
         rec.log(verb, actor=actor)
         self._save(rec, TimelineEntry(time.time(), f"action_{verb}", f"{rec.kind.value} {verb} by {actor}",
-                                      {"action_id": rec.id}))
+                                      {"action_id": rec.id, "actor": actor}))
         return rec
 
     # ------------------------------------------------------------------ executing

@@ -25,6 +25,7 @@ class ActionMode(enum.StrEnum):
 class ActionStatus(enum.StrEnum):
     AWAITING_APPROVAL = "awaiting_approval"
     DENIED = "denied"
+    EXPIRED = "expired"              # awaited approval past the approval timeout; blocks nothing (issue 12)
     EXECUTING = "executing"
     VERIFYING = "verifying"
     VERIFIED = "verified"            # executed and the signals recovered

@@ -20,8 +20,14 @@ def model_server(
     model_name: Annotated[str, typer.Option("--model-name", help="Value of the 'model' metric label.")] = "digits",
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
+    admin_token_file: Annotated[Path | None, typer.Option(
+        "--admin-token-file", help="File holding the token /admin/* requires (else env "
+                                   "INCIDENTD_MODEL_SERVER_ADMIN_TOKEN).")] = None,
+    insecure: Annotated[bool, typer.Option(
+        "--insecure", help="Listen beyond loopback with no admin token (warned at every start).")] = False,
 ) -> None:
     """Serve the demo digits classifier; trains v1 into an empty registry on first start."""
     from incidentd.model_server.__main__ import run_server
 
-    run_server(registry, host, port, enable_fault_injection, model_name, device, log_level)
+    run_server(registry, host, port, enable_fault_injection, model_name, device, log_level, admin_token_file,
+               insecure)

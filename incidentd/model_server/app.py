@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from collector.instrumentation import ErrorReason, ModelInstrumentation, PredictionRecord, WeightStats
 from incidentd.model_server import faults as faultlib
+from incidentd.model_server.auth import AdminToken
 from incidentd.model_server.faults import FaultKind, FaultParamError, FaultState
 from incidentd.model_server.model import model_from_checkpoint, select_device, train_version
 from remediation.clamp import clamp_state, derive_bounds
@@ -51,6 +52,7 @@ class ModelServerSettings:
     feedback_log_size: int = 20_000
     train_epochs: int = 25
     torch_threads: int = 1          # inference on a tiny MLP: one thread is fastest and kindest
+    admin_token: str | None = None  # required on /admin/* when set (incidentd/model_server/auth.py)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "registry_dir", Path(self.registry_dir).expanduser().resolve())
@@ -228,6 +230,7 @@ def create_app(settings: ModelServerSettings) -> FastAPI:
     app.state.holder = holder
     app.state.instrumentation = inst
     app.state.faults = fault_state
+    admin = [Depends(AdminToken(settings.admin_token))]   # every /admin/* route, fault injection included
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -239,13 +242,17 @@ def create_app(settings: ModelServerSettings) -> FastAPI:
 
     @app.exception_handler(UnknownVersion)
     async def _unknown(request: Request, exc: UnknownVersion) -> JSONResponse:
-        return JSONResponse(status_code=404, content={"detail": str(exc), "version": exc.version,
-                                                      "known": exc.known})
+        # Never list the other versions to the caller (GET /admin/versions does, behind the token).
+        return JSONResponse(status_code=404, content={"detail": f"unknown version {exc.version!r}",
+                                                      "version": exc.version})
 
     @app.exception_handler(CorruptCheckpoint)
     async def _corrupt(request: Request, exc: CorruptCheckpoint) -> JSONResponse:
         log.error("refused corrupt checkpoint: %s", exc)
-        return JSONResponse(status_code=422, content={"detail": str(exc), "path": exc.path,
+        # The log has the path; the caller is told which version, never where it lives on disk.
+        return JSONResponse(status_code=422, content={"detail": f"checkpoint file {Path(exc.path).name} failed "
+                                                                f"its integrity check; {holder.version!r} keeps "
+                                                                "running",
                                                       "running_version": holder.version})
 
     # --- serving -------------------------------------------------------------------------------------
@@ -337,26 +344,26 @@ def create_app(settings: ModelServerSettings) -> FastAPI:
         return {"status": "ok", "version": holder.version, "pid": pid}
 
     # --- admin ---------------------------------------------------------------------------------------
-    @app.get("/admin/versions")
+    @app.get("/admin/versions", dependencies=admin)
     def versions() -> dict[str, Any]:
         return {"current": registry.current(), "known_good": registry.known_good(), "running": holder.version,
                 "versions": [registry.metadata(v) for v in registry.versions()]}
 
-    @app.post("/admin/load")
+    @app.post("/admin/load", dependencies=admin)
     def load(body: VersionRequest) -> dict[str, Any]:
         result = holder.install(body.version)
         inst.set_version(holder.version)
         log.warning("model load: %s", result["message"], extra={"version": body.version})
         return result
 
-    @app.post("/admin/known-good")
+    @app.post("/admin/known-good", dependencies=admin)
     def known_good(body: VersionRequest) -> dict[str, Any]:
         registry.verify(body.version)
         previous = registry.known_good()
         registry.mark_known_good(body.version)
         return {"known_good": body.version, "previous": previous, "changed": previous != body.version}
 
-    @app.post("/admin/clamp")
+    @app.post("/admin/clamp", dependencies=admin)
     def clamp(body: ClampRequest) -> dict[str, Any]:
         good = registry.known_good()
         if good is None:
@@ -370,7 +377,7 @@ def create_app(settings: ModelServerSettings) -> FastAPI:
                     report.total_repaired, report.total_clamped, extra={"version": holder.version})
         return {**report.as_dict(), "version": holder.version, "known_good": good}
 
-    @app.get("/admin/weights")
+    @app.get("/admin/weights", dependencies=admin)
     def weights() -> dict[str, Any]:
         import torch
 
@@ -392,11 +399,11 @@ def create_app(settings: ModelServerSettings) -> FastAPI:
                             "nonfinite": int(x.numel() - fin.numel())})
         return {"version": holder.version, "tensors": out}
 
-    @app.get("/admin/faults")
+    @app.get("/admin/faults", dependencies=admin)
     async def active_faults() -> dict[str, Any]:
         return {"enabled": settings.enable_fault_injection, "active": fault_state.active()}
 
-    @app.post("/admin/faults")
+    @app.post("/admin/faults", dependencies=admin)
     def inject(body: FaultRequest) -> dict[str, Any]:
         if not settings.enable_fault_injection:
             raise HTTPException(status_code=403,
@@ -437,7 +444,7 @@ def create_app(settings: ModelServerSettings) -> FastAPI:
                     extra={"fault": body.fault.value, "version": holder.version})
         return {"fault": body.fault.value, "applied": done, "version": holder.version}
 
-    @app.delete("/admin/faults")
+    @app.delete("/admin/faults", dependencies=admin)
     async def clear_faults() -> dict[str, Any]:
         if not settings.enable_fault_injection:
             raise HTTPException(status_code=403,
