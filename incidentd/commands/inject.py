@@ -207,11 +207,15 @@ def parse_params(spec: FaultSpec, pairs: list[str]) -> dict[str, Any]:
 # ---------------------------------------------------------------- talking to the target
 
 
-def _request(method: str, url: str, body: Any, timeout: float) -> Any:
+def _request(method: str, url: str, body: Any, timeout: float, token: str | None = None) -> Any:
     import httpx
 
+    from incidentd.model_server.auth import TOKEN_ENV
+
+    token = token or os.environ.get(TOKEN_ENV)   # the model server's admin token, when it has one
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        r = httpx.request(method, url, json=body, timeout=timeout)
+        r = httpx.request(method, url, json=body, timeout=timeout, headers=headers)
     except httpx.HTTPError as e:
         raise InjectError(f"{method} {url} failed: {e}", 1) from e
     try:
@@ -220,6 +224,8 @@ def _request(method: str, url: str, body: Any, timeout: float) -> Any:
         data = {"detail": r.text[:300]}
     if r.status_code == 422:
         raise _bad(_describe_422(data))
+    if r.status_code == 401:
+        raise InjectError(f"{url} refused: it needs its admin token (set {TOKEN_ENV})", 1)
     if r.status_code == 403:
         raise InjectError(f"{url} refused: {_detail(data)} (start the model server with "
                           "--enable-fault-injection)", 1)
@@ -282,7 +288,8 @@ def update_gpu_state(path: Path, spec: FaultSpec, params: dict[str, Any]) -> dic
     return state
 
 
-def inject(fault: str, pairs: list[str], target: str, timeout: float = 10.0) -> dict[str, Any]:
+def inject(fault: str, pairs: list[str], target: str, timeout: float = 10.0,
+           token: str | None = None) -> dict[str, Any]:
     """Inject one fault; returns a JSON-able record of what was done. Raises InjectError."""
     spec = resolve(fault)
     params = parse_params(spec, pairs)
@@ -294,19 +301,20 @@ def inject(fault: str, pairs: list[str], target: str, timeout: float = 10.0) -> 
         state = update_gpu_state(path, spec, params)
         return {**record, "via": f"file {path.expanduser().resolve()}", "gpu_state": state}
     if spec.via == "load":
-        res = _request("POST", base + "/admin/load", {"version": params["version"]}, timeout)
+        res = _request("POST", base + "/admin/load", {"version": params["version"]}, timeout, token)
         return {**record, "via": "POST /admin/load", "response": res}
-    res = _request("POST", base + "/admin/faults", {"fault": spec.server_fault, "params": params}, timeout)
+    res = _request("POST", base + "/admin/faults", {"fault": spec.server_fault, "params": params}, timeout,
+                   token)
     return {**record, "via": f"POST /admin/faults {spec.server_fault}", "response": res}
 
 
-def clear(pairs: list[str], target: str, timeout: float = 10.0) -> dict[str, Any]:
+def clear(pairs: list[str], target: str, timeout: float = 10.0, token: str | None = None) -> dict[str, Any]:
     spec = FaultSpec("clear", "hardware", "", "server", "", "", {
         "gpu_state": Param("path", "also cool the simulated GPUs in this file")})
     params = parse_params(spec, pairs)
     base = target.rstrip("/")
     out: dict[str, Any] = {"fault": "clear", "target": base,
-                           "response": _request("DELETE", base + "/admin/faults", None, timeout)}
+                           "response": _request("DELETE", base + "/admin/faults", None, timeout, token)}
     if "gpu_state" in params:
         out["gpu_state"] = update_gpu_state(Path(params["gpu_state"]), spec, {})
     return out

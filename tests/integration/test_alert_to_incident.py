@@ -1,4 +1,4 @@
-"""Prometheus rule → Alertmanager (production routing, bearer token) → incidentd's real webhook.
+"""Prometheus rule → Alertmanager (production routing, bearer API key) → incidentd's real webhook.
 
 The alert must open exactly one incident, however many times Alertmanager delivers it, and the
 incident must resolve when the alert resolves.
@@ -15,7 +15,13 @@ import yaml
 from .conftest import AlertmanagerServer, PrometheusServer, free_port, http, wait_until
 from .test_prometheus import ALERTS, AM_CONFIG, exporter  # noqa: F401  (fixture)
 
-TOKEN = "alert-to-incident-test-token"
+
+class Service:
+    """The running service and the keys the test made for it: ``ingest`` for Alertmanager, ``read`` for us."""
+
+    def __init__(self, url: str, ingest_key: str, read_key: str):
+        self.url, self.ingest_key = url, ingest_key
+        self.headers = {"Authorization": f"Bearer {read_key}"}
 
 
 @pytest.fixture()
@@ -25,21 +31,27 @@ def incidentd_service(tmp_path):
     uvicorn = pytest.importorskip("uvicorn")
     port = free_port()
     settings = config.Settings(host="127.0.0.1", port=port, database=tmp_path / "incidentd.db",
-                               webhook_token=TOKEN, detect_interval_seconds=1.0, scrape_interval_seconds=1.0,
+                               detect_interval_seconds=1.0, scrape_interval_seconds=1.0,
                                detection=config.DetectionSettings(resolve_after_seconds=0))
     app = app_mod.create_app(settings)
+    from incidentd.auth.keys import create_key
+    from incidentd.auth.scopes import Scope
+
+    store = app.state.runtime.store
+    ingest = create_key(store, "alertmanager", frozenset({Scope.INGEST})).key
+    read = create_key(store, "test-reader", frozenset({Scope.READ})).key
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
     assert wait_until(lambda: http("GET", f"{url}/healthz")[0] == 200, 30), "incidentd did not start"
-    yield url
+    yield Service(url, ingest, read)
     server.should_exit = True
     thread.join(30)
 
 
-def _incidents(url: str) -> list[dict[str, Any]]:
-    status, body = http("GET", f"{url}/incidents?model=digits")
+def _incidents(svc: Service) -> list[dict[str, Any]]:
+    status, body = http("GET", f"{svc.url}/incidents?model=digits", headers=svc.headers)
     assert status == 200, body
     return body["incidents"]
 
@@ -49,10 +61,10 @@ def test_alert_opens_one_incident_that_resolves(prometheus: PrometheusServer, al
     port, g = exporter
     cfg = yaml.safe_load(AM_CONFIG.read_text())
     token_file = tmp_path / "token"
-    token_file.write_text(TOKEN + "\n")
+    token_file.write_text(incidentd_service.ingest_key + "\n")
     for r in cfg["receivers"]:
         for hook in r.get("webhook_configs", []):
-            hook["url"] = f"{incidentd_service}/webhooks/alertmanager"
+            hook["url"] = f"{incidentd_service.url}/webhooks/alertmanager"
             hook["http_config"]["authorization"]["credentials_file"] = str(token_file)
     for route in [cfg["route"], *cfg["route"]["routes"]]:
         route.update(group_wait="1s", group_interval="1s", repeat_interval="2s")  # many re-deliveries
@@ -68,7 +80,7 @@ def test_alert_opens_one_incident_that_resolves(prometheus: PrometheusServer, al
         time.sleep(8)                      # Alertmanager keeps re-delivering (repeat_interval 2s)
         open_incidents = _incidents(incidentd_service)
         assert len(open_incidents) == 1, open_incidents
-        metrics = http("GET", f"{incidentd_service}/metrics")[1]
+        metrics = http("GET", f"{incidentd_service.url}/metrics", headers=incidentd_service.headers)[1]
         assert "incidentd_webhook_notifications_total" in metrics
 
         g["weights"].labels("digits", "v1").set(0)
