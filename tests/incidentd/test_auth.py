@@ -21,7 +21,7 @@ from incidentd.config import Settings
 from incidentd.runtime import Runtime
 from tests.incidentd.keyring import bearer
 
-R, P, A, I, ADM = Scope.READ, Scope.RESPOND, Scope.APPROVE, Scope.INGEST, Scope.ADMIN
+R, P, A, ING, ADM = Scope.READ, Scope.RESPOND, Scope.APPROVE, Scope.INGEST, Scope.ADMIN
 # The policy, written down once. A route the app serves but this table lacks fails the matrix test, so
 # a new route cannot ship without a decision about who may call it.
 EXPECTED: dict[tuple[str, str], Scope | str] = {
@@ -35,9 +35,9 @@ EXPECTED: dict[tuple[str, str], Scope | str] = {
     ("POST", "/incidents/{incident_id}/comments"): P,
     ("POST", "/incidents/{incident_id}/actions/{action_id}/approve"): A,
     ("POST", "/incidents/{incident_id}/actions/{action_id}/deny"): A,
-    ("POST", "/webhooks/alertmanager"): I,
-    ("POST", "/webhooks/grafana"): I,
-    ("POST", "/events"): I,
+    ("POST", "/webhooks/alertmanager"): ING,
+    ("POST", "/webhooks/grafana"): ING,
+    ("POST", "/events"): ING,
     ("GET", "/models"): R,
     ("GET", "/models/{model}/signals"): R,
     ("GET", "/keys"): ADM,
@@ -150,7 +150,7 @@ def test_key_with_right_id_and_wrong_secret_is_refused(runtime, app):
 
 
 def test_alertmanager_basic_auth_and_legacy_token(runtime, app):
-    key = create_key(runtime.store, "alertmanager", frozenset({I})).key
+    key = create_key(runtime.store, "alertmanager", frozenset({ING})).key
     basic = base64.b64encode(f"alertmanager:{key}".encode()).decode()
     payload = {"version": "4", "groupKey": "g", "status": "firing", "receiver": "incidentd", "alerts": []}
     with TestClient(app) as c:
@@ -167,7 +167,7 @@ def test_alertmanager_basic_auth_and_legacy_token(runtime, app):
 def test_change_event_records_who_sent_it(runtime, app):
     with TestClient(app) as c:
         eid = c.post("/events", json={"model": "digits", "kind": "deploy", "description": "by=mallory"},
-                     headers=bearer(runtime.store, "ci-pipeline", I)).json()["id"]
+                     headers=bearer(runtime.store, "ci-pipeline", ING)).json()["id"]
     (ev,) = runtime.store.evidence([eid])
     assert ev.attributes["by"] == "key:ci-pipeline" and ev.attributes["authenticated"] is True
 
@@ -193,7 +193,7 @@ def test_mutating_requests_are_rate_limited_per_identity_with_retry_after(tmp_pa
                                     "webhook_rate_per_second": 0.01, "webhook_burst": 2}))
     try:
         app = create_app(rt.settings, rt, start=False)
-        alice, bob = bearer(rt.store, "alice", I), bearer(rt.store, "bob", I)
+        alice, bob = bearer(rt.store, "alice", ING), bearer(rt.store, "bob", ING)
         ev = {"model": "m", "kind": "deploy"}
         with TestClient(app) as c:
             codes = [c.post("/events", json=ev, headers=alice).status_code for _ in range(4)]
