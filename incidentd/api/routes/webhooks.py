@@ -37,6 +37,15 @@ def _rfc3339_only(v: object) -> object:
     return v
 
 
+def _json_integer(v: object) -> object:
+    # JSON Schema's integer: a number with no fraction (3 or 3.0); never a bool or a string.
+    if isinstance(v, bool) or not isinstance(v, int | float) or (isinstance(v, float) and not v.is_integer()):
+        raise ValueError("must be an integer")
+    return int(v)
+
+
+Count = Annotated[int, Field(ge=0, le=2**53), BeforeValidator(_json_integer)]
+
 # Timestamps are RFC 3339 strings only: a number (``endsAt: 0``) is not a time Alertmanager would send.
 Timestamp = Annotated[datetime, BeforeValidator(_rfc3339_only)]
 
@@ -58,7 +67,7 @@ class AlertmanagerPayload(BaseModel):
     model_config = ConfigDict(extra="allow")
     version: Literal["4"]
     groupKey: Text
-    truncatedAlerts: int = Field(0, ge=0, le=2**53, strict=True)
+    truncatedAlerts: Count = 0
     status: Literal["firing", "resolved"]
     receiver: Short
     groupLabels: Labels = Field(default_factory=dict)
@@ -82,9 +91,9 @@ class GrafanaPayload(BaseModel):
     model_config = ConfigDict(extra="allow")
     receiver: Short = ""
     status: Literal["firing", "resolved"]
-    orgId: int | None = Field(None, ge=0, le=2**53, strict=True)
+    orgId: Count | None = None
     version: Short = "1"
-    truncatedAlerts: int = Field(0, ge=0, le=2**53, strict=True)
+    truncatedAlerts: Count = 0
     alerts: list[AlertmanagerAlert] = Field(max_length=MAX_ALERTS)
 
 
