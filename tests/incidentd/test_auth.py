@@ -247,3 +247,24 @@ def test_bind_rules():
 def test_serve_refuses_a_public_bind_without_credentials(tmp_path):
     out = CliRunner().invoke(build_app(), ["serve", "--host", "0.0.0.0", "--database", str(tmp_path / "x.db")])
     assert out.exit_code == 2 and "refusing to listen on 0.0.0.0" in out.output
+
+
+def test_anonymous_scopes_are_opt_in_and_marked_unauthenticated(tmp_path):
+    rt = Runtime(Settings(database=tmp_path / "db.sqlite", security={"anonymous_scopes": ["ingest"]}))
+    try:
+        with TestClient(create_app(rt.settings, rt, start=False)) as c:
+            eid = c.post("/events", json={"model": "digits", "kind": "deploy"}).json()["id"]
+            assert c.get("/incidents").status_code == 401
+        (ev,) = rt.store.evidence([eid])
+        assert ev.attributes["by"] == "anonymous" and ev.attributes["authenticated"] is False
+    finally:
+        rt.stop()
+
+
+def test_model_server_admin_bind_rules():
+    from incidentd.model_server.auth import check_admin_bind
+
+    assert check_admin_bind("127.0.0.1", None, insecure=False) is None
+    assert "--admin-token-file" in check_admin_bind("0.0.0.0", None, insecure=False)
+    assert check_admin_bind("0.0.0.0", "t", insecure=False) is None
+    assert check_admin_bind("0.0.0.0", None, insecure=True) is None
