@@ -18,6 +18,9 @@ def serve(
     insecure: bool = typer.Option(False, "--insecure",
                                   help="Listen beyond loopback even with no credentials configured (warned at "
                                        "every start; see docs/security.md)."),
+    ssl_certfile: Path | None = typer.Option(None, "--ssl-certfile", help="Serve HTTPS with this certificate "
+                                             "(PEM, chain included); see docs/security.md."),
+    ssl_keyfile: Path | None = typer.Option(None, "--ssl-keyfile", help="The certificate's private key (PEM)."),
 ) -> None:
     """Run the incident service: scrape, detect, diagnose, remediate, verify; serve the REST API."""
     import logging
@@ -55,8 +58,14 @@ def serve(
         typer.echo(f"error: {bind.error}", err=True)
         app.state.runtime.store.close()
         raise typer.Exit(2)
-    typer.echo(f"incidentd serving on http://{settings.host}:{settings.port}", err=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level.lower(), access_log=False)
+    if (ssl_certfile is None) != (ssl_keyfile is None):
+        typer.echo("error: --ssl-certfile and --ssl-keyfile go together", err=True)
+        raise typer.Exit(2)
+    scheme = "https" if ssl_certfile else "http"
+    typer.echo(f"incidentd serving on {scheme}://{settings.host}:{settings.port}", err=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level.lower(), access_log=False,
+                ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
+                ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None)
 
 
 def register(app: typer.Typer) -> None:
