@@ -78,9 +78,9 @@ def list_(
     if as_json:
         typer.echo(json.dumps(rows))
         return
-    for r in rows:
-        state = "revoked" if r["revoked_at"] else "active"
-        typer.echo(f"{r['name']}\t{r['id']}\t{','.join(r['scopes'])}\t{state}")
+    for k in infos:
+        state = "revoked" if k.revoked_at else "active"
+        typer.echo(f"{k.name}\t{k.id}\t{','.join(sorted(s.value for s in k.scopes))}\t{state}")
 
 
 @keys_app.command("revoke")

@@ -69,7 +69,7 @@ def incident_plot(incident_id: IncidentId, runtime: RuntimeDep, who: Reader) -> 
 
 @router.post("/{incident_id}/ack", responses=MUTATE)
 def ack(incident_id: IncidentId, store: StoreDep, who: Responder, body: NoteBody | None = None) -> dict[str, Any]:
-    body = body or NoteBody()
+    body = body or NoteBody(note="")
     inc = store.incident(incident_id)
     if inc.status is IncidentStatus.RESOLVED:
         raise Conflict(f"incident {incident_id} is resolved; nothing to acknowledge")
@@ -85,7 +85,7 @@ def ack(incident_id: IncidentId, store: StoreDep, who: Responder, body: NoteBody
 @router.post("/{incident_id}/resolve", responses=MUTATE)
 def resolve(incident_id: IncidentId, store: StoreDep, who: Responder,
             body: NoteBody | None = None) -> dict[str, Any]:
-    body = body or NoteBody()
+    body = body or NoteBody(note="")
     inc = store.incident(incident_id)
     if inc.status is IncidentStatus.RESOLVED:
         return inc.to_dict()   # idempotent
