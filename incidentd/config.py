@@ -132,6 +132,7 @@ class SecuritySettings(BaseModel):
     oidc: OidcSettings | None = None
     anonymous_scopes: list[Scope] = Field(default_factory=list)   # scopes a request with no credential holds
     metrics_public: bool = False              # /metrics answers without a credential (for a Prometheus scrape)
+    docs_public: bool = False                 # /openapi.json, /docs and /redoc answer without a credential
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     rate_limit_per_second: float = Field(5.0, gt=0)   # mutating requests per identity, on average
     rate_limit_burst: int = Field(60, ge=1)

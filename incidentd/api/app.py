@@ -41,7 +41,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None, start: bool =
             if start:
                 rt.stop()
 
+    # The schema and its viewers need a credential unless security.docs_public: without one, only /healthz
+    # (and /metrics when configured) answers.
+    public_docs = sec.docs_public
     app = FastAPI(title="incidentd", version="0.1.0", lifespan=lifespan,
+                  openapi_url="/openapi.json" if public_docs else None,
+                  docs_url="/docs" if public_docs else None, redoc_url="/redoc" if public_docs else None,
                   description="Incidents for ML models: evidence, ranked hypotheses, verified remediation. "
                               "Every route but /healthz (and /metrics when security.metrics_public) needs "
                               "'Authorization: Bearer <key>' with the scope named in its description; "
@@ -62,12 +67,14 @@ def create_app(settings: Settings, runtime: Runtime | None = None, start: bool =
         return {"status": "ok", "cycles": rt.loop.cycles,
                 "source": "prometheus" if rt.settings.prometheus_url else "embedded"}
 
+    def authenticated(request: Request) -> None:
+        if not identify(request).authenticated:
+            raise HTTPException(401, "a credential is required: 'Authorization: Bearer <key>'",
+                                headers={"WWW-Authenticate": "Bearer"})
+
     def metrics_access(request: Request) -> None:
         if not sec.metrics_public:
-            ident = identify(request)
-            if not ident.authenticated:
-                raise HTTPException(401, "a credential is required: 'Authorization: Bearer <key>'",
-                                    headers={"WWW-Authenticate": "Bearer"})
+            authenticated(request)
 
     @app.get("/metrics", tags=["health"], response_class=Response,
              dependencies=[Depends(Public()), Depends(metrics_access)],
@@ -77,6 +84,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None, start: bool =
     def metrics() -> Response:
         """The service's own metrics; any authenticated identity (or anyone, with security.metrics_public)."""
         return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    if not public_docs:
+        @app.get("/openapi.json", include_in_schema=False,
+                 dependencies=[Depends(Public()), Depends(authenticated)])
+        def openapi() -> JSONResponse:
+            return JSONResponse(app.openapi())
 
     # One place maps errors to status codes and one body shape; a 500 never echoes internals.
     @app.exception_handler(RequestValidationError)

@@ -26,7 +26,8 @@ R, P, A, ING, ADM = Scope.READ, Scope.RESPOND, Scope.APPROVE, Scope.INGEST, Scop
 # a new route cannot ship without a decision about who may call it.
 EXPECTED: dict[tuple[str, str], Scope | str] = {
     ("GET", "/healthz"): PUBLIC,
-    ("GET", "/metrics"): PUBLIC,       # public route; needs any credential unless security.metrics_public
+    ("GET", "/metrics"): PUBLIC,       # any credential, or none with security.metrics_public
+    ("GET", "/openapi.json"): PUBLIC,  # any credential, or none with security.docs_public
     ("GET", "/incidents"): R,
     ("GET", "/incidents/{incident_id}"): R,
     ("GET", "/incidents/{incident_id}/plot.png"): R,
@@ -77,7 +78,7 @@ def test_authorization_matrix(app, runtime):
         for (method, path), needed in EXPECTED.items():
             anonymous = _call(c, method, path, {})
             if needed == PUBLIC:
-                assert anonymous == (401 if path == "/metrics" else 200), (method, path)
+                assert anonymous == (200 if path == "/healthz" else 401), (method, path)
                 for s in Scope:
                     assert _call(c, method, path, keys[s]) == 200, (method, path, s)
                 continue
@@ -89,6 +90,20 @@ def test_authorization_matrix(app, runtime):
                 else:
                     assert got == 403, (method, path, s, got)
             assert _call(c, method, path, {"Authorization": "Bearer ikd_nope_nope"}) == 401
+
+
+def test_schema_and_docs_need_a_credential_unless_public(app, runtime, tmp_path):
+    with TestClient(app) as c:
+        assert c.get("/openapi.json").status_code == 401
+        assert c.get("/docs").status_code == 404 and c.get("/redoc").status_code == 404
+        assert c.get("/openapi.json", headers=bearer(runtime.store, "viewer", R)).json()["info"]["title"] == \
+            "incidentd"
+    rt = Runtime(Settings(database=tmp_path / "open.sqlite", security={"docs_public": True}))
+    try:
+        with TestClient(create_app(rt.settings, rt, start=False)) as c:
+            assert c.get("/openapi.json").status_code == 200 and c.get("/docs").status_code == 200
+    finally:
+        rt.stop()
 
 
 def test_metrics_public_when_configured(tmp_path):

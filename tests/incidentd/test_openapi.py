@@ -33,7 +33,7 @@ def test_schema_conformance(service):
     """Every operation, EXAMPLES generated cases each (valid and invalid), all of Schemathesis' checks: no 5xx,
     every status code and content type declared, bodies match their schemas, invalid input refused."""
     app, headers, _ = service
-    api = schemathesis.openapi.from_asgi("/openapi.json", app)
+    api = schemathesis.openapi.from_asgi("/openapi.json", app, headers=headers)
     failures: dict[str, str] = {}
     operations = 0
     for result in api.get_all_operations():
