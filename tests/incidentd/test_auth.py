@@ -283,3 +283,38 @@ def test_model_server_admin_bind_rules():
     assert "--admin-token-file" in check_admin_bind("0.0.0.0", None, insecure=False)
     assert check_admin_bind("0.0.0.0", "t", insecure=False) is None
     assert check_admin_bind("0.0.0.0", None, insecure=True) is None
+
+
+def test_keys_over_the_api_need_admin_and_show_the_key_once(runtime, app):
+    admin = bearer(runtime.store, "root", ADM)
+    with TestClient(app) as c:
+        r = c.post("/keys", json={"name": "grafana", "scopes": ["read"]}, headers=admin)
+        assert r.status_code == 201 and r.json()["key"].startswith("ikd_") and r.json()["created_by"] == "key:root"
+        key = r.json()["key"]
+        listed = c.get("/keys", headers=admin)
+        assert key not in listed.text and "grafana" in listed.text
+        assert c.post("/keys", json={"name": "grafana", "scopes": ["read"]}, headers=admin).status_code == 409
+        assert c.post("/keys", json={"name": "x", "scopes": ["root"]}, headers=admin).status_code == 422
+        assert c.get("/incidents", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+        assert c.delete("/keys/grafana", headers=admin).json()["by"] == "key:root"
+        assert c.get("/incidents", headers={"Authorization": f"Bearer {key}"}).status_code == 401
+
+
+def test_the_demo_issues_its_own_key_before_the_service_starts(tmp_path, runtime):
+    from incidentd.demo import Demo
+    from incidentd.store import Store
+
+    demo = Demo(workdir=tmp_path / "demo", plots=False)
+    db = str(tmp_path / "demo" / "incidentd.db")
+    first, second = demo._issue_key(db), demo._issue_key(db)   # a reused workdir replaces its key
+    demo.http.close()
+    ring = Store(db)
+    try:
+        from incidentd.auth.keys import KeyRing
+
+        assert KeyRing(ring).verify(first) is None
+        info = KeyRing(ring).verify(second)
+        assert info is not None and info.scopes == {R, P, A}
+    finally:
+        ring.close()
+    assert len(demo.admin_token) >= 32
