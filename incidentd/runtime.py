@@ -19,6 +19,7 @@ from incidentd.pipeline import DetectionLoop
 from incidentd.store import Store
 from incidentd.tsdb import EmbeddedStore, Scraper
 from remediation.actions import ActionContext
+from remediation.approval import ApprovalRules
 from remediation.executors import LocalProcess, ModelServerAdmin
 from remediation.executors_systemd import RestartExecutor, RollbackExecutor
 from remediation.policy import Policy
@@ -79,7 +80,8 @@ class Runtime:
         packs = ([DEFAULT_PACK] if settings.use_default_rules else []) + list(settings.rules)
         self.engine = RuleEngine.load(packs)
         self.specs = default_catalog(_from_settings(CatalogSettings, settings.detection))
-        self.admin = ModelServerAdmin(settings.model_server_url) if settings.model_server_url else None
+        self.admin = (ModelServerAdmin(settings.model_server_url, token=settings.model_server_admin_token)
+                      if settings.model_server_url else None)
         self.process: LocalProcess | None = None
         restarter, rollout = self._executors(settings)
         if settings.supervise_command:
@@ -94,7 +96,9 @@ class Runtime:
                             {"bounds": rs.clamp_bounds, "margin": rs.clamp_margin}, rollout,
                             rs.executor.image_template) if self.admin else None
         self.remediator = ActionRunner(self.store, policy, ctx,
-                                     on_outcome=lambda k, o: self.metrics.actions.labels(k, o).inc())
+                                       on_outcome=lambda k, o: self.metrics.actions.labels(k, o).inc(),
+                                       approval_rules=ApprovalRules(rs.approval_timeout_seconds,
+                                                                    rs.two_person_approval))
         self.loop = DetectionLoop(settings, self.source, self.store, self.engine, self.specs, self.remediator,
                                   self.admin, step=settings.scrape_interval_seconds)
         self.mirror = None
@@ -144,6 +148,7 @@ class Runtime:
     def detect_job(self) -> None:
         t0 = time.perf_counter()
         try:
+            self.remediator.expire_pending(time.time())
             self.loop.cycle()
             self.metrics.cycles.inc()
             if self.mirror is not None:
