@@ -5,7 +5,7 @@ import logging
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -26,7 +26,12 @@ from remediation.policy import Policy
 from remediation.runner import ActionRunner
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+    from incidentd.sources.prometheus import PrometheusSource
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 @dataclass
@@ -69,6 +74,7 @@ class Runtime:
         self.store = Store(settings.database)
         self.embedded: EmbeddedStore | None = None
         self.scraper: Scraper | None = None
+        self.source: PrometheusSource | EmbeddedStore
         if settings.prometheus_url:
             from incidentd.sources.prometheus import PrometheusSource
             self.source = PrometheusSource(settings.prometheus_url)
@@ -77,7 +83,7 @@ class Runtime:
             self.embedded = EmbeddedStore(settings.retention_seconds, max_points=max_points)
             self.scraper = Scraper(self.embedded, settings.scrape_targets)
             self.source = self.embedded
-        packs = ([DEFAULT_PACK] if settings.use_default_rules else []) + list(settings.rules)
+        packs: list[Path | str] = [*([DEFAULT_PACK] if settings.use_default_rules else []), *settings.rules]
         self.engine = RuleEngine.load(packs)
         self.specs = default_catalog(_from_settings(CatalogSettings, settings.detection))
         self.admin = (ModelServerAdmin(settings.model_server_url, token=settings.model_server_admin_token)
