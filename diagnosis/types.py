@@ -61,6 +61,7 @@ class TimelineKind(enum.StrEnum):
     MITIGATED = "mitigated"
     ESCALATED = "escalated"
     RESOLVED = "resolved"
+    COMMENT = "comment"              # a person's note (POST /incidents/{id}/comments)
     ACTION_BLOCKED = "action_blocked"
     ACTION_FAILED = "action_failed"
     ACTION_NOOP = "action_noop"
@@ -71,6 +72,9 @@ class TimelineKind(enum.StrEnum):
     ACTION_DENIED = "action_denied"
     ACTION_EXECUTED = "action_executed"
     ACTION_RECONCILED = "action_reconciled"
+    ACTION_APPROVAL_RECORDED = "action_approval_recorded"   # first of two approvals (issue 12)
+    ACTION_APPROVAL_REFUSED = "action_approval_refused"     # approval refused on re-check (issue 12)
+    ACTION_EXPIRED = "action_expired"                       # plan unanswered past the timeout (issue 12)
 
 
 def new_id(prefix: str) -> str:

@@ -61,11 +61,11 @@ def taxonomy(names: list[str] | None = None) -> list[Fault]:
 
         def do(d: Demo, name: str = name) -> None:
             extra = [f"gpu_state={d.gpu_state}"] if name in GPU_FAULTS else []
-            inject(name, PARAMS.get(name, []) + extra, d.model_url)
+            inject(name, PARAMS.get(name, []) + extra, d.model_url, token=d.admin_token)
 
         def undo(d: Demo, name: str = name) -> None:
             try:
-                clear([f"gpu_state={d.gpu_state}"], d.model_url)
+                clear([f"gpu_state={d.gpu_state}"], d.model_url, token=d.admin_token)
             except InjectError as e:   # the server may be down or restarting (crash): nothing left to clear
                 d.say(f"clear after {name}: {e}")
 

@@ -8,6 +8,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from incidentd.auth.scopes import Scope
 from incidentd.errors import ConfigError
 from remediation.types import ActionKind, ActionMode
 
@@ -75,6 +76,9 @@ class RemediationSettings(BaseModel):
     clamp_margin: float = Field(0.1, ge=0)
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
     revert_on_worse: bool = True
+    # --- approval (issue 12) ---
+    approval_timeout_seconds: float = Field(3600.0, gt=0)   # a plan nobody answers expires and blocks nothing
+    two_person_approval: bool = False                       # the approver is not the identity that requested it
 
     @field_validator("modes")
     @classmethod
@@ -99,6 +103,57 @@ class DetectionSettings(BaseModel):
     evict_after_seconds: float = Field(3600.0, gt=0)
 
 
+class OidcSettings(BaseModel):
+    """Bearer JWTs from an identity provider, checked against its JWKS; a claim says which scopes they hold."""
+
+    model_config = ConfigDict(extra="forbid")
+    jwks_url: str
+    issuer: str
+    audience: str
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256"], min_length=1)
+    identity_claim: str = "sub"              # names the identity in the audit trail (e.g. "email")
+    scopes_claim: str = "scope"              # a space-separated string or a list of strings
+    scope_map: dict[str, list[Scope]] = Field(default_factory=dict)   # claim value -> scopes; empty: values
+                                                                       # that are scope names count as such
+    leeway_seconds: float = Field(30.0, ge=0)
+    jwks_cache_seconds: float = Field(300.0, gt=0)
+    jwks_timeout_seconds: float = Field(5.0, gt=0)
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _https(cls, v: str) -> str:
+        if not v.startswith(("https://", "http://")):
+            raise ValueError(f"{v!r} is not an http(s) URL")
+        return v
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric(cls, v: list[str]) -> list[str]:
+        # A shared-secret algorithm would let anyone holding the public JWKS forge tokens (or "none" none).
+        bad = [a for a in v if not a.startswith(("RS", "PS", "ES", "EdDSA"))]
+        if bad:
+            raise ValueError(f"algorithm {bad[0]!r} is not an asymmetric signature; use RS256, PS256, ES256 …")
+        return v
+
+
+class SecuritySettings(BaseModel):
+    """Who may call the API, and the limits that keep hostile input cheap. See docs/security.md."""
+
+    model_config = ConfigDict(extra="forbid")
+    oidc: OidcSettings | None = None
+    anonymous_scopes: list[Scope] = Field(default_factory=list)   # scopes a request with no credential holds
+    metrics_public: bool = False              # /metrics answers without a credential (for a Prometheus scrape)
+    docs_public: bool = False                 # /openapi.json, /docs and /redoc answer without a credential
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    rate_limit_per_second: float = Field(5.0, gt=0)   # mutating requests per identity, on average
+    rate_limit_burst: int = Field(60, ge=1)
+    # Alertmanager flushes many groups at once and retries only 5xx: its own, larger bucket, answered with 503.
+    webhook_rate_per_second: float = Field(50.0, gt=0)
+    webhook_burst: int = Field(500, ge=1)
+    webhook_max_in_flight: int = Field(8, ge=1)       # concurrent Alertmanager deliveries; more get 503
+    insecure: bool = False                    # allow a non-loopback bind without credentials (--insecure)
+
+
 class Settings(BaseSettings):
     """Everything the service needs to run. Unknown keys are errors, not silently ignored."""
 
@@ -113,7 +168,9 @@ class Settings(BaseSettings):
     retention_seconds: float = Field(1800.0, gt=0)
     prometheus_url: str | None = None
     elasticsearch_url: str | None = None
-    webhook_token: str | None = None
+    webhook_token: str | None = None           # legacy shared secret: an ingest-only credential (docs/security.md)
+    model_server_admin_token: str | None = None   # sent by the executors to the model server's /admin API
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
     rules: list[Path] = Field(default_factory=list)
     use_default_rules: bool = True
     models: list[str] = Field(default_factory=list)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -98,7 +99,9 @@ DRIFT_FEATURES = [19, 20, 21, 26, 27, 28, 35, 36, 43, 44]
 
 def _faults() -> list[Fault]:
     def post(path: str, body: dict) -> Callable[[Demo], None]:
-        return lambda d: d.model_admin("POST", path, body)
+        def go(d: Demo) -> None:
+            d.model_admin("POST", path, body)
+        return go
 
     def noop(d: Demo) -> None:
         return None
@@ -136,6 +139,11 @@ class Demo:
         self.sidecar_url = f"http://127.0.0.1:{self.sidecar_port}"
         self.service_url = f"http://127.0.0.1:{self.service_port}"
         self.http = httpx.Client(timeout=10.0)
+        # Credentials the demo makes for itself (docs/security.md): the model server's admin token, which
+        # the service's executors send too, and an API key for the service, created before it starts.
+        self.admin_token = secrets.token_urlsafe(32)
+        self._admin_headers = {"Authorization": f"Bearer {self.admin_token}"}
+        self._api_headers: dict[str, str] = {}
         self.traffic: Any = None
         self.gpu_state = self.workdir / "gpu-sim.json"
 
@@ -167,20 +175,36 @@ class Demo:
         raise RuntimeError(f"{url} did not become healthy in {timeout:.0f}s; logs in {self.workdir}")
 
     def model_admin(self, method: str, path: str, body: dict | None = None) -> dict:
-        r = self.http.request(method, self.model_url + path, json=body)
+        r = self.http.request(method, self.model_url + path, json=body, headers=self._admin_headers)
         r.raise_for_status()
         return r.json()
 
     def api(self, method: str, path: str, body: dict | None = None) -> Any:
-        r = self.http.request(method, self.service_url + path, json=body)
+        r = self.http.request(method, self.service_url + path, json=body, headers=self._api_headers)
         r.raise_for_status()
         return r.json()
+
+    def _issue_key(self, database: str) -> str:
+        """An API key for the demo's own calls (read, respond, approve), as `incidentd keys create` makes one."""
+        from incidentd.auth.keys import create_key, revoke_key
+        from incidentd.auth.scopes import Scope
+        from incidentd.store import Store
+
+        store = Store(database)
+        try:
+            revoke_key(store, "demo")   # a reused workdir: the previous run's key goes
+            return create_key(store, "demo", frozenset({Scope.READ, Scope.RESPOND, Scope.APPROVE})).key
+        finally:
+            store.close()
 
     def start(self) -> None:
         from incidentd.model_server.model import train_version
         from remediation.registry import ModelRegistry
 
         registry_dir = self.workdir / "registry"
+        token_file = self.workdir / "model-server-admin-token"
+        token_file.write_text(self.admin_token + "\n")
+        token_file.chmod(0o600)
         reg = ModelRegistry(registry_dir)
         if not reg.exists("v1"):
             self.say("training v1 (digits MLP) into the model registry")
@@ -197,11 +221,16 @@ class Demo:
             "model_server_url": self.model_url,
             "supervise_command": [sys.executable, "-m", "incidentd.cli", "model-server", "--registry",
                                   str(registry_dir), "--port", str(self.model_port), "--enable-fault-injection",
-                                  "--model-name", "digits", "--device", "cpu", "--log-level", "warning"],
+                                  "--model-name", "digits", "--device", "cpu", "--log-level", "warning",
+                                  "--admin-token-file", str(token_file)],
+            "model_server_admin_token": self.admin_token,
             "supervise_log": str(self.workdir / "model-server.log"),
             "detection": t.detection, "remediation": self.remediation,
         }
-        (self.workdir / "incidentd.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        cfg_path = self.workdir / "incidentd.yaml"
+        cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        cfg_path.chmod(0o600)   # holds the admin token
+        self._api_headers = {"Authorization": f"Bearer {self._issue_key(str(cfg['database']))}"}
         self.say("starting the service (it supervises the model server)")
         svc = self._spawn("service", ["serve", "--config", str(self.workdir / "incidentd.yaml"),
                                       "--log-level", "INFO"])
@@ -334,7 +363,7 @@ class Demo:
 
     def _save_plot(self, incident_id: str, name: str) -> None:
         try:
-            r = self.http.get(f"{self.service_url}/incidents/{incident_id}/plot.png")
+            r = self.http.get(f"{self.service_url}/incidents/{incident_id}/plot.png", headers=self._api_headers)
             if r.status_code == 200:
                 out = self.workdir / f"incident-{name}.png"
                 out.write_bytes(r.content)

@@ -5,7 +5,7 @@ import logging
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -19,13 +19,19 @@ from incidentd.pipeline import DetectionLoop
 from incidentd.store import Store
 from incidentd.tsdb import EmbeddedStore, Scraper
 from remediation.actions import ActionContext
+from remediation.approval import ApprovalRules
 from remediation.executors import LocalProcess, ModelServerAdmin
 from remediation.executors_systemd import RestartExecutor, RollbackExecutor
 from remediation.policy import Policy
 from remediation.runner import ActionRunner
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+    from incidentd.sources.prometheus import PrometheusSource
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 @dataclass
@@ -68,6 +74,7 @@ class Runtime:
         self.store = Store(settings.database)
         self.embedded: EmbeddedStore | None = None
         self.scraper: Scraper | None = None
+        self.source: PrometheusSource | EmbeddedStore
         if settings.prometheus_url:
             from incidentd.sources.prometheus import PrometheusSource
             self.source = PrometheusSource(settings.prometheus_url)
@@ -76,10 +83,11 @@ class Runtime:
             self.embedded = EmbeddedStore(settings.retention_seconds, max_points=max_points)
             self.scraper = Scraper(self.embedded, settings.scrape_targets)
             self.source = self.embedded
-        packs = ([DEFAULT_PACK] if settings.use_default_rules else []) + list(settings.rules)
+        packs: list[Path | str] = [*([DEFAULT_PACK] if settings.use_default_rules else []), *settings.rules]
         self.engine = RuleEngine.load(packs)
         self.specs = default_catalog(_from_settings(CatalogSettings, settings.detection))
-        self.admin = ModelServerAdmin(settings.model_server_url) if settings.model_server_url else None
+        self.admin = (ModelServerAdmin(settings.model_server_url, token=settings.model_server_admin_token)
+                      if settings.model_server_url else None)
         self.process: LocalProcess | None = None
         restarter, rollout = self._executors(settings)
         if settings.supervise_command:
@@ -94,7 +102,9 @@ class Runtime:
                             {"bounds": rs.clamp_bounds, "margin": rs.clamp_margin}, rollout,
                             rs.executor.image_template) if self.admin else None
         self.remediator = ActionRunner(self.store, policy, ctx,
-                                     on_outcome=lambda k, o: self.metrics.actions.labels(k, o).inc())
+                                       on_outcome=lambda k, o: self.metrics.actions.labels(k, o).inc(),
+                                       approval_rules=ApprovalRules(rs.approval_timeout_seconds,
+                                                                    rs.two_person_approval))
         self.loop = DetectionLoop(settings, self.source, self.store, self.engine, self.specs, self.remediator,
                                   self.admin, step=settings.scrape_interval_seconds)
         self.mirror = None
@@ -144,6 +154,7 @@ class Runtime:
     def detect_job(self) -> None:
         t0 = time.perf_counter()
         try:
+            self.remediator.expire_pending(time.time())
             self.loop.cycle()
             self.metrics.cycles.inc()
             if self.mirror is not None:

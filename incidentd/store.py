@@ -39,6 +39,10 @@ CREATE TABLE IF NOT EXISTS alert_notifications (
   fingerprint TEXT NOT NULL, starts_at TEXT NOT NULL, status TEXT NOT NULL, received_at REAL NOT NULL,
   evidence_id TEXT, PRIMARY KEY (fingerprint, starts_at, status));
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS api_keys (
+  id TEXT PRIMARY KEY, name TEXT NOT NULL, scopes TEXT NOT NULL, salt BLOB NOT NULL, hash BLOB NOT NULL,
+  created_at REAL NOT NULL, revoked_at REAL);
+CREATE UNIQUE INDEX IF NOT EXISTS api_keys_active_name ON api_keys(name) WHERE revoked_at IS NULL;
 """
 
 
@@ -209,6 +213,21 @@ class Store:
                             json.dumps(evidence.to_dict(), default=str)))
             return True
 
+    def record_notifications(self, items: list[tuple[str, str, str, Evidence | None]]) -> list[bool]:
+        """``record_notification`` for a whole delivery in one transaction; True where it was new."""
+        out: list[bool] = []
+        with self._tx() as db:
+            now = time.time()
+            for fingerprint, starts_at, status, evidence in items:
+                cur = db.execute("INSERT OR IGNORE INTO alert_notifications VALUES (?,?,?,?,?)",
+                                 (fingerprint, starts_at, status, now, evidence.id if evidence else None))
+                out.append(cur.rowcount == 1)
+                if cur.rowcount == 1 and evidence is not None:
+                    db.execute("INSERT OR REPLACE INTO evidence VALUES (?,?,?,?,?,?)",
+                               (evidence.id, evidence.model, evidence.kind.value, evidence.name, evidence.at,
+                                json.dumps(evidence.to_dict(), default=str)))
+        return out
+
     def notification_status(self, fingerprint: str, starts_at: str) -> set[str]:
         rows = self._query("SELECT status FROM alert_notifications WHERE fingerprint=? AND starts_at=?",
                            (fingerprint, starts_at))
@@ -223,6 +242,45 @@ class Store:
     def get(self, key: str, default: Any = None) -> Any:
         rows = self._query("SELECT value FROM kv WHERE key=?", (key,))
         return json.loads(rows[0][0]) if rows else default
+
+
+    # ------------------------------------------------------------ API keys (hashed; see incidentd/auth/keys.py)
+
+    def add_key(self, key_id: str, name: str, scopes: list[str], salt: bytes, digest: bytes, at: float) -> None:
+        """Store a new key's hash; a second active key of the same name is a Conflict."""
+        from incidentd.errors import Conflict
+
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM api_keys WHERE name=? AND revoked_at IS NULL", (name,)).fetchone():
+                raise Conflict(f"an active key named {name!r} exists; revoke it first or pick another name")
+            db.execute("INSERT INTO api_keys VALUES (?,?,?,?,?,?,NULL)",
+                       (key_id, name, ",".join(scopes), salt, digest, at))
+
+    def key(self, key_id: str) -> dict[str, Any] | None:
+        rows = self._query("SELECT id, name, scopes, salt, hash, created_at, revoked_at FROM api_keys WHERE id=?",
+                           (key_id,))
+        return _key_row(rows[0]) if rows else None
+
+    def keys(self, include_revoked: bool = False) -> list[dict[str, Any]]:
+        sql = "SELECT id, name, scopes, salt, hash, created_at, revoked_at FROM api_keys"
+        if not include_revoked:
+            sql += " WHERE revoked_at IS NULL"
+        return [_key_row(r) for r in self._query(sql + " ORDER BY created_at")]
+
+    def revoke_key(self, name_or_id: str, at: float) -> int:
+        """Revoke the active key with this name or id; returns how many were revoked (0 or 1)."""
+        with self._tx() as db:
+            cur = db.execute("UPDATE api_keys SET revoked_at=? WHERE (name=? OR id=?) AND revoked_at IS NULL",
+                             (at, name_or_id, name_or_id))
+            return cur.rowcount
+
+    def active_key_count(self) -> int:
+        return int(self._query("SELECT COUNT(*) FROM api_keys WHERE revoked_at IS NULL")[0][0])
+
+
+def _key_row(r: tuple) -> dict[str, Any]:
+    return {"id": r[0], "name": r[1], "scopes": [s for s in r[2].split(",") if s], "salt": r[3], "hash": r[4],
+            "created_at": r[5], "revoked_at": r[6]}
 
 
 class _Tx:

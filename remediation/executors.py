@@ -21,16 +21,18 @@ log = logging.getLogger(__name__)
 class ModelServerAdmin:
     """Client of the demo model server's admin API (docs/contracts.md)."""
 
-    def __init__(self, base_url: str, timeout: float = 10.0):
+    def __init__(self, base_url: str, timeout: float = 10.0, token: str | None = None):
         if not base_url or "*" in base_url:
             raise ValueError(f"model server URL must name one server, got {base_url!r}")
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        # The model server's admin token (its --admin-token-file); sent as a bearer credential.
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     def _call(self, method: str, path: str, json: Any = None) -> dict[str, Any]:
         try:
             with httpx.Client(timeout=self.timeout) as c:
-                r = c.request(method, self.base_url + path, json=json)
+                r = c.request(method, self.base_url + path, json=json, headers=self._headers)
         except httpx.HTTPError as e:
             raise ActionFailed(f"{method} {path} on {self.base_url} failed: {e}", retryable=True) from e
         if r.status_code >= 500:

@@ -52,7 +52,8 @@ class Policy:
             return Decision(False, mode, f"confidence {confidence:.2f} below {self.min_confidence:.2f}")
         if any(a.status.in_flight for a in model_actions):
             return Decision(False, mode, "another action on this model is still in flight")
-        executed = [a for a in incident_actions if a.status not in (ActionStatus.DENIED, ActionStatus.DRY_RUN)]
+        executed = [a for a in incident_actions
+                    if a.status not in (ActionStatus.DENIED, ActionStatus.DRY_RUN, ActionStatus.EXPIRED)]
         if len(executed) >= self.max_actions_per_incident:
             return Decision(False, mode, f"already {len(executed)} actions on this incident "
                                          f"(max {self.max_actions_per_incident})")

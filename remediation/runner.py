@@ -27,6 +27,7 @@ from diagnosis.types import (
     TimelineKind,
     new_id,
 )
+from remediation import approval
 from remediation.actions import ACTIONS, ActionContext
 from remediation.policy import Policy
 from remediation.types import (
@@ -36,6 +37,7 @@ from remediation.types import (
     ActionRecord,
     ActionResult,
     ActionStatus,
+    ApprovalRefused,
     NotAwaitingApproval,
 )
 from remediation.verify import Outcome, judge
@@ -44,13 +46,18 @@ log = logging.getLogger(__name__)
 
 
 class ActionStore(Protocol):
-    """The storage the runner needs: action records, incidents with their timelines, and change evidence."""
+    """The storage the runner needs: action records, incidents with their timelines, and evidence."""
 
     def save_action(self, rec: ActionRecord) -> None: ...
 
     def action(self, action_id: str) -> ActionRecord: ...
 
-    def actions(self, incident_id: str | None = None, model: str | None = None) -> list[ActionRecord]: ...
+    def actions(self, incident_id: str | None = None, model: str | None = None,
+                statuses: tuple[ActionStatus, ...] = ()) -> list[ActionRecord]: ...
+
+    def incident(self, incident_id: str) -> Incident: ...
+
+    def evidence(self, ids: Sequence[str]) -> list[Evidence]: ...
 
     def save_incident(self, inc: Incident, timeline: Sequence[TimelineEntry] | None = None) -> None: ...
 
@@ -67,8 +74,10 @@ class ActionRunner:
     """Chooses nothing (diagnosis does); decides *whether* and *how* under the policy, then runs and verifies."""
 
     def __init__(self, store: ActionStore, policy: Policy, ctx: ActionContext | None,
-                 on_outcome: Callable[[str, str], None] | None = None, clock: Callable[[], float] = time.time):
+                 on_outcome: Callable[[str, str], None] | None = None, clock: Callable[[], float] = time.time,
+                 approval_rules: approval.ApprovalRules | None = None):
         self.store = store
+        self.approval = approval_rules or approval.ApprovalRules()
         self.policy = policy
         self.ctx = ctx
         self.clock = clock
@@ -112,10 +121,12 @@ class ActionRunner:
         if not kind.changes_model or self.ctx is None:
             return inc, None
         incident_actions = self.records(incident_id=inc.id)
-        if any(a.kind is kind for a in incident_actions):
+        if any(a.kind is kind and a.status is not ActionStatus.EXPIRED for a in incident_actions):
             return inc, None   # one action of a kind per incident; a failed one escalates instead of repeating
         decision = self.policy.decide(kind, top.confidence, incident_actions, self.records(model=inc.model),
                                       inc.escalated, now, root_cause=top.root_cause)
+        # issue 12: a change event nobody authenticated never starts an action on its own.
+        decision = approval.without_unauthenticated_trigger(decision, kind, self.store.evidence(top.evidence_ids))
         if not decision.allowed and decision.escalate and not inc.escalated:
             inc, entry = lifecycle.escalate(inc, now, f"{kind.value} not started: {decision.reason}")
             self.store.save_incident(inc, [entry])
@@ -174,9 +185,47 @@ class ActionRunner:
         return inc, rec
 
     def approve(self, action_id: str, actor: str) -> ActionRecord:
+        """A person approves a plan: it runs only if it has not expired and the policy, decided again on the
+        current diagnosis, still allows it (and, with two-person approval, a second person approved it)."""
+        now = self.clock()
+        rec = self.store.action(action_id)
+        if rec.status is ActionStatus.AWAITING_APPROVAL:
+            inc = self.store.incident(rec.incident_id)
+            check = approval.check_approval(self.policy, self.approval, rec, list(inc.hypotheses), inc.escalated,
+                                            self.records(incident_id=rec.incident_id),
+                                            self.records(model=rec.model), actor, now)
+            if check.expired:
+                self.expire_pending(now)
+                raise ApprovalRefused(f"action {action_id}: {check.reason}")
+            if check.needs_another:
+                rec = rec.logged(now, "approval_recorded", actor=actor)
+                self._save(rec, TimelineEntry(now, TimelineKind.ACTION_APPROVAL_RECORDED,
+                                              f"{rec.kind.value} approved by {actor} (1 of 2); a second person "
+                                              "must approve", {"action_id": rec.id, "actor": actor}))
+                return rec
+            if not check.allowed:
+                rec = rec.logged(now, "approval_refused", actor=actor, reason=check.reason)
+                self._save(rec, TimelineEntry(now, TimelineKind.ACTION_APPROVAL_REFUSED,
+                                              f"{rec.kind.value} approval by {actor} refused: {check.reason}",
+                                              {"action_id": rec.id, "actor": actor}))
+                raise ApprovalRefused(f"action {action_id} not approved: {check.reason}")
         rec = self._answer(action_id, actor, ActionStatus.EXECUTING, TimelineKind.ACTION_APPROVED, "approved")
         self._pool.submit(self._execute, rec.id)
         return rec
+
+    def expire_pending(self, now: float) -> list[str]:
+        """Plans unanswered past the approval timeout expire; they block nothing afterwards."""
+        expired = []
+        for rec in self.store.actions(statuses=(ActionStatus.AWAITING_APPROVAL,)):
+            if self.approval.expired(rec.created_at, now):
+                rec = replace(rec, status=ActionStatus.EXPIRED).logged(
+                    now, "expired", timeout_seconds=self.approval.timeout_seconds)
+                self._save(rec, TimelineEntry(now, TimelineKind.ACTION_EXPIRED,
+                                              f"{rec.kind.value} plan expired: nobody answered within "
+                                              f"{self.approval.timeout_seconds:g}s; it blocks nothing now",
+                                              approval.expiry_entry_data(rec)))
+                expired.append(rec.id)
+        return expired
 
     def deny(self, action_id: str, actor: str) -> ActionRecord:
         return self._answer(action_id, actor, ActionStatus.DENIED, TimelineKind.ACTION_DENIED, "denied")
@@ -189,7 +238,8 @@ class ActionRunner:
             raise NotAwaitingApproval(f"action {action_id} is {rec.status.value}, not awaiting approval")
         now = self.clock()
         rec = replace(rec, status=status).logged(now, verb, actor=actor)
-        self._save(rec, TimelineEntry(now, kind, f"{rec.kind.value} {verb} by {actor}", {"action_id": rec.id}))
+        self._save(rec, TimelineEntry(now, kind, f"{rec.kind.value} {verb} by {actor}",
+                                      {"action_id": rec.id, "actor": actor}))
         return rec
 
     # ------------------------------------------------------------------ executing

@@ -9,8 +9,8 @@ from typing import Any
 from detectors.errors import Conflict, IncidentdError
 from diagnosis.types import ActionKind
 
-__all__ = ["ActionKind", "ActionMode", "ActionStatus", "ActionFailed", "NotAwaitingApproval", "Plan",
-           "ActionResult", "AuditEvent", "ActionRecord"]
+__all__ = ["ActionKind", "ActionMode", "ActionStatus", "ActionFailed", "NotAwaitingApproval", "ApprovalRefused",
+           "Plan", "ActionResult", "AuditEvent", "ActionRecord"]
 
 
 class ActionMode(enum.StrEnum):
@@ -23,6 +23,7 @@ class ActionMode(enum.StrEnum):
 class ActionStatus(enum.StrEnum):
     AWAITING_APPROVAL = "awaiting_approval"
     DENIED = "denied"
+    EXPIRED = "expired"              # awaited approval past the approval timeout; blocks nothing (issue 12)
     EXECUTING = "executing"
     VERIFYING = "verifying"
     VERIFIED = "verified"            # executed and the signals recovered
@@ -38,8 +39,9 @@ class ActionStatus(enum.StrEnum):
 
     @property
     def executed(self) -> bool:
-        """The action ran (or is running), or found nothing to do; not a plan only simulated, denied or waiting."""
-        return self not in (ActionStatus.DRY_RUN, ActionStatus.DENIED, ActionStatus.AWAITING_APPROVAL)
+        """The action ran (or is running), or found nothing to do; not a plan simulated, denied, waiting or expired."""
+        return self not in (ActionStatus.DRY_RUN, ActionStatus.DENIED, ActionStatus.AWAITING_APPROVAL,
+                            ActionStatus.EXPIRED)
 
     @property
     def finished(self) -> bool:
@@ -58,6 +60,10 @@ class ActionFailed(IncidentdError):
 
 class NotAwaitingApproval(Conflict):
     """Approving or denying an action that is not waiting for an answer."""
+
+
+class ApprovalRefused(Conflict):
+    """An approval that cannot run the plan: it expired, or the policy refuses it on the current diagnosis."""
 
 
 @dataclass(frozen=True, slots=True)

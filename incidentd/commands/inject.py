@@ -162,11 +162,15 @@ def parse_params(spec: FaultSpec, pairs: list[str]) -> FaultParams:
 # ---------------------------------------------------------------- talking to the target
 
 
-def _request(method: str, url: str, body: Any, timeout: float) -> Any:
+def _request(method: str, url: str, body: Any, timeout: float, token: str | None = None) -> Any:
     import httpx
 
+    from incidentd.model_server.auth import TOKEN_ENV
+
+    token = token or os.environ.get(TOKEN_ENV)   # the model server's admin token, when it has one
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        r = httpx.request(method, url, json=body, timeout=timeout)
+        r = httpx.request(method, url, json=body, timeout=timeout, headers=headers)
     except httpx.HTTPError as e:
         raise InjectError(f"{method} {url} failed: {e}", 1) from e
     try:
@@ -175,6 +179,8 @@ def _request(method: str, url: str, body: Any, timeout: float) -> Any:
         data = {"detail": r.text[:300]}
     if r.status_code == 422:
         raise _bad(_describe_422(data))
+    if r.status_code == 401:
+        raise InjectError(f"{url} refused: it needs its admin token (set {TOKEN_ENV})", 1)
     if r.status_code == 403:
         raise InjectError(f"{url} refused: {_detail(data)} (start the model server with "
                           "--enable-fault-injection)", 1)
@@ -236,7 +242,8 @@ def update_gpu_state(path: Path, params: GpuThermalParams | GpuErrorsParams | No
     return state
 
 
-def inject(fault: str, pairs: list[str], target: str, timeout: float = 10.0) -> dict[str, Any]:
+def inject(fault: str, pairs: list[str], target: str, timeout: float = 10.0,
+           token: str | None = None) -> dict[str, Any]:
     """Inject one fault; returns a JSON-able record of what was done. Raises InjectError."""
     spec = resolve(fault)
     params = parse_params(spec, pairs)
@@ -248,20 +255,21 @@ def inject(fault: str, pairs: list[str], target: str, timeout: float = 10.0) -> 
         state = update_gpu_state(params.gpu_state, params)
         return {**record, "via": f"file {params.gpu_state.expanduser().resolve()}", "gpu_state": state}
     if isinstance(params, BadVersionParams):
-        res = _request("POST", base + "/admin/load", {"version": params.version}, timeout)
+        res = _request("POST", base + "/admin/load", {"version": params.version}, timeout, token)
         return {**record, "via": "POST /admin/load", "response": res}
     assert spec.server_fault is not None
-    res = _request("POST", base + "/admin/faults", {"fault": spec.server_fault.value, "params": given}, timeout)
+    res = _request("POST", base + "/admin/faults", {"fault": spec.server_fault.value, "params": given}, timeout,
+                   token)
     return {**record, "via": f"POST /admin/faults {spec.server_fault.value}", "response": res}
 
 
-def clear(pairs: list[str], target: str, timeout: float = 10.0) -> dict[str, Any]:
+def clear(pairs: list[str], target: str, timeout: float = 10.0, token: str | None = None) -> dict[str, Any]:
     spec = FaultSpec("clear", "hardware", "", "server", "", params=ClearParams)
     params = parse_params(spec, pairs)
     assert isinstance(params, ClearParams)
     base = target.rstrip("/")
     out: dict[str, Any] = {"fault": "clear", "target": base,
-                           "response": _request("DELETE", base + "/admin/faults", None, timeout)}
+                           "response": _request("DELETE", base + "/admin/faults", None, timeout, token)}
     if params.gpu_state is not None:
         out["gpu_state"] = update_gpu_state(params.gpu_state, None)
     return out

@@ -13,12 +13,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from collector.instrumentation import ErrorReason, ModelInstrumentation
+from incidentd.model_server.auth import AdminToken
 from incidentd.model_server.faults import FaultState
 from incidentd.model_server.holder import ModelHolder, bootstrap
 from incidentd.model_server.model import select_device
@@ -43,13 +44,17 @@ def _handle_errors(app: FastAPI, holder: ModelHolder, inst: ModelInstrumentation
 
     @app.exception_handler(UnknownVersion)
     async def _unknown(request: Request, exc: UnknownVersion) -> JSONResponse:
-        return JSONResponse(status_code=404, content={"detail": str(exc), "version": exc.version,
-                                                      "known": exc.known})
+        # Never list the other versions to the caller (GET /admin/versions does, behind the token).
+        return JSONResponse(status_code=404, content={"detail": f"unknown version {exc.version!r}",
+                                                      "version": exc.version})
 
     @app.exception_handler(CorruptCheckpoint)
     async def _corrupt(request: Request, exc: CorruptCheckpoint) -> JSONResponse:
         log.error("refused corrupt checkpoint: %s", exc)
-        return JSONResponse(status_code=422, content={"detail": str(exc), "path": exc.path,
+        # The log has the path; the caller is told which version, never where it lives on disk.
+        return JSONResponse(status_code=422, content={"detail": f"checkpoint file {Path(exc.path).name} failed "
+                                                                f"its integrity check; {holder.version!r} keeps "
+                                                                "running",
                                                       "running_version": holder.version})
 
 
@@ -84,6 +89,10 @@ def create_app(settings: ModelServerSettings) -> FastAPI:
     app.state.faults = fault_state
     app.state.metrics = metrics
     _handle_errors(app, holder, inst)
-    for module in (serving, feedback, ops, admin, faults):
+    for module in (serving, feedback, ops):
         app.include_router(module.router)
+    # Every /admin/* route, fault injection included, needs the admin token when one is configured.
+    admin_token = [Depends(AdminToken(settings.admin_token))]
+    for module in (admin, faults):
+        app.include_router(module.router, dependencies=admin_token)
     return app

@@ -18,6 +18,7 @@ class ModelServerSettings:
     feedback_log_size: int = 20_000
     train_epochs: int = 25
     torch_threads: int = 1          # inference on a tiny MLP: one thread is fastest and kindest
+    admin_token: str | None = None  # required on /admin/* when set (incidentd/model_server/auth.py)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "registry_dir", Path(self.registry_dir).expanduser().resolve())

@@ -10,7 +10,7 @@ from incidentd.runtime import Runtime
 
 
 def test_service_metrics_follow_conventions(tmp_path):
-    rt = Runtime(Settings(database=tmp_path / "db.sqlite"))
+    rt = Runtime(Settings(database=tmp_path / "db.sqlite", security={"metrics_public": True}))
     with TestClient(create_app(rt.settings, rt, start=False)) as c:
         rt.detect_job()
         text = c.get("/metrics").text

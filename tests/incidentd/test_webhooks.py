@@ -11,6 +11,7 @@ from incidentd.api.app import create_app
 from incidentd.config import Settings
 from incidentd.errors import StorageError
 from incidentd.runtime import Runtime
+from tests.incidentd.keyring import bearer
 
 
 def ago(**delta) -> str:
@@ -47,7 +48,7 @@ def runtime(tmp_path):
 @pytest.fixture()
 def client(runtime):
     with TestClient(create_app(runtime.settings, runtime, start=False)) as c:
-        c.headers["Authorization"] = "Bearer s3cret"
+        c.headers.update(bearer(runtime.store, "oncall"))
         yield c
 
 
@@ -131,9 +132,16 @@ def test_malformed_payload_is_422_naming_the_field_and_nothing_is_lost(client, m
     assert client.post("/webhooks/alertmanager", json=PAYLOAD).json()["duplicates"] == 1
 
 
-def test_not_json_at_all_is_422(client):
+def test_not_json_at_all_is_400(client):
     r = client.post("/webhooks/alertmanager", content=b"{not json", headers={"Content-Type": "application/json"})
-    assert r.status_code == 422
+    assert r.status_code == 400 and "not valid JSON" in r.json()["error"]
+
+
+def test_legacy_webhook_token_still_ingests_but_reads_nothing(client):
+    legacy = {"Authorization": "Bearer s3cret"}
+    assert client.post("/webhooks/alertmanager", json=PAYLOAD, headers=legacy).status_code == 200
+    assert client.post("/events", json={"model": "digits", "kind": "deploy"}, headers=legacy).status_code == 200
+    assert client.get("/incidents", headers=legacy).status_code == 403
 
 
 def test_wrong_token_is_401(client):
@@ -145,7 +153,7 @@ def test_storage_failure_answers_5xx_so_alertmanager_retries(client, runtime, mo
     def broken(*a, **k):
         raise StorageError("disk full")
 
-    monkeypatch.setattr(runtime.store, "record_notification", broken)
+    monkeypatch.setattr(runtime.store, "record_notifications", broken)
     r = client.post("/webhooks/alertmanager", json=PAYLOAD)
     assert r.status_code == 503
     assert "disk full" not in r.text   # no internals in 5xx bodies
@@ -156,11 +164,16 @@ def test_unknown_incident_is_404_and_resolve_is_idempotent(client, runtime):
     client.post("/webhooks/alertmanager", json=PAYLOAD)
     runtime.loop.cycle()
     inc = client.get("/incidents").json()["incidents"][0]
-    assert client.post(f"/incidents/{inc['id']}/ack", json={"actor": "alice"}).json()["status"] == "acknowledged"
+    assert client.post(f"/incidents/{inc['id']}/ack", json={"note": "looking"}).json()["status"] == "acknowledged"
     for _ in range(2):
-        assert client.post(f"/incidents/{inc['id']}/resolve", json={"actor": "alice"}).json()["status"] == "resolved"
-    kinds = [t["kind"] for t in client.get(f"/incidents/{inc['id']}").json()["timeline"]]
+        assert client.post(f"/incidents/{inc['id']}/resolve").json()["status"] == "resolved"
+    timeline = client.get(f"/incidents/{inc['id']}").json()["timeline"]
+    kinds = [t["kind"] for t in timeline]
     assert kinds.count("resolved") == 1 and "acknowledged" in kinds
+    # The actor is the key that made the request, never a field of the body.
+    assert {t["data"]["actor"] for t in timeline if t["kind"] in ("acknowledged", "resolved")} == {"key:oncall"}
+    r = client.post(f"/incidents/{inc['id']}/ack", json={"actor": "mallory"})
+    assert r.status_code == 422 and any(f.startswith("actor") for f in r.json()["fields"])
 
 
 def test_change_events_are_validated(client):

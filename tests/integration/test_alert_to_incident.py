@@ -1,4 +1,4 @@
-"""Prometheus rule → Alertmanager (production routing, bearer token) → incidentd's real webhook.
+"""Prometheus rule → Alertmanager (production routing, bearer API key) → incidentd's real webhook.
 
 The alert must open exactly one incident, however many times Alertmanager delivers it, and the
 incident must resolve when the alert resolves.
@@ -14,7 +14,13 @@ import yaml
 from .conftest import AlertmanagerServer, PrometheusServer, free_port, http, wait_until
 from .test_prometheus import ALERTS, AM_CONFIG, exporter  # noqa: F401  (fixture)
 
-TOKEN = "alert-to-incident-test-token"
+
+class Service:
+    """The running service and the keys the test made for it: ``ingest`` for Alertmanager, ``read`` for us."""
+
+    def __init__(self, url: str, ingest_key: str, read_key: str):
+        self.url, self.ingest_key = url, ingest_key
+        self.headers = {"Authorization": f"Bearer {read_key}"}
 
 
 @pytest.fixture()
@@ -24,30 +30,36 @@ def incidentd_service(tmp_path):
     uvicorn = pytest.importorskip("uvicorn")
     port = free_port()
     settings = config.Settings(host="127.0.0.1", port=port, database=tmp_path / "incidentd.db",
-                               webhook_token=TOKEN, detect_interval_seconds=1.0, scrape_interval_seconds=1.0,
+                               detect_interval_seconds=1.0, scrape_interval_seconds=1.0,
                                detection=config.DetectionSettings(resolve_after_seconds=0))
     app = app_mod.create_app(settings)
+    from incidentd.auth.keys import create_key
+    from incidentd.auth.scopes import Scope
+
+    store = app.state.runtime.store
+    ingest = create_key(store, "alertmanager", frozenset({Scope.INGEST})).key
+    read = create_key(store, "test-reader", frozenset({Scope.READ})).key
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
     assert wait_until(lambda: http("GET", f"{url}/healthz")[0] == 200, 30), "incidentd did not start"
-    yield url
+    yield Service(url, ingest, read)
     server.should_exit = True
     thread.join(30)
 
 
-def _incidents(url: str) -> list[dict[str, Any]]:
-    status, body = http("GET", f"{url}/incidents?model=digits")
+def _incidents(svc: Service) -> list[dict[str, Any]]:
+    status, body = http("GET", f"{svc.url}/incidents?model=digits", headers=svc.headers)
     assert status == 200, body
     return body["incidents"]
 
 
-def _notifications(url: str, outcome: str) -> float:
+def _notifications(svc: Service, outcome: str) -> float:
     """incidentd's count of Alertmanager notifications with this outcome (accepted, duplicate)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    status, text = http("GET", f"{url}/metrics")
+    status, text = http("GET", f"{svc.url}/metrics", headers=svc.headers)   # /metrics needs a credential
     assert status == 200, text
     return sum(s.value for fam in text_string_to_metric_families(text) for s in fam.samples
                if s.name == "incidentd_webhook_notifications_total" and s.labels.get("outcome") == outcome)
@@ -58,10 +70,10 @@ def test_alert_opens_one_incident_that_resolves(prometheus: PrometheusServer, al
     port, g = exporter
     cfg = yaml.safe_load(AM_CONFIG.read_text())
     token_file = tmp_path / "token"
-    token_file.write_text(TOKEN + "\n")
+    token_file.write_text(incidentd_service.ingest_key + "\n")
     for r in cfg["receivers"]:
         for hook in r.get("webhook_configs", []):
-            hook["url"] = f"{incidentd_service}/webhooks/alertmanager"
+            hook["url"] = f"{incidentd_service.url}/webhooks/alertmanager"
             hook["http_config"]["authorization"]["credentials_file"] = str(token_file)
     for route in [cfg["route"], *cfg["route"]["routes"]]:
         route.update(group_wait="1s", group_interval="1s", repeat_interval="2s")  # many re-deliveries

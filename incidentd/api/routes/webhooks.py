@@ -7,27 +7,58 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from diagnosis.types import ChangeKind, Evidence, EvidenceKind
 from diagnosis.vocabulary import SIGNALS
-from incidentd.api.deps import RuntimeDep, WebhookAuth
+from incidentd.api.deps import Ingester, RuntimeDep, WebhookIngester
+from incidentd.api.responses import INGEST, WEBHOOK
+from incidentd.auth.scopes import Identity
 
 router = APIRouter(tags=["webhooks"])
+
+# Bounds on what one payload may hold: a payload within them is answered in well under a second, and one
+# beyond them is refused with 422 naming the field (Alertmanager: set max_alerts to MAX_ALERTS, so that it
+# truncates and reports truncatedAlerts instead).
+MAX_ALERTS = 1000
+MAX_LABELS = 64
+Short = Annotated[str, StringConstraints(max_length=256)]
+Text = Annotated[str, StringConstraints(max_length=8192)]
+Labels = Annotated[dict[Short, Annotated[str, StringConstraints(max_length=1024)]], Field(max_length=MAX_LABELS)]
+Annotations = Annotated[dict[Short, Text], Field(max_length=MAX_LABELS)]
+
+
+def _rfc3339_only(v: object) -> object:
+    if not isinstance(v, str | datetime):
+        raise ValueError("must be an RFC 3339 time string, e.g. 2024-05-01T12:00:00Z")
+    return v
+
+
+def _json_integer(v: object) -> object:
+    # JSON Schema's integer: a number with no fraction (3 or 3.0); never a bool or a string.
+    if isinstance(v, bool) or not isinstance(v, int | float) or (isinstance(v, float) and not v.is_integer()):
+        raise ValueError("must be an integer")
+    return int(v)
+
+
+Count = Annotated[int, Field(ge=0, le=2**53), BeforeValidator(_json_integer)]
+
+# Timestamps are RFC 3339 strings only: a number (``endsAt: 0``) is not a time Alertmanager would send.
+Timestamp = Annotated[datetime, BeforeValidator(_rfc3339_only)]
 
 
 class AlertmanagerAlert(BaseModel):
     model_config = ConfigDict(extra="allow")
     status: Literal["firing", "resolved"]
-    labels: dict[str, str]
-    annotations: dict[str, str] = Field(default_factory=dict)
-    startsAt: datetime
-    endsAt: datetime | None = None
-    generatorURL: str = ""
-    fingerprint: str = Field(min_length=1)
+    labels: Labels
+    annotations: Annotations = Field(default_factory=dict)
+    startsAt: Timestamp
+    endsAt: Timestamp | None = None
+    generatorURL: Text = ""
+    fingerprint: str = Field(min_length=1, max_length=128)
 
 
 class AlertmanagerPayload(BaseModel):
@@ -35,15 +66,15 @@ class AlertmanagerPayload(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     version: Literal["4"]
-    groupKey: str
-    truncatedAlerts: int = Field(0, ge=0)
+    groupKey: Text
+    truncatedAlerts: Count = 0
     status: Literal["firing", "resolved"]
-    receiver: str
-    groupLabels: dict[str, str] = Field(default_factory=dict)
-    commonLabels: dict[str, str] = Field(default_factory=dict)
-    commonAnnotations: dict[str, str] = Field(default_factory=dict)
-    externalURL: str = ""
-    alerts: list[AlertmanagerAlert]
+    receiver: Short
+    groupLabels: Labels = Field(default_factory=dict)
+    commonLabels: Labels = Field(default_factory=dict)
+    commonAnnotations: Annotations = Field(default_factory=dict)
+    externalURL: Text = ""
+    alerts: list[AlertmanagerAlert] = Field(max_length=MAX_ALERTS)
 
 
 def _model_of(labels: dict[str, str]) -> str:
@@ -58,29 +89,34 @@ class GrafanaPayload(BaseModel):
     """Grafana-alerting webhook payload (unified alerting, version "1"): Alertmanager-shaped alerts."""
 
     model_config = ConfigDict(extra="allow")
-    receiver: str = ""
+    receiver: Short = ""
     status: Literal["firing", "resolved"]
-    orgId: int | None = None
-    version: str = "1"
-    truncatedAlerts: int = Field(0, ge=0)
-    alerts: list[AlertmanagerAlert]
+    orgId: Count | None = None
+    version: Short = "1"
+    truncatedAlerts: Count = 0
+    alerts: list[AlertmanagerAlert] = Field(max_length=MAX_ALERTS)
 
 
-@router.post("/webhooks/alertmanager", dependencies=[WebhookAuth])
-def alertmanager(payload: AlertmanagerPayload, runtime: RuntimeDep) -> dict[str, Any]:
-    return _ingest(payload.alerts, payload.receiver, payload.truncatedAlerts, "alertmanager", runtime)
+@router.post("/webhooks/alertmanager", responses=WEBHOOK)
+def alertmanager(payload: AlertmanagerPayload, runtime: RuntimeDep, who: WebhookIngester) -> dict[str, Any]:
+    return _ingest(payload.alerts, payload.receiver, payload.truncatedAlerts, "alertmanager", runtime, who)
 
 
-@router.post("/webhooks/grafana", dependencies=[WebhookAuth])
-def grafana(payload: GrafanaPayload, runtime: RuntimeDep) -> dict[str, Any]:
-    return _ingest(payload.alerts, payload.receiver, payload.truncatedAlerts, "grafana", runtime)
+@router.post("/webhooks/grafana", responses=INGEST)
+def grafana(payload: GrafanaPayload, runtime: RuntimeDep, who: Ingester) -> dict[str, Any]:
+    return _ingest(payload.alerts, payload.receiver, payload.truncatedAlerts, "grafana", runtime, who)
 
 
 def _ingest(alerts: list[AlertmanagerAlert], receiver: str, truncated: int, source: str,
-            runtime: Any) -> dict[str, Any]:
-    """Store each alert notification once; the same semantics for Alertmanager and Grafana."""
+            runtime: Any, who: Identity) -> dict[str, Any]:
+    """Store each alert notification once; the same semantics for Alertmanager and Grafana.
+
+    Reads first, then one transaction for the whole payload: one fsync per delivery, not one per alert.
+    """
     store = runtime.store
-    accepted = duplicates = stale = 0
+    stale = 0
+    batch: list[tuple[str, str, str, Evidence | None]] = []
+    counted: list[bool] = []      # False for stale firing messages: recorded, not counted
     for alert in alerts:
         starts = alert.startsAt.isoformat()
         eid = _evidence_id(alert.fingerprint, alert.startsAt)
@@ -89,7 +125,8 @@ def _ingest(alerts: list[AlertmanagerAlert], receiver: str, truncated: int, sour
         if alert.status == "firing":
             if "resolved" in store.notification_status(alert.fingerprint, starts):
                 # A late firing message for an alert already resolved must never reopen it.
-                store.record_notification(alert.fingerprint, starts, "firing", None)
+                batch.append((alert.fingerprint, starts, "firing", None))
+                counted.append(False)
                 stale += 1
                 continue
             signal = alert.labels.get("signal")
@@ -98,7 +135,7 @@ def _ingest(alerts: list[AlertmanagerAlert], receiver: str, truncated: int, sour
                           attributes={"labels": alert.labels, "fingerprint": alert.fingerprint,
                                       "signal": signal if signal in SIGNALS else None,
                                       "generator_url": alert.generatorURL, "receiver": receiver,
-                                      "source": source})
+                                      "source": source, "received_by": who.label})
         else:
             prior = store.evidence([eid])
             base = prior[0] if prior else Evidence(eid, EvidenceKind.ALERT, model, name, alert.startsAt.timestamp(),
@@ -107,31 +144,38 @@ def _ingest(alerts: list[AlertmanagerAlert], receiver: str, truncated: int, sour
             ended = alert.endsAt.timestamp() if alert.endsAt else time.time()
             ev = Evidence(base.id, base.kind, base.model, base.name, base.at, base.summary, base.score,
                           ended_at=ended, attributes=base.attributes)
-        if store.record_notification(alert.fingerprint, starts, alert.status, ev):
-            accepted += 1
-        else:
-            duplicates += 1
+        batch.append((alert.fingerprint, starts, alert.status, ev))
+        counted.append(True)
+    stored = store.record_notifications(batch)
+    accepted = sum(1 for new, c in zip(stored, counted, strict=True) if c and new)
+    duplicates = sum(1 for new, c in zip(stored, counted, strict=True) if c and not new)
     runtime.metrics.webhooks.labels(source, "accepted").inc(accepted)
     runtime.metrics.webhooks.labels(source, "duplicate").inc(duplicates)
     return {"accepted": accepted, "duplicates": duplicates, "stale": stale, "truncated_alerts": truncated}
 
 
+# Seconds since the Unix epoch, up to the year 2286: JSON numbers only (``false`` is not a time), finite.
+EpochSeconds = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0, le=1e10)]
+
+
 class ChangeEventBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    model: str = Field(min_length=1)
+    model: str = Field(min_length=1, max_length=200)
     kind: ChangeKind
-    at: float | None = None
-    description: str = ""
-    version: str | None = None
-    previous_version: str | None = None
+    at: EpochSeconds | None = None
+    description: str = Field("", max_length=2000)
+    version: str | None = Field(None, max_length=200)
+    previous_version: str | None = Field(None, max_length=200)
 
 
-@router.post("/events", dependencies=[WebhookAuth])
-def change_event(body: ChangeEventBody, runtime: RuntimeDep) -> dict[str, Any]:
-    at = body.at or time.time()
+@router.post("/events", responses=INGEST)
+def change_event(body: ChangeEventBody, runtime: RuntimeDep, who: Ingester) -> dict[str, Any]:
+    at = time.time() if body.at is None else body.at
     eid = f"chg-{body.model}-{body.kind.value}-{int(at * 1000)}"
+    # Who sent it is recorded; one from an unauthenticated source never triggers an automatic action
+    # (remediation/approval.py).
     runtime.store.save_evidence(Evidence(eid, EvidenceKind.CHANGE, body.model, body.kind.value, at,
                                          body.description or f"{body.kind.value} of {body.model}",
                                          attributes={"to": body.version, "from": body.previous_version,
-                                                     "by": "api"}))
+                                                     "by": who.label, "authenticated": who.authenticated}))
     return {"id": eid}
