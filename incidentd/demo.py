@@ -98,7 +98,9 @@ DRIFT_FEATURES = [19, 20, 21, 26, 27, 28, 35, 36, 43, 44]
 
 def _faults() -> list[Fault]:
     def post(path: str, body: dict) -> Callable[[Demo], None]:
-        return lambda d: d.model_admin("POST", path, body)
+        def send(d: Demo) -> None:
+            d.model_admin("POST", path, body)
+        return send
 
     def noop(d: Demo) -> None:
         return None

@@ -5,7 +5,7 @@ import logging
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from diagnosis.catalog import CatalogSettings, default_catalog
 from diagnosis.rules import DEFAULT_PACK, RuleEngine
+from diagnosis.signals import SourceLike
 from diagnosis.types import IncidentStatus
 from incidentd.config import Settings
 from incidentd.pipeline import DetectionLoop
@@ -25,7 +26,10 @@ from remediation.policy import Policy
 from remediation.runner import ActionRunner
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 @dataclass
@@ -68,6 +72,7 @@ class Runtime:
         self.store = Store(settings.database)
         self.embedded: EmbeddedStore | None = None
         self.scraper: Scraper | None = None
+        self.source: SourceLike
         if settings.prometheus_url:
             from incidentd.sources.prometheus import PrometheusSource
             self.source = PrometheusSource(settings.prometheus_url)
