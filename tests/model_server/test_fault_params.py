@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from incidentd.commands.inject import FAULTS, InjectError, parse_params
+from incidentd.injection import FAULTS, InjectError, parse_params
 from incidentd.model_server.app import ModelServerSettings, create_app
 from incidentd.model_server.fault_params import (
     DEFAULT_DRIFT_FEATURES,
