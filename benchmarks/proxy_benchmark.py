@@ -48,7 +48,7 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"{proc.args} exited with {proc.returncode}")
+            raise SystemExit(f"{proc.args!r} exited with {proc.returncode}")
         try:
             if httpx.get(url, timeout=2).status_code == 200:
                 return
@@ -152,7 +152,10 @@ def run_proxy(args: argparse.Namespace) -> dict:
                                           "data": rng.normal(size=64).round(4).tolist()}]}).encode() for _ in range(64)]
         direct_url, proxy_url = f"http://127.0.0.1:{up_port}", f"http://127.0.0.1:{proxy_port}"
         per = args.requests // CLIENTS
-        d_lat, p_lat, d_tp, p_tp = [], [], [], []
+        d_lat: list[np.ndarray] = []
+        p_lat: list[np.ndarray] = []
+        d_tp: list[float] = []
+        p_tp: list[float] = []
         for r in range(args.rounds):
             order = [(direct_url, d_lat, d_tp), (proxy_url, p_lat, p_tp)]
             for url, lats, tps in order if r % 2 == 0 else order[::-1]:

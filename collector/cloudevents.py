@@ -24,8 +24,8 @@ try:  # cloudevents >= 2 keeps the 1.x API under cloudevents.v1
     from cloudevents.v1.exceptions import GenericException
     from cloudevents.v1.http import from_http
 except ImportError:  # pragma: no cover - cloudevents 1.x
-    from cloudevents.exceptions import GenericException  # type: ignore[no-redef]
-    from cloudevents.http import from_http  # type: ignore[no-redef]
+    from cloudevents.exceptions import GenericException  # type: ignore[no-redef,import-not-found]
+    from cloudevents.http import from_http  # type: ignore[no-redef,import-not-found]
 
 from collector.adapters.payloads import Exchange
 from collector.capture import CaptureBuffer

@@ -16,6 +16,7 @@ first match. Packs are validated at load time; errors name the file, the rule an
 from __future__ import annotations
 
 import string
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -328,7 +329,7 @@ class RuleEngine:
         self.rules = rules
 
     @classmethod
-    def load(cls, paths: list[Path | str]) -> RuleEngine:
+    def load(cls, paths: Sequence[Path | str]) -> RuleEngine:
         rules: list[LoadedRule] = []
         for p in paths:
             pack = load_pack(p)

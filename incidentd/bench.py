@@ -51,7 +51,7 @@ def default_actions() -> dict[str, ActionKind]:
 
 
 def taxonomy(names: list[str] | None = None) -> list[Fault]:
-    from incidentd.commands.inject import FAULTS, InjectError, clear, inject
+    from incidentd.injection import FAULTS, InjectError, clear, inject
 
     actions = default_actions()
     chosen = names or [*PARAMS, *GPU_FAULTS]

@@ -14,13 +14,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 CONTRACTS = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
 
-# Contracts today's code breaks, each fixed on another branch of issue 10; remove an entry once merged.
-BROKEN_UNTIL_MERGED = {
-    "no-cycles-collector": "collector.sidecar <-> collector.exposition: the snapshot module (branch edges) ends it",
-    "no-cycles-incidentd": "incidentd.bench imports incidentd.commands.inject, which commands.bench imports "
-                           "back: the shared fault model (branch edges) moves out of the CLI module",
-}
-
 
 def _tool(name: str) -> str:
     path = shutil.which(name) or str(Path(sys.executable).parent / name)
@@ -42,11 +35,7 @@ def test_contracts_cover_every_package_and_the_layers():
     assert ["incidentd", "collector", "detectors"] in layers
 
 
-@pytest.mark.parametrize("contract", [
-    pytest.param(c["id"], marks=pytest.mark.xfail(strict=False, reason=BROKEN_UNTIL_MERGED[c["id"]]))
-    if c["id"] in BROKEN_UNTIL_MERGED else c["id"]
-    for c in CONTRACTS
-])
+@pytest.mark.parametrize("contract", [c["id"] for c in CONTRACTS])
 def test_import_contract_kept(contract: str):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     r = subprocess.run([_tool("lint-imports"), "--no-cache", "--contract", contract], cwd=REPO, env=env,

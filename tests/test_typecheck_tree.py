@@ -11,12 +11,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Files of other branches of issue 10 that still have errors; remove the mark once they are merged.
-OTHERS = ("collector/ (branch edges), incidentd/model_server/ (edges), diagnosis/ remediation/ "
-          "incidentd/remediator.py (branch core), incidentd/runtime.py and incidentd/demo.py")
-
-
-@pytest.mark.xfail(strict=False, reason=f"errors remain in files fixed on other branches: {OTHERS}")
 def test_mypy_reports_no_error_on_the_whole_tree() -> None:
     pytest.importorskip("mypy", reason="mypy is in the dev extra")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}

@@ -19,7 +19,7 @@ def faults(
     import sys
 
     from incidentd.bench import run_bench
-    from incidentd.commands.inject import FAULTS
+    from incidentd.injection import FAULTS
 
     unknown = [f for f in only if f not in FAULTS]
     if unknown:

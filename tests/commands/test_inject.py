@@ -19,6 +19,7 @@ import typer
 from typer.testing import CliRunner
 
 from incidentd.commands import inject as inject_mod
+from incidentd.injection import FAULTS
 
 REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -353,7 +354,7 @@ def test_list_documents_every_fault() -> None:
     code, out, _ = cli("list")
     assert code == 0
     names = {f["fault"] for f in out}
-    assert names == set(inject_mod.FAULTS)
+    assert names == set(FAULTS)
     assert {f["domain"] for f in out} == {"model", "data", "hardware"}
     docs = (REPO / "docs" / "faults.md").read_text()
     missing = [n for n in names if f"`{n}`" not in docs]

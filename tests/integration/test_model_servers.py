@@ -22,9 +22,10 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -68,7 +69,7 @@ class Clock:
 class Background:
     """An ASGI app served by uvicorn on a free loopback port, in a thread."""
 
-    def __init__(self, app: object) -> None:
+    def __init__(self, app: Callable[..., Any]) -> None:
         self.port = launch.free_port()
         self.server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False, lifespan="on")
@@ -138,6 +139,13 @@ def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 def one(metrics: dict, name: str, **labels: str) -> float | None:
     vals = [v for (n, ls), v in metrics.items() if n == name and all(dict(ls).get(k) == x for k, x in labels.items())]
     return vals[0] if vals else None
+
+
+def present(metrics: dict, name: str, **labels: str) -> float:
+    """``one``'s value, which must be there."""
+    value = one(metrics, name, **labels)
+    assert value is not None, f"{name} {labels} missing"
+    return value
 
 
 @dataclass
@@ -271,8 +279,8 @@ def _counts(kind: str, m: dict) -> tuple[float, float]:
 def test_request_and_error_counts_equal_what_was_sent(result: Result):
     m, before = result.phase_b, result.before_sidecar
     sent = result.sent_ok + result.sent_bad
-    assert one(m, "model_requests_total", model="tiny") - before[0] == sent
-    assert one(m, "model_request_errors_total", model="tiny") - before[1] == result.sent_bad
+    assert present(m, "model_requests_total", model="tiny") - before[0] == sent
+    assert present(m, "model_request_errors_total", model="tiny") - before[1] == result.sent_bad
     srv_requests, srv_errors = server_counts(result)
     assert srv_requests == sent  # the server saw the same: nothing was added or lost by the proxy
     if not math.isnan(srv_errors):
@@ -317,12 +325,12 @@ def test_latency_quantiles_fall_within_the_servers_own_buckets(result: Result):
             "torchserve": ("ts_inference_latency_microseconds_total", "ts_inference_requests_total"),
         }[kind]
         label = {"model": "tiny"} if kind == "triton" else {"model_name": "tiny"}
-        d_sum = one(result.server_after, name, **label) - (one(result.before, name, **label) or 0.0)
-        d_n = one(result.server_after, count, **label) - (one(result.before, count, **label) or 0.0)
+        d_sum = present(result.server_after, name, **label) - (one(result.before, name, **label) or 0.0)
+        d_n = present(result.server_after, count, **label) - (one(result.before, count, **label) or 0.0)
         mean = one(m, "model_latency_mean_seconds", model="tiny")
         assert mean == pytest.approx(d_sum / d_n * 1e-6, rel=1e-6)
         # The proxy's own timing gives quantiles; each is at least the server's fastest possible answer.
-        assert one(m, "model_latency_seconds", model="tiny", quantile="0.5") > 0
+        assert present(m, "model_latency_seconds", model="tiny", quantile="0.5") > 0
 
 
 def test_accuracy_follows_labels_posted_to_feedback(result: Result):

@@ -9,13 +9,16 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from incidentd.commands.inject import FAULTS, InjectError, parse_params
+from incidentd.injection import FAULTS, InjectError, parse_params
 from incidentd.model_server.app import ModelServerSettings, create_app
 from incidentd.model_server.fault_params import (
     DEFAULT_DRIFT_FEATURES,
     PARAMS,
+    CrashParams,
     FaultKind,
     FaultParamError,
+    InputDriftParams,
+    UnseenCategoriesParams,
     parse_fault_params,
 )
 from incidentd.model_server.faults import HANDLERS
@@ -31,11 +34,15 @@ def test_every_fault_kind_has_one_params_model_and_one_handler() -> None:
 
 
 def test_defaults_and_the_cli_string_forms() -> None:
-    assert parse_fault_params(FaultKind.INPUT_DRIFT, {}).features == list(DEFAULT_DRIFT_FEATURES)
+    d = parse_fault_params(FaultKind.INPUT_DRIFT, {})
+    assert isinstance(d, InputDriftParams) and d.features == list(DEFAULT_DRIFT_FEATURES)
     p = parse_fault_params(FaultKind.INPUT_DRIFT, {"features": "3, 4", "fraction": "0.25", "shift": "-2"})
+    assert isinstance(p, InputDriftParams)
     assert (p.features, p.fraction, p.shift) == ([3, 4], 0.25, -2.0)
-    assert parse_fault_params(FaultKind.UNSEEN_CATEGORIES, {"features": 7}).features == [7]
-    assert parse_fault_params(FaultKind.CRASH, {"exit_code": "0"}).exit_code == 0
+    u = parse_fault_params(FaultKind.UNSEEN_CATEGORIES, {"features": 7})
+    assert isinstance(u, UnseenCategoriesParams) and u.features == [7]
+    c = parse_fault_params(FaultKind.CRASH, {"exit_code": "0"})
+    assert isinstance(c, CrashParams) and c.exit_code == 0
 
 
 @pytest.mark.parametrize("kind, raw, field, reason", [
