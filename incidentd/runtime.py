@@ -13,7 +13,6 @@ from pydantic import BaseModel
 
 from diagnosis.catalog import CatalogSettings, default_catalog
 from diagnosis.rules import DEFAULT_PACK, RuleEngine
-from diagnosis.signals import SourceLike
 from diagnosis.types import IncidentStatus
 from incidentd.config import Settings
 from incidentd.pipeline import DetectionLoop
