@@ -62,8 +62,8 @@ def app(runtime):
 def _call(c: TestClient, method: str, path: str, headers: dict[str, str]) -> int:
     url = path.replace("{incident_id}", "inc-x").replace("{action_id}", "act-x").replace("{model}", "m") \
         .replace("{name}", "nobody")
-    kw = {"json": {}} if method == "POST" else {}
-    return c.request(method, url, headers=headers, **kw).status_code
+    body = {} if method == "POST" else None
+    return c.request(method, url, headers=headers, json=body).status_code
 
 
 def test_every_route_declares_its_policy_and_matches_the_table(app):
