@@ -62,7 +62,7 @@ def app(runtime):
 def _call(c: TestClient, method: str, path: str, headers: dict[str, str]) -> int:
     url = path.replace("{incident_id}", "inc-x").replace("{action_id}", "act-x").replace("{model}", "m") \
         .replace("{name}", "nobody")
-    body = {} if method == "POST" else None
+    body: dict[str, str] | None = {} if method == "POST" else None
     return c.request(method, url, headers=headers, json=body).status_code
 
 
