@@ -1,0 +1,172 @@
+"""Executors against the real third-party servers: rollback and restart act through each server's own
+control API, are read back, are idempotent, and a dry run changes nothing.
+
+Each server is installed by scripts/servers/install_model_servers.sh and started here once per module with
+two versions of the tiny classifier (tests/integration/model_servers). With CI=true a server that cannot
+start fails; elsewhere its tests skip with the reason.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from remediation.executors_oip import MLServerRepository
+from remediation.executors_servers import KnownGoodTracker, ServerControlAdmin
+from remediation.executors_systemd import RestartExecutor, RollbackExecutor
+from remediation.types import ActionFailed
+from tests.integration.model_servers import launch
+
+ROW = [[0.5, -0.2, 0.1, 0.3]]
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+
+
+def unavailable(why: str) -> None:
+    if in_ci():
+        pytest.fail(why, pytrace=False)
+    pytest.skip(why)
+
+
+class MemoryKV:
+    def __init__(self) -> None:
+        self.d: dict[str, object] = {}
+
+    def put(self, key: str, value: object) -> None:
+        self.d[key] = json.loads(json.dumps(value))
+
+    def get(self, key: str, default: object = None) -> object:
+        return self.d.get(key, default)
+
+
+# ---------------------------------------------------------------- MLServer
+
+
+def _mlserver_version(repo: Path, version: str) -> None:
+    d = repo / "tiny" / f"v{version}"
+    d.mkdir(parents=True)
+    for name in ("tiny_model.py", "mlserver_runtime.py"):
+        shutil.copy(launch.HERE / name, d / name)
+    (d / "model-settings.json").write_text(json.dumps({
+        "name": "tiny", "implementation": "mlserver_runtime.TinyModel", "parameters": {"version": version},
+        "inputs": [{"name": "x", "datatype": "FP64", "shape": [-1, 4]}],
+        "outputs": [{"name": "predict", "datatype": "INT64", "shape": [-1, 1]}]}))
+
+
+@pytest.fixture(scope="module")
+def mlserver() -> Iterator[tuple[str, Path]]:
+    try:
+        py = launch.venv("mlserver")
+    except launch.Unavailable as e:
+        unavailable(str(e))
+    work = Path(tempfile.mkdtemp(prefix="incidentd-mlserver-exec-"))
+    repo = work / "models"
+    for v in ("1", "2"):
+        _mlserver_version(repo, v)
+    http, grpc, metrics = launch.free_port(), launch.free_port(), launch.free_port()
+    (repo / "settings.json").write_text(json.dumps({"host": "127.0.0.1", "http_port": http, "grpc_port": grpc,
+                                                   "metrics_port": metrics, "parallel_workers": 0}))
+    proc, log = launch._spawn([str(py / "bin/mlserver"), "start", str(repo)], work)
+    s = launch.Served("mlserver", f"http://127.0.0.1:{http}", "", "v2", "tiny", proc, work, log)
+    try:
+        launch._wait(f"{s.base_url}/v2/models/tiny/versions/2/ready", proc, log)
+    except launch.Unavailable as e:
+        launch.stop(s)
+        unavailable(f"mlserver could not start: {e}")
+    yield s.base_url, repo
+    launch.stop(s)
+
+
+def served_version(base: str) -> str:
+    r = httpx.post(f"{base}/v2/models/tiny/infer", timeout=30,
+                   json={"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": ROW[0]}]})
+    r.raise_for_status()
+    return str(r.json()["model_version"])
+
+
+def settings_files(repo: Path) -> list[str]:
+    return sorted(str(p.relative_to(repo)) for p in repo.rglob("model-settings.json*"))
+
+
+def test_mlserver_executor_is_both_executor_kinds(mlserver: tuple[str, Path]) -> None:
+    ex = MLServerRepository(mlserver[0], "tiny", repository_dir=mlserver[1])
+    assert isinstance(ex, RestartExecutor) and isinstance(ex, RollbackExecutor)
+
+
+def test_mlserver_rollback_loads_known_good_and_unloads_bad(mlserver: tuple[str, Path]) -> None:
+    base, repo = mlserver
+    ex = MLServerRepository(base, "tiny", repository_dir=repo)
+    assert ex.current() == "2" and served_version(base) == "2"
+
+    files = settings_files(repo)
+    dry = ex.rollback_to("1", dry_run=True)
+    assert dry.dry_run and not dry.noop and dry.after == "1"
+    assert [r.method for r in dry.requests] == ["RENAME", "POST"]
+    assert settings_files(repo) == files and ex.current() == "2" and served_version(base) == "2"
+
+    out = ex.rollback_to("1")
+    assert (out.before, out.after, out.noop) == ("2", "1", False)
+    assert served_version(base) == "1"                  # unversioned requests reach the known-good one
+    assert not ex.version_ready("2")                    # the bad version is unloaded
+    assert ex.ready_versions() == ["1"]
+
+    again = ex.rollback_to("1")
+    assert again.noop and again.requests == ()
+
+    # The revert: back to the bad version, the same move the other way.
+    assert ex.rollback("2") == ("1", "2")
+    assert served_version(base) == "2" and ex.ready_versions() == ["1", "2"]
+    assert settings_files(repo) == files
+
+
+def test_mlserver_restart_reloads_one_model(mlserver: tuple[str, Path]) -> None:
+    base, repo = mlserver
+    ex = MLServerRepository(base, "tiny", repository_dir=repo)
+    dry = ex.restart_model(dry_run=True)
+    assert dry.dry_run and [r.url.rsplit("/", 1)[1] for r in dry.requests] == ["unload", "load"]
+    assert ex.restarts == 0
+    out = ex.restart_model()
+    assert (out.before, out.after) == ("2", "2") and ex.model_ready() and served_version(base) == "2"
+    assert ex.restart() == (1, 2)
+
+
+def test_mlserver_refusals_are_named(mlserver: tuple[str, Path]) -> None:
+    base, repo = mlserver
+    with pytest.raises(ActionFailed, match=r"version 7 of tiny is not in the model repository"):
+        MLServerRepository(base, "tiny", repository_dir=repo).rollback_to("7")
+    with pytest.raises(ActionFailed, match=r"rollback needs remediation.executor.repository_dir"):
+        MLServerRepository(base, "tiny").rollback_to("1")
+    with pytest.raises(ActionFailed, match=r"MLServer refused POST /v2/repository/models/nosuch/load: 404"):
+        MLServerRepository(base, "nosuch").request("POST", "/v2/repository/models/nosuch/load", json={})
+
+
+def test_mlserver_through_the_rollback_action(mlserver: tuple[str, Path]) -> None:
+    """The existing rollback action drives the executor; the known-good version comes from the tracker."""
+    from remediation.actions import ACTIONS, ActionContext
+    from remediation.types import ActionKind
+
+    base, repo = mlserver
+    ex = MLServerRepository(base, "tiny", repository_dir=repo)
+    kv, t = MemoryKV(), [1000.0]
+    tracker = KnownGoodTracker(kv, "mlserver", "tiny", promote_after=60, clock=lambda: t[0])
+    tracker.mark("1", "configured")
+    admin = ServerControlAdmin(ex, tracker)
+    ctx = ActionContext(admin, process=ex, rollout=ex, release_template="{version}")
+    act = ACTIONS[ActionKind.ROLLBACK]
+    plan = act.plan(ctx, "tiny")
+    assert not plan.noop and plan.params["from"] == "2" and plan.params["to"] == "1"
+    assert act.simulate(ctx, plan) and served_version(base) == "2"
+    res = act.execute(ctx, plan)
+    assert res == {"noop": False, "from": "2", "to": "1"} and served_version(base) == "1"
+    assert act.plan(ctx, "tiny").noop
+    assert act.revert(ctx, plan, res) == {"from": "1", "to": "2"} and served_version(base) == "2"
+    with pytest.raises(ActionFailed, match="clamp is not available on mlserver"):
+        ACTIONS[ActionKind.CLAMP].plan(ctx, "tiny")
