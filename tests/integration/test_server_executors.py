@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -170,3 +171,98 @@ def test_mlserver_through_the_rollback_action(mlserver: tuple[str, Path]) -> Non
     assert act.revert(ctx, plan, res) == {"from": "1", "to": "2"} and served_version(base) == "2"
     with pytest.raises(ActionFailed, match="clamp is not available on mlserver"):
         ACTIONS[ActionKind.CLAMP].plan(ctx, "tiny")
+
+
+# ---------------------------------------------------------------- TorchServe
+
+
+def _archive(py: Path, work: Path, version: str, dest: Path) -> None:
+    out = work / f"arch-{version}"
+    out.mkdir()
+    arch = subprocess.run([str(py / "bin/torch-model-archiver"), "--model-name", "tiny", "--version", version,
+                           "--handler", "torchserve_handler.py", "--extra-files", "tiny_model.py",
+                           "--export-path", str(out)], cwd=work, capture_output=True, text=True, timeout=120,
+                          check=False)
+    if arch.returncode != 0:
+        unavailable(f"torch-model-archiver failed: {arch.stderr[-2000:]}")
+    (out / "tiny.mar").rename(dest)
+
+
+@pytest.fixture(scope="module")
+def torchserve() -> Iterator[tuple[str, str]]:
+    """TorchServe serving tiny 1.0 (default) and 2.0; yields (management URL, inference URL)."""
+    try:
+        py = launch.venv("torchserve")
+    except launch.Unavailable as e:
+        unavailable(str(e))
+    if shutil.which("java") is None:
+        unavailable("TorchServe needs Java (17+) on PATH")
+    work = Path(tempfile.mkdtemp(prefix="incidentd-torchserve-exec-"))
+    store = work / "model-store"
+    store.mkdir()
+    launch._copy_model_files(work)
+    _archive(py, work, "1.0", store / "tiny.mar")
+    _archive(py, work, "2.0", store / "tiny-2.mar")
+    inf, mgmt, metrics = launch.free_port(), launch.free_port(), launch.free_port()
+    cfg = work / "config.properties"
+    cfg.write_text("\n".join([f"inference_address=http://127.0.0.1:{inf}", f"management_address=http://127.0.0.1:{mgmt}",
+                              f"metrics_address=http://127.0.0.1:{metrics}", "disable_token_authorization=true",
+                              "enable_envvars_config=false", "default_workers_per_model=1", f"model_store={store}",
+                              "load_models=tiny.mar", "install_py_dep_per_model=false",
+                              "enable_model_api=true"]) + "\n")
+    env = {"PATH": f"{py}/bin:{os.environ.get('PATH', '')}", "TS_CONFIG_FILE": str(cfg)}
+    proc, log = launch._spawn([str(py / "bin/torchserve"), "--start", "--foreground", "--ncs", "--ts-config", str(cfg),
+                               "--model-store", str(store), "--disable-token-auth"], work, env)
+    s = launch.Served("torchserve", f"http://127.0.0.1:{inf}", "", "torchserve", "tiny", proc, work, log,
+                      extra={"stop": f"{py}/bin/torchserve --stop"})
+    mgmt_url = f"http://127.0.0.1:{mgmt}"
+    try:
+        launch._wait_model_ready(f"{mgmt_url}/models/tiny", proc, log)
+        r = httpx.post(f"{mgmt_url}/models", params={"url": "tiny-2.mar", "initial_workers": 1, "synchronous": "true"},
+                       timeout=180)
+        if r.status_code != 200:
+            raise launch.Unavailable(f"registering tiny 2.0 answered {r.status_code}: {r.text}")
+    except launch.Unavailable as e:
+        launch.stop(s)
+        unavailable(f"torchserve could not start: {e}")
+    yield mgmt_url, s.base_url
+    launch.stop(s)
+
+
+def ts_predict_ok(inference: str) -> bool:
+    return httpx.post(f"{inference}/predictions/tiny", json={"instances": ROW}, timeout=60).status_code == 200
+
+
+def test_torchserve_rollback_sets_the_default_version(torchserve: tuple[str, str]) -> None:
+    from remediation.executors_torchserve import TorchServeManagement
+
+    mgmt, inference = torchserve
+    ex = TorchServeManagement(mgmt, "tiny")
+    assert isinstance(ex, RestartExecutor) and isinstance(ex, RollbackExecutor)
+    assert ex.current() == "1.0" and sorted(ex.versions()) == ["1.0", "2.0"]
+    # Make the bad version the default first (what a deploy would do), then roll back.
+    assert ex.rollback("2.0") == ("1.0", "2.0")
+    dry = ex.rollback_to("1.0", dry_run=True)
+    assert dry.dry_run and dry.requests[0].url.endswith("/models/tiny/1.0/set-default") and ex.current() == "2.0"
+    out = ex.rollback_to("1.0")
+    assert (out.before, out.after, out.noop) == ("2.0", "1.0", False) and ex.current() == "1.0"
+    assert ts_predict_ok(inference)
+    assert ex.rollback_to("1.0").noop
+    with pytest.raises(ActionFailed, match=r"TorchServe refused PUT /models/tiny/9.9/set-default: 404"):
+        ex.rollback_to("9.9")
+    with pytest.raises(ActionFailed, match=r"TorchServe has no version 9.9 of tiny"):
+        ex.rollback_to("9.9", dry_run=True)
+
+
+def test_torchserve_restart_replaces_the_workers(torchserve: tuple[str, str]) -> None:
+    from remediation.executors_torchserve import TorchServeManagement
+
+    mgmt, inference = torchserve
+    ex = TorchServeManagement(mgmt, "tiny")
+    pid = ex.pid
+    assert pid is not None
+    dry = ex.restart_model(dry_run=True)
+    assert dry.dry_run and "min_worker=0" in dry.requests[0].url and ex.pid == pid
+    old, new = ex.restart()
+    assert old == pid and new != pid and ex.describe().ready_workers >= 1
+    assert ts_predict_ok(inference)
