@@ -67,8 +67,8 @@ class OIPRepository(HttpControl):
     server = "OIP server"
 
     def __init__(self, base_url: str, model: str, timeout: float = 60.0, ready_timeout: float = 60.0,
-                 token: str | None = None):
-        super().__init__(base_url, timeout=timeout, token=token)
+                 token: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(base_url, timeout=timeout, token=token, headers=headers)
         self.model = _check_model(model)
         self.ready_timeout = ready_timeout
         self.restarts = 0
@@ -160,7 +160,24 @@ class TritonRepository(OIPRepository):
             raise ActionFailed(f"Triton config of {self.model} is not an object: {str(cfg)[:200]}")
         return cfg
 
+    def ready_versions(self) -> list[str]:
+        """Versions from the repository index and from the model's metadata (a model loaded with its files
+        in the load request, as PyTriton does, is not in the index), keeping the ready ones."""
+        meta = self.request("GET", f"/v2/models/{self.model}", ok=(400, 404))
+        listed = meta.json().get("versions", []) if meta.status_code == 200 else []
+        versions = {str(e["version"]) for e in self.index() if e.get("version") not in (None, "")}
+        versions |= {str(v) for v in listed or []}
+        return sorted((v for v in versions if self.version_ready(v)), key=cmp_to_key(_newer))
+
+    def _in_repository(self, what: str) -> None:
+        """Refuse to unload or load a model that Triton cannot (re)load from its repository."""
+        if not self.index():
+            raise ActionFailed(f"{what} of {self.target} refused: {self.model} is not in Triton's model repository "
+                               "(the repository index does not list it; it was loaded with its files in the "
+                               "request, as PyTriton does), so Triton could not load it again", retryable=False)
+
     def _load_body(self) -> dict[str, Any] | None:
+        self._in_repository("reload")
         return {"parameters": {"config": json.dumps(self.config())}}
 
     def rollback_to(self, to: str, dry_run: bool = False) -> ServerOutcome:
@@ -172,6 +189,7 @@ class TritonRepository(OIPRepository):
             int(to)
         except ValueError:
             raise ActionFailed(f"Triton versions are integers; cannot load version {to!r}") from None
+        self._in_repository("rollback")
         cfg = self.config()
         cfg["version_policy"] = {"specific": {"versions": [int(to)]}}
         req = Request("POST", self.base_url + self._path("load"), {"parameters": {"config": json.dumps(cfg)}})

@@ -63,12 +63,15 @@ class HttpControl:
 
     server = "model server"
 
-    def __init__(self, base_url: str, timeout: float = 30.0, token: str | None = None):
+    def __init__(self, base_url: str, timeout: float = 30.0, token: str | None = None,
+                 headers: dict[str, str] | None = None):
         if not base_url or "*" in base_url or not base_url.startswith(("http://", "https://")):
             raise ValueError(f"{self.server} URL must be one http(s) URL, got {base_url!r}")
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
-        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        # ``token``: a bearer token; ``headers``: e.g. Triton's restricted-API header
+        # (``--http-restricted-api=model-repository:triton-access-token=SECRET``).
+        self.headers = {**(headers or {}), **({"Authorization": f"Bearer {token}"} if token else {})}
 
     def request(self, method: str, path: str, json: Any = None, params: dict[str, Any] | None = None,
                 ok: Iterable[int] = ()) -> httpx.Response:

@@ -53,8 +53,8 @@ class TorchServeManagement(HttpControl):
     server = "TorchServe"
 
     def __init__(self, base_url: str, model: str, timeout: float = 120.0, ready_timeout: float = 120.0,
-                 token: str | None = None):
-        super().__init__(base_url, timeout=timeout, token=token)
+                 token: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(base_url, timeout=timeout, token=token, headers=headers)
         if not model or "*" in model or "/" in model or " " in model:
             raise ValueError(f"model must name exactly one model, got {model!r}")
         self.model = model

@@ -266,3 +266,145 @@ def test_torchserve_restart_replaces_the_workers(torchserve: tuple[str, str]) ->
     old, new = ex.restart()
     assert old == pid and new != pid and ex.describe().ready_workers >= 1
     assert ts_predict_ok(inference)
+
+
+# ---------------------------------------------------------------- Triton (PyTriton)
+
+TOKEN = "incidentd-test-token"
+
+
+@pytest.fixture(scope="module")
+def pytriton() -> Iterator[str]:
+    """PyTriton serving tiny (version 1), its model-repository API open to TOKEN."""
+    try:
+        py = launch.venv("pytriton")
+    except launch.Unavailable as e:
+        unavailable(str(e))
+    work = Path(tempfile.mkdtemp(prefix="incidentd-pytriton-exec-"))
+    launch._copy_model_files(work)
+    shutil.copy(launch.HERE / "pytriton_control.py", work / "pytriton_control.py")
+    libdir = launch.settings().get("INCIDENTD_PYTRITON_LIBDIR", "")
+    http, grpc, metrics = launch.free_port(), launch.free_port(), launch.free_port()
+    env = {"LD_LIBRARY_PATH": f"{libdir}:{os.environ.get('LD_LIBRARY_PATH', '')}".strip(":")}
+    proc, log = launch._spawn([str(py / "bin/python"), "pytriton_control.py", str(http), str(grpc), str(metrics),
+                               TOKEN], work, env)
+    s = launch.Served("triton", f"http://127.0.0.1:{http}", "", "v2", "tiny", proc, work, log)
+    try:
+        launch._wait(f"{s.base_url}/v2/models/tiny/ready", proc, log)
+    except launch.Unavailable as e:
+        launch.stop(s)
+        unavailable(f"pytriton could not start: {e}")
+    yield s.base_url
+    launch.stop(s)
+
+
+def test_triton_reads_the_serving_version_and_rollback_to_it_is_a_noop(pytriton: str) -> None:
+    from remediation.executors_oip import TritonRepository
+
+    ex = TritonRepository(pytriton, "tiny", headers={"triton-access-token": TOKEN})
+    assert isinstance(ex, RestartExecutor) and isinstance(ex, RollbackExecutor)
+    assert ex.current() == "1" and ex.ready_versions() == ["1"]
+    out = ex.rollback_to("1")
+    assert out.noop and out.requests == ()
+    assert served_version(pytriton) == "1"
+
+
+def test_triton_refusals_are_named_and_leave_the_model_serving(pytriton: str) -> None:
+    """PyTriton loads its models with their files in the load request, so Triton cannot load them again from
+    its repository: unloading would take the model down for good. The executor refuses before unloading."""
+    from remediation.executors_oip import TritonRepository
+
+    ex = TritonRepository(pytriton, "tiny", headers={"triton-access-token": TOKEN})
+    with pytest.raises(ActionFailed, match=r"reload of triton .* refused: tiny is not in Triton's model repository"):
+        ex.restart_model()
+    with pytest.raises(ActionFailed, match=r"rollback of triton .* refused: tiny is not in Triton's model repository"):
+        ex.rollback_to("2")
+    with pytest.raises(ActionFailed, match=r"not in Triton's model repository"):
+        ex.restart_model(dry_run=True)      # a dry run says the same, before anything is sent
+    assert ex.model_ready() and served_version(pytriton) == "1"
+    no_token = TritonRepository(pytriton, "tiny")
+    with pytest.raises(ActionFailed, match=r"Triton refused POST /v2/repository/index: 403 .*triton-access-token"):
+        no_token.current()
+
+
+TRITON_CONFIG = """backend: "python"
+max_batch_size: 64
+input [ { name: "x" data_type: TYPE_FP64 dims: [ 4 ] } ]
+output [ { name: "predict" data_type: TYPE_INT64 dims: [ 1 ] } ]
+version_policy: { all: {} }
+instance_group [ { kind: KIND_CPU count: 1 } ]
+"""
+
+
+@pytest.fixture(scope="module")
+def triton() -> Iterator[str]:
+    """tritonserver itself (the binary PyTriton ships) in explicit model-control mode, with a model repository
+    holding versions 1 and 2 of tiny as Python-backend models; both load (version policy ``all``)."""
+    try:
+        py = launch.venv("pytriton")
+    except launch.Unavailable as e:
+        unavailable(str(e))
+    site = next(py.glob("lib/python3*/site-packages"), None)
+    if site is None or not (site / "pytriton/tritonserver/bin/tritonserver").exists():
+        unavailable("the pytriton venv has no tritonserver binary")
+    work = Path(tempfile.mkdtemp(prefix="incidentd-triton-exec-"))
+    ts = work / "tritonserver"
+    shutil.copytree(site / "pytriton/tritonserver", ts, ignore=shutil.ignore_patterns("python_backend_stubs"))
+    pyver = "3.12"
+    shutil.copy(site / f"pytriton/tritonserver/python_backend_stubs/{pyver}/triton_python_backend_stub",
+                ts / "backends/python/triton_python_backend_stub")
+    repo = work / "repo"
+    for v in ("1", "2"):
+        (repo / "tiny" / v).mkdir(parents=True)
+        shutil.copy(launch.HERE / "triton_python_model.py", repo / "tiny" / v / "model.py")
+    (repo / "tiny/config.pbtxt").write_text(TRITON_CONFIG)
+    libdir = launch.settings().get("INCIDENTD_PYTRITON_LIBDIR", "")
+    http, grpc, metrics = launch.free_port(), launch.free_port(), launch.free_port()
+    env = {"LD_LIBRARY_PATH": ":".join(p for p in (str(site / "nvidia_pytriton.libs"), libdir,
+                                                   os.environ.get("LD_LIBRARY_PATH", "")) if p),
+           "PATH": f"{py}/bin:{os.environ.get('PATH', '')}"}
+    proc, log = launch._spawn([str(ts / "bin/tritonserver"), f"--model-repository={repo}",
+                               "--model-control-mode=explicit", "--load-model=tiny",
+                               f"--backend-directory={ts / 'backends'}", "--http-address=127.0.0.1",
+                               f"--http-port={http}", "--grpc-address=127.0.0.1", f"--grpc-port={grpc}",
+                               f"--metrics-port={metrics}", "--allow-gpu-metrics=false"], work, env)
+    s = launch.Served("triton", f"http://127.0.0.1:{http}", "", "v2", "tiny", proc, work, log)
+    try:
+        launch._wait(f"{s.base_url}/v2/models/tiny/versions/2/ready", proc, log)
+    except launch.Unavailable as e:
+        launch.stop(s)
+        unavailable(f"tritonserver could not start: {e}")
+    yield s.base_url
+    launch.stop(s)
+
+
+def test_triton_rollback_loads_known_good_and_unloads_bad(triton: str) -> None:
+    from remediation.executors_oip import TritonRepository
+
+    ex = TritonRepository(triton, "tiny")
+    assert ex.current() == "2" and ex.ready_versions() == ["1", "2"] and served_version(triton) == "2"
+    dry = ex.rollback_to("1", dry_run=True)
+    assert dry.dry_run and dry.after == "1" and ex.ready_versions() == ["1", "2"]
+    assert json.loads(dry.requests[0].body["parameters"]["config"])["version_policy"] == {
+        "specific": {"versions": [1]}}
+    out = ex.rollback_to("1")
+    assert (out.before, out.after, out.noop) == ("2", "1", False)
+    assert ex.ready_versions() == ["1"] and not ex.version_ready("2") and served_version(triton) == "1"
+    assert ex.rollback_to("1").noop
+    with pytest.raises(ActionFailed, match=r"Triton refused POST /v2/repository/models/tiny/load: 400 .*at least "
+                                           r"one version must be available under the version policy"):
+        ex.rollback_to("7")
+    assert served_version(triton) == "1"                 # a refused load leaves the serving version in place
+    assert ex.rollback("2") == ("1", "2") and served_version(triton) == "2"
+
+
+def test_triton_restart_reloads_one_model(triton: str) -> None:
+    from remediation.executors_oip import TritonRepository
+
+    ex = TritonRepository(triton, "tiny")
+    before = ex.ready_versions()
+    dry = ex.restart_model(dry_run=True)
+    assert dry.dry_run and [r.url.rsplit("/", 1)[1] for r in dry.requests] == ["unload", "load"]
+    out = ex.restart_model()
+    assert out.before == out.after == before[-1] and ex.ready_versions() == before and ex.model_ready()
+    assert ex.restart() == (1, 2)
