@@ -408,3 +408,79 @@ def test_triton_restart_reloads_one_model(triton: str) -> None:
     out = ex.restart_model()
     assert out.before == out.after == before[-1] and ex.ready_versions() == before and ex.model_ready()
     assert ex.restart() == (1, 2)
+
+
+# ---------------------------------------------------------------- the runner, as the service wires it
+
+
+def _runner(tmp_path: Path, base: str, repo: Path, known_good: str, mode: str = "auto"):  # type: ignore[no-untyped-def]
+    import time
+
+    from diagnosis.lifecycle import open_incident
+    from diagnosis.types import FaultDomain, Hypothesis
+    from incidentd.config import Settings
+    from incidentd.server_control import server_control
+    from incidentd.store import Store
+    from remediation.actions import ActionContext
+    from remediation.policy import Policy
+    from remediation.runner import ActionRunner
+    from remediation.types import ActionKind, ActionMode
+
+    settings = Settings.load(None, remediation={"executor": {"kind": "mlserver", "url": base, "model": "tiny",
+                                                             "repository_dir": str(repo), "known_good": known_good}})
+    store = Store(tmp_path / "db.sqlite")
+    built = server_control(settings.remediation.executor, store, active=store.models_with_active_incidents)
+    ctx = ActionContext(built.admin, built.executor, None, built.executor, "{version}")
+    rem = ActionRunner(store, Policy(verify_seconds=1.0, default_mode=ActionMode(mode)), ctx)
+    hyp = Hypothesis(FaultDomain.MODEL, "model.bad_version", 0.9, ActionKind.ROLLBACK, "2 is worse",
+                     evidence_ids=("ev",), rules=("accuracy-drop-after-deploy",))
+    inc, entries = open_incident("tiny", [hyp], ["ev"], time.time(), [])
+    store.save_incident(inc, entries)
+    return rem, inc, hyp
+
+
+def _settled(rem, statuses):  # type: ignore[no-untyped-def]
+    import time
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        rec = rem.records()[0]
+        if rec.status in statuses:
+            return rec
+        time.sleep(0.1)
+    raise AssertionError(f"action stayed {rem.records()[0].status}")
+
+
+def test_mlserver_rollback_through_the_runner_is_audited(tmp_path: Path, mlserver: tuple[str, Path]) -> None:
+    import time
+
+    from remediation.types import ActionStatus
+
+    base, repo = mlserver
+    rem, inc, hyp = _runner(tmp_path / "dry", base, repo, "1", mode="dry-run")
+    _, rec = rem.consider(inc, hyp, ["accuracy"], time.time())
+    assert rec is not None and rec.status is ActionStatus.DRY_RUN and served_version(base) == "2"
+
+    rem, inc, hyp = _runner(tmp_path / "auto", base, repo, "1")
+    _, rec = rem.consider(inc, hyp, ["accuracy"], time.time())
+    assert rec is not None and rec.plan is not None and dict(rec.plan.params)["to"] == "1"
+    done = _settled(rem, {ActionStatus.VERIFYING, ActionStatus.FAILED})
+    assert done.status is ActionStatus.VERIFYING and done.result is not None
+    assert dict(done.result.data) == {"noop": False, "from": "2", "to": "1"} and served_version(base) == "1"
+    rem.close()
+    MLServerRepository(base, "tiny", repository_dir=repo).rollback("2")
+
+
+def test_mlserver_refusal_is_named_in_the_audit_record(tmp_path: Path, mlserver: tuple[str, Path]) -> None:
+    import time
+
+    from remediation.types import ActionStatus
+
+    base, repo = mlserver
+    rem, inc, hyp = _runner(tmp_path, base, repo, "7")
+    rem.consider(inc, hyp, ["accuracy"], time.time())
+    rec = _settled(rem, {ActionStatus.FAILED})
+    failed = [a for a in rec.audit if a.event == "execute_failed"]
+    assert failed and "version 7 of tiny is not in the model repository" in failed[0].data["error"]
+    assert served_version(base) == "2"
+    rem.close()
