@@ -126,9 +126,14 @@ def wait_for(check: Callable[[], bool], what: str, timeout: float, interval: flo
 class ServerControl(Protocol):
     """An executor for one model on one third-party server; satisfies RestartExecutor and RollbackExecutor."""
 
-    kind: str
-    model: str
-    base_url: str
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def base_url(self) -> str: ...
 
     @property
     def target(self) -> str: ...

@@ -82,3 +82,20 @@ def test_clamp_and_unreachable_servers_are_named(tmp_path: Path) -> None:
         admin.clamp(dry_run=True)
     with pytest.raises(ActionFailed, match=r"TorchServe at http://127.0.0.1:9 unreachable for GET /models/tiny"):
         admin.versions()
+
+
+def test_the_runtime_acts_through_the_configured_server(tmp_path: Path) -> None:
+    from incidentd.runtime import Runtime
+    from remediation.executors_servers import ServerControlAdmin
+
+    settings = Settings.load(None, database=tmp_path / "i.db", remediation={"executor": {
+        "kind": "torchserve", "url": "http://127.0.0.1:9", "model": "tiny", "known_good": "1.0"}})
+    rt = Runtime(settings)
+    try:
+        ctx = rt.remediator.ctx
+        assert ctx is not None and isinstance(ctx.admin, ServerControlAdmin)
+        assert isinstance(ctx.process, TorchServeManagement) and ctx.rollout is ctx.process
+        assert ctx.release("1.0") == "1.0" and rt.loop.admin is ctx.admin
+        assert ctx.admin.tracker.get().version == "1.0"
+    finally:
+        rt.stop()
