@@ -5,11 +5,14 @@
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from incidentd.config import ExecutorSettings
+from incidentd.store import Store
 from remediation.executors_servers import KeyValue, KnownGoodTracker, ServerControl, ServerControlAdmin
+from remediation.types import ActionKind, ActionStatus
 
 THIRD_PARTY = ("mlserver", "triton", "torchserve", "kserve")
 
@@ -48,9 +51,22 @@ def executor_for(ex: ExecutorSettings) -> ServerControl:
 
 
 def server_control(ex: ExecutorSettings, kv: KeyValue, active: Callable[[], Iterable[str]] = lambda: (),
-                   executor: ServerControl | None = None) -> ServerControlBuilt:
+                   executor: ServerControl | None = None,
+                   clock: Callable[[], float] = time.time) -> ServerControlBuilt:
     executor = executor if executor is not None else executor_for(ex)
-    tracker = KnownGoodTracker(kv, ex.kind, executor.model, promote_after=ex.promote_after_seconds)
+    tracker = KnownGoodTracker(kv, ex.kind, executor.model, promote_after=ex.promote_after_seconds, clock=clock)
     if ex.known_good and tracker.get() is None:
         tracker.mark(ex.known_good, "configured (remediation.executor.known_good)")
-    return ServerControlBuilt(executor, tracker, ServerControlAdmin(executor, tracker, active))
+    verified = (lambda model, since: _verified(kv, model, since)) if isinstance(kv, Store) else None
+    admin = (ServerControlAdmin(executor, tracker, active, verified) if verified is not None
+             else ServerControlAdmin(executor, tracker, active))
+    return ServerControlBuilt(executor, tracker, admin)
+
+
+def _verified(store: Store, model: str, since: float) -> str | None:
+    """The id of a restart or rollback on ``model`` verified at or after ``since``, if any."""
+    for rec in store.actions(model=model, statuses=(ActionStatus.VERIFIED,)):
+        if (rec.kind in (ActionKind.ROLLBACK, ActionKind.RESTART)
+                and rec.verified_at is not None and rec.verified_at >= since):
+            return rec.id
+    return None

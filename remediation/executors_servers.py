@@ -214,6 +214,11 @@ class KnownGoodTracker:
         log.info("known-good version of %s on %s: %s (%s)", self.model, self.kind, version, why)
         return kg
 
+    def serving_since(self) -> tuple[str, float] | None:
+        """The version last observed serving and since when it serves (trouble or not)."""
+        seen = self.kv.get(self._serving_key)
+        return (str(seen["version"]), float(seen.get("first", seen["since"]))) if seen else None
+
     def observe(self, version: str | None, healthy: bool, now: float | None = None) -> KnownGood | None:
         """Note what serves now; promote it once it served ``promote_after`` s with nothing wrong."""
         now = self.clock() if now is None else now
@@ -221,8 +226,10 @@ class KnownGoodTracker:
             return self.get()
         seen = self.kv.get(self._serving_key) or {}
         if seen.get("version") != version or not healthy:
-            # A new version, or trouble: the clean-serving clock starts again.
-            self.kv.put(self._serving_key, {"version": version, "since": now})
+            # A new version, or trouble: the clean-serving clock ("since") starts again; "first" is when
+            # this version started serving.
+            first = seen.get("first", seen.get("since", now)) if seen.get("version") == version else now
+            self.kv.put(self._serving_key, {"version": version, "since": now, "first": first})
             return self.get()
         if now - float(seen["since"]) >= self.promote_after:
             return self.mark(version, f"served {now - float(seen['since']):.0f}s without an incident", now)
@@ -238,16 +245,24 @@ class ServerControlAdmin(ModelServerAdmin):
     """
 
     def __init__(self, executor: ServerControl, tracker: KnownGoodTracker,
-                 active: Callable[[], Iterable[str]] = lambda: ()):
+                 active: Callable[[], Iterable[str]] = lambda: (),
+                 verified: Callable[[str, float], str | None] = lambda model, since: None):
         super().__init__(executor.base_url)
         self.executor = executor
         self.tracker = tracker
         self.active = active
+        self.verified = verified     # (model, since) -> id of an action verified on it since then, if any
 
     def versions(self) -> dict[str, Any]:
         current = self.executor.current()
         healthy = self.executor.model not in set(self.active())
+        seen = self.tracker.serving_since()
         kg = self.tracker.observe(current, healthy)
+        if seen is not None and seen[0] == current:
+            # A rollback or restart verified while this version served: it passed verification.
+            action = self.verified(self.executor.model, seen[1])
+            if action is not None:
+                kg = self.tracker.mark(current, f"verified {action}")
         return {"current": current, "known_good": kg.version if kg else None,
                 "known_good_since": kg.since if kg else None, "known_good_why": kg.why if kg else None,
                 "server": self.executor.kind, "model": self.executor.model}

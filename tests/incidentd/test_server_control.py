@@ -99,3 +99,39 @@ def test_the_runtime_acts_through_the_configured_server(tmp_path: Path) -> None:
         assert ctx.admin.tracker.get().version == "1.0"
     finally:
         rt.stop()
+
+
+class FakeServing:
+    """What serves, set by the test (the executors themselves are tested against real servers)."""
+
+    kind, model, base_url, target, pid, command = "torchserve", "tiny", "http://127.0.0.1:9", "ts tiny", None, ["x"]
+
+    def __init__(self) -> None:
+        self.version = "2.0"
+
+    def current(self) -> str:
+        return self.version
+
+
+def test_a_version_serving_when_an_action_is_verified_becomes_known_good(tmp_path: Path) -> None:
+    from remediation.types import ActionKind, ActionMode, ActionRecord, ActionStatus
+
+    store = Store(tmp_path / "i.db")
+    ex = executor(kind="torchserve", url="http://127.0.0.1:9", model="tiny",
+                  promote_after_seconds=3600).remediation.executor
+    serving, t = FakeServing(), [1000.0]
+    built = server_control(ex, store, active=lambda: ["tiny"], executor=serving,  # type: ignore[arg-type]
+                           clock=lambda: t[0])
+    assert built.admin.versions()["known_good"] is None       # 2.0 serves, with an incident
+    started = built.tracker.serving_since()
+    assert started is not None and started[0] == "2.0"
+    store.save_action(ActionRecord(id="act-1", incident_id="inc-1", model="tiny", kind=ActionKind.RESTART,
+                                   mode=ActionMode.AUTO, status=ActionStatus.VERIFIED, reason="r",
+                                   idempotency_key="k", created_at=1001, verified_at=1005))
+    t[0] = 1006
+    v = built.admin.versions()                                 # the restart was verified while 2.0 served
+    assert (v["known_good"], v["known_good_why"]) == ("2.0", "verified act-1")
+    t[0] = 1010
+    serving.version = "3.0"
+    built.admin.versions()
+    assert built.admin.versions()["known_good"] == "2.0"      # act-1 was verified before 3.0 served
