@@ -70,7 +70,8 @@ def test_configured_known_good_seeds_the_record_once(tmp_path: Path) -> None:
     kg = built.tracker.get()
     assert kg is not None and kg.version == "1.0" and kg.why.startswith("configured")
     built.tracker.mark("2.0", "verified act-1")
-    assert server_control(ex, store).tracker.get().version == "2.0"   # a restart keeps what was learned
+    kept = server_control(ex, store).tracker.get()
+    assert kept is not None and kept.version == "2.0"         # a restart keeps what was learned
 
 
 def test_clamp_and_unreachable_servers_are_named(tmp_path: Path) -> None:
@@ -96,7 +97,8 @@ def test_the_runtime_acts_through_the_configured_server(tmp_path: Path) -> None:
         assert ctx is not None and isinstance(ctx.admin, ServerControlAdmin)
         assert isinstance(ctx.process, TorchServeManagement) and ctx.rollout is ctx.process
         assert ctx.release("1.0") == "1.0" and rt.loop.admin is ctx.admin
-        assert ctx.admin.tracker.get().version == "1.0"
+        kg = ctx.admin.tracker.get()
+        assert kg is not None and kg.version == "1.0"
     finally:
         rt.stop()
 

@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import httpx
 import pytest
@@ -31,7 +32,7 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
 
 
-def unavailable(why: str) -> None:
+def unavailable(why: str) -> NoReturn:
     if in_ci():
         pytest.fail(why, pytrace=False)
     pytest.skip(why)

@@ -225,7 +225,7 @@ def test_restart_is_a_rollout_and_refused_during_a_canary(api: tuple[FakeAPI, st
     ex = isvc_at(url)
     assert ex.restart_model(dry_run=True).dry_run and patches(fake) == []
     old, new = ex.restart()
-    assert new == old + 1
+    assert old is not None and new == old + 1
     ann = patches(fake)[-1]["spec"]["predictor"]["annotations"]
     assert list(ann) == ["kubectl.kubernetes.io/restartedAt"] and ex.read().restarted_at == ann[
         "kubectl.kubernetes.io/restartedAt"]
