@@ -19,10 +19,16 @@ class ExecutorSettings(BaseModel):
     ``local``: the process the service supervises (``supervise_command``, embedded mode); ``systemd``:
     one service unit; ``kubernetes``: one Deployment's container through the official client (extra
     ``k8s``), rollback by setting ``image_template.format(version=KNOWN_GOOD)`` when a template is given.
+
+    Third-party servers, one model each, through the server's own control API (README "Watch your own
+    model server"): ``mlserver`` and ``triton`` (model repository API at ``url``), ``torchserve``
+    (management API at ``url``), ``kserve`` (InferenceService ``inferenceservice`` in ``namespace``).
+    incidentd keeps their known-good version (``known_good`` seeds it; a version that serves
+    ``promote_after_seconds`` without an incident becomes known good).
     """
 
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["local", "systemd", "kubernetes"] = "local"
+    kind: Literal["local", "systemd", "kubernetes", "mlserver", "triton", "torchserve", "kserve"] = "local"
     unit: str | None = None
     scope: Literal["system", "user"] = "system"
     namespace: str | None = None
@@ -31,6 +37,14 @@ class ExecutorSettings(BaseModel):
     image_template: str | None = None
     rollout_timeout_seconds: float = Field(300.0, gt=0)
     max_unavailable: int = Field(1, ge=1)   # blast radius: replicas a rollout may take down at once
+    url: str | None = None                  # mlserver/triton: inference URL; torchserve: management URL
+    model: str | None = None                # the one model acted on (mlserver, triton, torchserve)
+    repository_dir: Path | None = None      # mlserver: its model repository (rollback sets versions aside)
+    inferenceservice: str | None = None     # kserve
+    headers: dict[str, str] = Field(default_factory=dict)   # e.g. Triton's triton-access-token
+    known_good: str | None = None           # seed for the known-good version (storageUri for kserve)
+    promote_after_seconds: float = Field(600.0, gt=0)
+    ready_timeout_seconds: float = Field(120.0, gt=0)
 
     @model_validator(mode="after")
     def _complete(self) -> ExecutorSettings:
@@ -54,6 +68,19 @@ class ExecutorSettings(BaseModel):
                 validate_image(self.image_template.format(version="v1"))
         elif self.image_template is not None:
             raise ValueError("image_template applies to executor kind 'kubernetes' only")
+        need = {"mlserver": ("url", "model"), "triton": ("url", "model"), "torchserve": ("url", "model"),
+                "kserve": ("namespace", "inferenceservice")}.get(self.kind, ())
+        missing = [k for k in need if not getattr(self, k)]
+        if missing:
+            raise ValueError(f"executor kind {self.kind!r} needs {', '.join(missing)}")
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"executor url {self.url!r} is not an http(s) URL")
+        if self.repository_dir is not None and self.kind != "mlserver":
+            raise ValueError("repository_dir applies to executor kind 'mlserver' only")
+        if self.kind == "kserve":
+            from remediation.executors_kserve import KServeInferenceService
+
+            KServeInferenceService(self.namespace, self.inferenceservice)   # type: ignore[arg-type]
         return self
 
 

@@ -16,6 +16,7 @@ from diagnosis.rules import DEFAULT_PACK, RuleEngine
 from diagnosis.types import IncidentStatus
 from incidentd.config import Settings
 from incidentd.pipeline import DetectionLoop
+from incidentd.server_control import THIRD_PARTY, server_control
 from incidentd.store import Store
 from incidentd.tsdb import EmbeddedStore, Scraper
 from remediation.actions import ActionContext
@@ -90,6 +91,13 @@ class Runtime:
                       if settings.model_server_url else None)
         self.process: LocalProcess | None = None
         restarter, rollout = self._executors(settings)
+        template = settings.remediation.executor.image_template
+        if settings.remediation.executor.kind in THIRD_PARTY:
+            # A third-party server: its executor restarts and rolls back one model through the server's
+            # own control API; incidentd keeps the known-good version (incidentd.server_control).
+            built = server_control(settings.remediation.executor, self.store,
+                                   active=self.store.models_with_active_incidents)
+            self.admin, restarter, rollout, template = built.admin, built.executor, built.executor, "{version}"
         if settings.supervise_command:
             if not settings.model_server_url:
                 from incidentd.errors import ConfigError
@@ -100,7 +108,7 @@ class Runtime:
         policy = _from_settings(Policy, rs)
         ctx = ActionContext(self.admin, self.process or restarter,
                             {"bounds": rs.clamp_bounds, "margin": rs.clamp_margin}, rollout,
-                            rs.executor.image_template) if self.admin else None
+                            template) if self.admin else None
         self.remediator = ActionRunner(self.store, policy, ctx,
                                        on_outcome=lambda k, o: self.metrics.actions.labels(k, o).inc(),
                                        approval_rules=ApprovalRules(rs.approval_timeout_seconds,
