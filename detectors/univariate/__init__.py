@@ -7,8 +7,9 @@ from detectors.univariate.robust_z import RobustZ
 from detectors.univariate.seasonal import Seasonal
 from detectors.univariate.spectral import SpectralResidual
 from detectors.univariate.surprise import Surprise
+from detectors.univariate.trend import TheilSen
 
-__all__ = ["BOCPD", "CUSUM", "DEFAULT_DETECTOR", "EWMA", "AnomalyLikelihood", "PageHinkley", "RobustZ", "Seasonal", "SpectralResidual", "Surprise"]
+__all__ = ["BOCPD", "CUSUM", "DEFAULT_DETECTOR", "EWMA", "AnomalyLikelihood", "PageHinkley", "RobustZ", "Seasonal", "SpectralResidual", "Surprise", "TheilSen"]
 
 # The detector `incidentd backtest` uses when none is named.
 DEFAULT_DETECTOR = "surprise"

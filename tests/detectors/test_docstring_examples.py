@@ -9,7 +9,7 @@ import pytest
 MODULES = ["detectors.drift", "detectors.univariate.bocpd", "detectors.rates", "detectors.evaluation.nab", "detectors.univariate.robust_z",
            "detectors.univariate.ewma", "detectors.univariate.cusum", "detectors.univariate.surprise",
            "detectors.univariate.seasonal", "detectors.univariate.spectral",
-           "detectors.univariate.likelihood"]
+           "detectors.univariate.likelihood", "detectors.univariate.trend"]
 
 
 @pytest.mark.parametrize("name", MODULES)
