@@ -77,6 +77,21 @@ class RemediationSettings(BaseModel):
     revert_on_worse: bool = True
 
 
+class SLOSettings(BaseModel):
+    """A model's service-level objectives; a breach sustained over the signal's confirmation opens an incident."""
+
+    model_config = ConfigDict(extra="forbid")
+    latency_p90_seconds: float | None = Field(None, gt=0)
+
+
+class ModelSettings(BaseModel):
+    """What is known about one watched model: its SLOs, and a memory limit when none can be scraped."""
+
+    model_config = ConfigDict(extra="forbid")
+    slo: SLOSettings = Field(default_factory=SLOSettings)
+    memory_limit_bytes: float | None = Field(None, gt=0)
+
+
 class DetectionSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     accuracy_window_seconds: float = Field(120.0, gt=0)
@@ -86,6 +101,16 @@ class DetectionSettings(BaseModel):
     request_stall_seconds: float = Field(30.0, gt=0)
     confirm_points: int = Field(2, ge=1)
     resolve_after_seconds: float = Field(120.0, ge=0)
+    # Relative thresholds and slow faults (docs/faults.md, "Slow faults"); CatalogSettings has the meaning.
+    latency_ratio: float = Field(3.0, gt=1)
+    latency_floor_seconds: float = Field(0.0, ge=0)
+    latency_sustain_seconds: float = Field(0.0, ge=0)
+    process_memory_ratio: float = Field(1.5, gt=1)
+    process_memory_floor_bytes: float = Field(0.0, ge=0)
+    trend_window_seconds: float = Field(1800.0, gt=0)
+    exhaustion_horizon_seconds: float = Field(86_400.0, gt=0)
+    exhaustion_lead_seconds: float = Field(1800.0, ge=0)
+    disk_horizon_seconds: float = Field(86_400.0, gt=0)
 
 
 class Settings(BaseSettings):
@@ -105,12 +130,34 @@ class Settings(BaseSettings):
     webhook_token: str | None = None
     rules: list[Path] = Field(default_factory=list)
     use_default_rules: bool = True
-    models: list[str] = Field(default_factory=list)
+    # A list of names, or a mapping name -> ModelSettings (SLOs, memory limit); both read as a mapping.
+    models: dict[str, ModelSettings] = Field(default_factory=dict)
     model_server_url: str | None = None
     supervise_command: list[str] | None = None
     supervise_log: Path = Path("model-server.log")
     detection: DetectionSettings = Field(default_factory=DetectionSettings)
     remediation: RemediationSettings = Field(default_factory=RemediationSettings)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _model_names(cls, v: Any) -> Any:
+        if isinstance(v, list | tuple):
+            bad = [m for m in v if not isinstance(m, str) or not m]
+            if bad:
+                raise ValueError(f"model names must be non-empty strings, got {bad}")
+            return {m: {} for m in v}
+        if isinstance(v, dict):
+            return {k: {} if m is None else m for k, m in v.items()}
+        return v
+
+    def model_profiles(self) -> dict[str, dict[str, float]]:
+        """Per-model thresholds for the signal catalog (``CatalogSettings`` field -> model -> value)."""
+        return {
+            "latency_slo_seconds": {m: s.slo.latency_p90_seconds for m, s in self.models.items()
+                                    if s.slo.latency_p90_seconds is not None},
+            "memory_limit_bytes": {m: s.memory_limit_bytes for m, s in self.models.items()
+                                   if s.memory_limit_bytes is not None},
+        }
 
     @field_validator("scrape_targets", "prometheus_url", "model_server_url", "elasticsearch_url")
     @classmethod

@@ -67,35 +67,44 @@ def theil_sen_slope(times: np.ndarray, values: np.ndarray) -> float:
 
 @dataclass(frozen=True, slots=True)
 class Trend:
-    """A window's trend: slope (units per second), Mann-Kendall z, and the slopes of its two halves.
+    """A window's trend: slope (units per second), Mann-Kendall z, and the slope and z of each segment.
 
-    ``persistence`` is the later half's slope over the earlier half's: about 1 for steady growth, near 0
-    for growth that levels off (a cache warming up), above 1 for growth that accelerates.
+    The window is cut into equal consecutive segments (quarters by default). ``persistence`` is the
+    newest segment's slope over the steepest one's: about 1 for steady growth, near 0 for growth that
+    levels off (a cache warming up), NaN when nothing grows.
     """
 
     slope: float
     z: float
-    early_slope: float
-    late_slope: float
+    segment_slopes: tuple[float, ...]
+    segment_z: tuple[float, ...]
     points: int
     span_seconds: float
 
     @property
     def persistence(self) -> float:
-        if not (self.early_slope > 0.0) or not math.isfinite(self.late_slope):
+        steepest = max(self.segment_slopes, default=math.nan)
+        if not steepest > 0.0 or not math.isfinite(self.segment_slopes[-1]):
             return math.nan
-        return self.late_slope / self.early_slope
+        return self.segment_slopes[-1] / steepest
+
+    def grows_throughout(self, min_z: float = 1.0) -> bool:
+        """Every segment grows (positive slope, Mann-Kendall z at least ``min_z``)."""
+        return bool(self.segment_slopes) and all(
+            sl > 0.0 and z >= min_z for sl, z in zip(self.segment_slopes, self.segment_z))
 
 
-def trend(times: np.ndarray, values: np.ndarray) -> Trend:
-    """The trend of one window of points (see :class:`Trend`)."""
+def trend(times: np.ndarray, values: np.ndarray, segments: int = 4) -> Trend:
+    """The trend of one window of points (see :class:`Trend`); segments need three points each."""
     t = np.asarray(times, dtype=float)
     x = np.asarray(values, dtype=float)
     n = len(t)
-    half = n // 2
+    k = segments if n >= 3 * segments else 0
+    cuts = [round(i * n / k) for i in range(k + 1)] if k else []
+    parts = [(t[a:b], x[a:b]) for a, b in zip(cuts, cuts[1:])]
     return Trend(slope=theil_sen_slope(t, x), z=mann_kendall_z(x),
-                 early_slope=theil_sen_slope(t[:half], x[:half]) if half >= 2 else math.nan,
-                 late_slope=theil_sen_slope(t[half:], x[half:]) if n - half >= 2 else math.nan,
+                 segment_slopes=tuple(theil_sen_slope(pt, px) for pt, px in parts),
+                 segment_z=tuple(mann_kendall_z(px) for _, px in parts),
                  points=n, span_seconds=float(t[-1] - t[0]) if n else 0.0)
 
 
@@ -140,6 +149,14 @@ class TheilSen(Detector):
     def slope(self) -> float:
         """Theil-Sen slope of the current window (per second with timestamps); NaN before two points."""
         return theil_sen_slope(np.fromiter(self._times, float), np.fromiter(self._values, float))
+
+    def points(self) -> tuple[np.ndarray, np.ndarray]:
+        """The points in the window: (timestamps, values), oldest first."""
+        return np.fromiter(self._times, float, len(self._times)), np.fromiter(self._values, float, len(self._values))
+
+    def trend(self) -> Trend:
+        """Slope, significance and half-window slopes of the current window."""
+        return trend(*self.points())
 
     def update(self, value: float, timestamp: float | None = None) -> float:
         x = finite_or_none(value)

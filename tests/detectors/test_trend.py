@@ -60,11 +60,11 @@ def test_out_of_order_timestamps_are_reported_not_learned() -> None:
     assert len(d.checkpoint()["state"]["_values"]) == 5
 
 
-def test_half_slopes_tell_levelling_off_from_steady_growth() -> None:
+def test_segment_slopes_tell_levelling_off_from_steady_growth() -> None:
     t = np.arange(0.0, 300.0, 2.0)
     steady = trend(t, 100 + 3.0 * t)
     warm = trend(t, 100 + 600 * (1 - np.exp(-t / 40.0)))
-    assert steady.persistence == pytest.approx(1.0)
+    assert steady.persistence == pytest.approx(1.0) and steady.grows_throughout()
     assert warm.persistence < 0.1
     assert math.isnan(trend(t, np.full(len(t), 5.0)).persistence)
 
