@@ -122,9 +122,27 @@ FAULTS: dict[str, FaultSpec] = {f.name: f for f in [
     FaultSpec("latency", "hardware", "hardware.cpu_contention", "server",
               "every /predict sleeps this long (slow dependency)", "latency", {
                   "seconds": Param("float", "added latency", 0.5)}),
+    # ------------------------------------------------------------------ slow faults (issue 18)
+    FaultSpec("memory_leak", "hardware", "hardware.memory_leak", "server",
+              "resident memory grows steadily (a leak); at its limit the server exits 137 like an OOM kill",
+              "memory_leak", {
+                  "rate": Param("float", "megabytes leaked per second", 2.0),
+                  "limit_megabytes": Param("int", "leaked megabytes at which the server dies (the point of harm)",
+                                           1024),
+                  "oom": Param("bool", "exit 137 at the limit (false: stop growing)", True)}),
+    FaultSpec("latency_creep", "hardware", "hardware.cpu_contention", "server",
+              "every /predict waits a little longer each second (creeping contention or a slowing dependency)",
+              "latency_creep", {
+                  "ramp": Param("float", "seconds of latency added per second", 0.001),
+                  "max_seconds": Param("float", "most latency added (the point of harm)", 1.0)}),
+    FaultSpec("disk_fill", "hardware", "hardware.disk_full", "server",
+              "the server writes ballast next to its registry until megabytes are written (removed on clear)",
+              "disk_fill", {
+                  "rate": Param("float", "megabytes written per second", 20.0),
+                  "megabytes": Param("int", "megabytes written in all (the point of harm)", 1024)}),
 ]}
 
-ALIASES = {"input_drift": "covariate_drift", "starvation": "cpu_contention", "memory_balloon": "memory_pressure",
+ALIASES = {"leak": "memory_leak", "disk_full": "disk_fill", "input_drift": "covariate_drift", "starvation": "cpu_contention", "memory_balloon": "memory_pressure",
            "nonfinite": "nonfinite_weights", "process_crash": "crash", "process_hang": "hang"}
 
 

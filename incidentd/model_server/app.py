@@ -429,6 +429,14 @@ def create_app(settings: ModelServerSettings) -> FastAPI:
                 done = faultlib.start_label_stall(fault_state, p)
             elif body.fault is FaultKind.CONCEPT_DRIFT:
                 done = faultlib.start_concept_drift(fault_state, p, holder.n_classes())
+            # --- slow faults (issue 18) ---
+            elif body.fault is FaultKind.MEMORY_LEAK:
+                done = faultlib.start_memory_leak(fault_state, p)
+            elif body.fault is FaultKind.LATENCY_CREEP:
+                done = faultlib.start_latency_creep(fault_state, p)
+            elif body.fault is FaultKind.DISK_FILL:
+                # where this server writes: next to its registry (a scratch directory removed on clear)
+                done = faultlib.start_disk_fill(fault_state, p, settings.registry_dir / ".fault-disk-fill")
             else:
                 done = faultlib.start_memory_balloon(fault_state, p)
         except FaultParamError as e:

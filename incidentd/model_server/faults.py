@@ -18,6 +18,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -42,6 +43,10 @@ class FaultKind(enum.StrEnum):
     LABEL_STALL = "label_stall"
     CONCEPT_DRIFT = "concept_drift"
     MEMORY_BALLOON = "memory_balloon"
+    # slow faults (issue 18)
+    MEMORY_LEAK = "memory_leak"
+    LATENCY_CREEP = "latency_creep"
+    DISK_FILL = "disk_fill"
 
 
 # Central pixels of the 8x8 digits: they vary most, so a shift there is what the drift tests see first.
@@ -134,6 +139,10 @@ class FaultState:
     dropped_labels: int = 0
     concept_drift: LabelRemap | None = None
     balloon: MemoryBalloon | None = None
+    # slow faults (issue 18): cleared by clear(); a leak that reaches its limit exits like an OOM kill
+    leak: MemoryLeak | None = None
+    creep: LatencyCreep | None = None
+    disk_fill: DiskFill | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def active(self) -> dict[str, Any]:
@@ -158,6 +167,12 @@ class FaultState:
             out["concept_drift"] = self.concept_drift.as_dict()
         if self.balloon is not None:
             out["memory_balloon"] = self.balloon.status()
+        if self.leak is not None:
+            out["memory_leak"] = self.leak.status()
+        if self.creep is not None:
+            out["latency_creep"] = self.creep.status()
+        if self.disk_fill is not None:
+            out["disk_fill"] = self.disk_fill.status()
         alive = [t for t in self.starvation_threads if t.is_alive()]
         if alive:
             out["starvation"] = {"threads": len(alive)}
@@ -171,7 +186,8 @@ class FaultState:
         """
         active = self.active()
         cleared = [k for k in ("hang", "latency", "null_features", "input_drift", "unit_change",
-                               "unseen_categories", "label_stall", "concept_drift", "memory_balloon")
+                               "unseen_categories", "label_stall", "concept_drift", "memory_balloon",
+                               "memory_leak", "latency_creep", "disk_fill")
                    if k in active]
         self.hang_until = 0.0
         self.latency_seconds = 0.0
@@ -183,6 +199,10 @@ class FaultState:
         if self.balloon is not None:
             self.balloon.release()
             self.balloon = None
+        for slow in (self.leak, self.disk_fill):
+            if slow is not None:
+                slow.release()
+        self.leak = self.creep = self.disk_fill = None
         return cleared, released
 
     def stop_starvation(self) -> None:
@@ -200,8 +220,9 @@ class FaultState:
         Awaited on the event loop, so stalled requests hold no worker thread: admin endpoints (and
         DELETE /admin/faults) keep answering however many predictions hang.
         """
-        if self.latency_seconds > 0:
-            await asyncio.sleep(self.latency_seconds)
+        delay = self.latency_seconds + (self.creep.delay() if self.creep is not None else 0.0)
+        if delay > 0:
+            await asyncio.sleep(delay)
         while (left := self.hang_until - time.monotonic()) > 0:
             await asyncio.sleep(min(left, 0.05))
 
@@ -412,3 +433,144 @@ def start_memory_balloon(state: FaultState, params: dict[str, Any]) -> dict[str,
         state.balloon.release()
     state.balloon = MemoryBalloon(target, step, interval)
     return {"megabytes": target, "step_megabytes": step, "interval_seconds": interval}
+
+
+# --- slow faults (issue 18) ----------------------------------------------------------------------------
+class MemoryLeak:
+    """Resident memory grows by ``rate_mb`` per second, page by page, until ``limit_mb`` has leaked; then the
+    process exits with 137, as the OOM killer would end it (``oom``), or the growth just stops.
+
+    The limit is the point of harm the fault bench measures its detection margin against.
+    """
+
+    def __init__(self, rate_mb: float, limit_mb: int, oom: bool, tick: float = 0.25) -> None:
+        self.rate_mb, self.limit_mb, self.oom, self.tick = rate_mb, limit_mb, oom, tick
+        self.started = time.monotonic()
+        self._chunks: list[np.ndarray] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._grow, name="fault-memory-leak", daemon=True)
+        self._thread.start()
+
+    @property
+    def leaked_mb(self) -> float:
+        return sum(c.nbytes for c in list(self._chunks)) / 2**20
+
+    def _grow(self) -> None:
+        while not self._stop.wait(self.tick):
+            due = min(self.limit_mb, self.rate_mb * (time.monotonic() - self.started)) - self.leaked_mb
+            if due >= 1 / 1024:
+                self._chunks.append(np.full(int(due * 2**20), 0x5A, dtype=np.uint8))   # written: RSS grows
+            if self.leaked_mb >= self.limit_mb:
+                if self.oom:
+                    log.error("fault memory_leak: %d MB leaked, the limit: exiting as an OOM kill would (137)",
+                              self.limit_mb)
+                    os._exit(137)
+                return
+
+    def status(self) -> dict[str, Any]:
+        return {"leaked_mb": round(self.leaked_mb, 1), "rate_mb_per_second": self.rate_mb,
+                "limit_megabytes": self.limit_mb, "oom": self.oom,
+                "seconds_to_limit": round(max(0.0, (self.limit_mb - self.leaked_mb) / self.rate_mb), 1)}
+
+    def release(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._chunks.clear()
+
+
+def start_memory_leak(state: FaultState, params: dict[str, Any]) -> dict[str, Any]:
+    import psutil
+
+    rate = _num(params, "rate", 2.0, 0.01, 1024.0)
+    limit = int(_num(params, "limit_megabytes", 1024, 1, 65_536))
+    oom = params.get("oom", True)
+    if not isinstance(oom, bool):
+        raise FaultParamError("oom", "params.oom must be true or false")
+    available_mb = psutil.virtual_memory().available // 2**20
+    if limit > 0.75 * available_mb:
+        raise FaultParamError("limit_megabytes", f"params.limit_megabytes {limit} is more than 75% of the "
+                                                 f"{available_mb} MB available: refusing to OOM the host")
+    if state.leak is not None:
+        state.leak.release()
+    state.leak = MemoryLeak(rate, limit, oom)
+    return {"rate": rate, "limit_megabytes": limit, "oom": oom, "seconds_to_limit": round(limit / rate, 1)}
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyCreep:
+    """Every /predict waits ``ramp`` seconds longer per second since the start, up to ``max_seconds``."""
+
+    ramp: float
+    max_seconds: float
+    started: float
+
+    def delay(self, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        return min(self.max_seconds, self.ramp * max(0.0, now - self.started))
+
+    def status(self) -> dict[str, Any]:
+        return {"ramp": self.ramp, "max_seconds": self.max_seconds, "added_seconds": round(self.delay(), 4)}
+
+
+def start_latency_creep(state: FaultState, params: dict[str, Any]) -> dict[str, Any]:
+    creep = LatencyCreep(_num(params, "ramp", 0.001, 1e-6, 10.0), _num(params, "max_seconds", 1.0, 0.0, 600.0),
+                         time.monotonic())
+    state.creep = creep
+    return {"ramp": creep.ramp, "max_seconds": creep.max_seconds,
+            "seconds_to_max": round(creep.max_seconds / creep.ramp, 1)}
+
+
+class DiskFill:
+    """Writes ``rate_mb`` per second of ballast files under ``directory`` until ``megabytes`` are written.
+
+    Written and fsynced (not sparse), so the filesystem's free space really shrinks; ``release()``
+    deletes the files.
+    """
+
+    def __init__(self, directory: Path, rate_mb: float, megabytes: int, tick: float = 0.25) -> None:
+        self.directory, self.rate_mb, self.megabytes, self.tick = directory, rate_mb, megabytes, tick
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.started = time.monotonic()
+        self.written = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._fill, name="fault-disk-fill", daemon=True)
+        self._thread.start()
+
+    def _fill(self) -> None:
+        block = b"\xa5" * 2**20
+        with open(self.directory / "ballast.bin", "ab") as f:
+            while not self._stop.wait(self.tick) and self.written < self.megabytes * 2**20:
+                due = min(self.megabytes * 2**20, int(self.rate_mb * 2**20 * (time.monotonic() - self.started)))
+                while self.written < due and not self._stop.is_set():
+                    n = min(len(block), due - self.written)
+                    f.write(block[:n])
+                    self.written += n
+                f.flush()
+                os.fsync(f.fileno())
+
+    def status(self) -> dict[str, Any]:
+        return {"written_mb": round(self.written / 2**20, 1), "rate_mb_per_second": self.rate_mb,
+                "megabytes": self.megabytes, "directory": str(self.directory)}
+
+    def release(self) -> None:
+        import shutil
+
+        self._stop.set()
+        self._thread.join(timeout=10)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def start_disk_fill(state: FaultState, params: dict[str, Any], directory: Path) -> dict[str, Any]:
+    import shutil
+
+    rate = _num(params, "rate", 20.0, 0.01, 4096.0)
+    megabytes = int(_num(params, "megabytes", 1024, 1, 1_048_576))
+    free_mb = shutil.disk_usage(directory.parent if not directory.exists() else directory).free // 2**20
+    if megabytes > 0.5 * free_mb:
+        raise FaultParamError("megabytes", f"params.megabytes {megabytes} is more than half of the {free_mb} MB "
+                                           f"free on {directory}: refusing to fill the disk")
+    if state.disk_fill is not None:
+        state.disk_fill.release()
+    state.disk_fill = DiskFill(directory, rate, megabytes)
+    return {"rate": rate, "megabytes": megabytes, "directory": str(directory),
+            "seconds_to_limit": round(megabytes / rate, 1)}
