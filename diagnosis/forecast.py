@@ -59,6 +59,13 @@ class Forecast:
     def seconds_until_due(self) -> float:
         return max(0.0, self.seconds_to_exhaustion - self.lead_seconds)
 
+    def to_dict(self) -> dict[str, float | str]:
+        """JSON-able, for the evidence (the incident plot draws it)."""
+        return {"at": self.at, "level": self.level, "slope_per_second": self.slope_per_second,
+                "limit": self.limit, "limit_source": self.limit_source,
+                "seconds_to_exhaustion": self.seconds_to_exhaustion, "exhausts_at": self.exhausts_at,
+                "act_by": self.act_by, "lead_seconds": self.lead_seconds}
+
 
 def forecast_exhaustion(at: float, level: float, slope: float, limit: float, limit_source: str,
                         lead_seconds: float) -> Forecast:
@@ -86,6 +93,16 @@ def sustained_growth(tr: Trend, z_alarm: float, min_persistence: float, min_segm
 
 def _clock(t: float) -> str:
     return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%H:%M:%S UTC")
+
+
+def _amount(x: float, unit: str) -> str:
+    """Bytes in binary multiples (760 MiB, 1.4 GiB); other units as signals print them."""
+    if unit != "B" or not math.isfinite(x):
+        return f"{_fmt(x)}{unit}"
+    for scale, name in ((2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g} {name}"
+    return f"{x:.0f} B"
 
 
 def _duration(seconds: float) -> str:
@@ -233,10 +250,10 @@ class ExhaustionSpec(SignalSpec):
         if best is not None:
             fc, tr, key = best
             where = "".join(f" {k}={v}" for k, v in key)
-            summary = (f"{self.what}{where} {_fmt(fc.level)}{self.unit} grows {_fmt(fc.slope_per_second)}"
-                       f"{self.unit}/s (Theil-Sen over {tr.span_seconds:.0f}s, Mann-Kendall z={tr.z:.1f}, "
+            summary = (f"{self.what}{where} {_amount(fc.level, self.unit)} grows "
+                       f"{_amount(fc.slope_per_second, self.unit)}/s (Theil-Sen over {tr.span_seconds:.0f}s, Mann-Kendall z={tr.z:.1f}, "
                        f"newest quarter at {tr.persistence:.2f}x the steepest); the {fc.limit_source} limit "
-                       f"{_fmt(fc.limit)}{self.unit} is reached in {_duration(fc.seconds_to_exhaustion)} "
+                       f"{_amount(fc.limit, self.unit)} is reached in {_duration(fc.seconds_to_exhaustion)} "
                        f"(at {_clock(fc.exhausts_at)}); acting by {_clock(fc.act_by)}, "
                        f"{_duration(self.lead)} ahead")
             score = min(1.0, max(0.0, 1.0 - 0.01 ** (tr.z / self.z_alarm)))
@@ -247,7 +264,7 @@ class ExhaustionSpec(SignalSpec):
             summary = (f"{self.what} grows steadily but no limit is known ({self.limit_metric} is not scraped "
                        f"and no limit is configured for {model}): no forecast")
         else:
-            summary = f"{self.what} {_fmt(level_now)}{self.unit}: no sustained growth toward its limit"
+            summary = f"{self.what} {_amount(level_now, self.unit)}: no sustained growth toward its limit"
         return SignalReading(self.name, model, newest, False, 0.0, math.inf if missing_limit else self.horizon,
                              None, summary, "theil_sen")
 
@@ -262,7 +279,7 @@ class ExhaustionSpec(SignalSpec):
         st = self._state.get(model)
         if st is None:
             return None
-        after = [(t, lvl, g) for t, lvl, g in st.recent if t > since and math.isfinite(lvl)]
+        after = [(t, lvl, g) for t, lvl, g in st.recent if since < t <= now and math.isfinite(lvl)]
         if len(after) < self.clear:
             return None
         tail = after[-self.clear:]

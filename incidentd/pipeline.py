@@ -278,9 +278,15 @@ class DetectionLoop:
                 if episode is None:
                     episode = new_id("ev")
                     st.episodes[name] = episode
+                attributes = {"detector": r.detector, "value": r.value, "p_value": r.p_value,
+                              "description": SIGNALS.get(name, "")}
+                # --- issue 18: slow-fault signals carry a forecast (the incident plot draws it) ---
+                forecast = getattr(self.specs.get(name), "forecast", None)
+                if callable(forecast) and (fc := forecast(model)) is not None:
+                    attributes["forecast"] = fc.to_dict()
+                # --- end issue 18 ---
                 ev = Evidence(episode, EvidenceKind.ANOMALY, model, name, r.onset or r.at, r.summary, r.score,
-                              attributes={"detector": r.detector, "value": r.value, "p_value": r.p_value,
-                                          "description": SIGNALS.get(name, "")})
+                              attributes=attributes)
                 self.store.save_evidence(ev)
                 facts.signals[name] = SignalFact(name, r.onset or r.at, r.score, r.value, r.summary, episode)
                 summaries.append(f"{name}: {r.summary}")

@@ -161,6 +161,14 @@ def test_a_leak_opens_an_incident_with_a_forecast_and_restarts_when_due(make):
     inc = s.store.incident(inc.id)
     assert inc.top.recommended_action == "restart"
     assert true_exhaustion - s.t >= 500
+    # the forecast rides on the evidence, and the incident plot draws it
+    (ev,) = [e for e in s.store.evidence(inc.evidence_ids) if e.name == "memory_leak"]
+    assert ev.attributes["forecast"]["limit_source"] == "cgroup"
+    assert ev.attributes["forecast"]["exhausts_at"] == pytest.approx(true_exhaustion, abs=20)
+    from incidentd.plots import render_incident
+
+    png = render_incident(inc, s.store, s.metrics, 1.0)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
 
 def test_growth_that_levels_off_never_fires(make):
