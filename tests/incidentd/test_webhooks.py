@@ -12,6 +12,7 @@ from incidentd.config import Settings
 from incidentd.errors import StorageError
 from incidentd.runtime import Runtime
 
+
 def ago(**delta) -> str:
     """An RFC 3339 time relative to now, so the tests pass on any date."""
     return (dt.datetime.now(dt.UTC) - dt.timedelta(**delta)).isoformat().replace("+00:00", "Z")
