@@ -26,6 +26,8 @@ class CatalogSettings:
     latency_ratio: float = 3.0
     latency_floor_seconds: float = 0.0
     latency_sustain_seconds: float = 0.0
+    process_cpu_ratio: float = 2.5
+    process_cpu_floor_ratio: float = 0.0     # share of all host CPUs (the former fixed gate was 0.1)
     process_memory_ratio: float = 1.5
     process_memory_floor_bytes: float = 0.0
     # Slow faults: growth is judged over trend_window_seconds; a forecast exhaustion within
@@ -77,8 +79,8 @@ def default_catalog(cfg: CatalogSettings | None = None) -> list[SignalSpec]:
                            threshold=cfg.label_stall_seconds, confirm=c,
                            describe="newest label is {value}s old (threshold {threshold}s)"),
         # The ratio is of all host CPUs: one saturated core is 0.5 on 2 CPUs, 0.06 on 16.
-        LevelSpec("process_cpu", "model_process_cpu_usage_ratio", min_ratio=2.5, min_delta=0.1,
-                  confirm=c, clear=3),
+        LevelSpec("process_cpu", "model_process_cpu_usage_ratio", min_ratio=cfg.process_cpu_ratio,
+                  min_delta=cfg.process_cpu_floor_ratio, confirm=c, clear=3),
         LevelSpec("process_memory", "model_process_resident_memory_bytes", min_ratio=cfg.process_memory_ratio,
                   min_delta=cfg.process_memory_floor_bytes, confirm=c, clear=3, unit="B"),
         ExhaustionSpec("memory_leak", "model_process_resident_memory_bytes", "model_process_memory_limit_bytes",

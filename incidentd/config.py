@@ -105,6 +105,8 @@ class DetectionSettings(BaseModel):
     latency_ratio: float = Field(3.0, gt=1)
     latency_floor_seconds: float = Field(0.0, ge=0)
     latency_sustain_seconds: float = Field(0.0, ge=0)
+    process_cpu_ratio: float = Field(2.5, gt=1)
+    process_cpu_floor_ratio: float = Field(0.0, ge=0, le=1)
     process_memory_ratio: float = Field(1.5, gt=1)
     process_memory_floor_bytes: float = Field(0.0, ge=0)
     trend_window_seconds: float = Field(1800.0, gt=0)
