@@ -132,7 +132,7 @@ class BenchReport:
                              detected_before_harm=sum(m > 0 for m in margins))
             per_fault.append(entry)
         n = len(runs)
-        out = {
+        out: dict[str, Any] = {
             "runs": n,
             "domain_accuracy": round(sum(r.domain == r.expected_domain for r in runs) / n, 4) if n else 0.0,
             "root_cause_accuracy": round(sum(r.root_cause == r.expected_root_cause for r in runs) / n, 4)
