@@ -143,7 +143,7 @@ class ExhaustionSpec(SignalSpec):
                  window_seconds: float = 1800.0, min_points: int = 12, z_alarm: float = 3.0,
                  min_persistence: float = 0.5, horizon_seconds: float = 86_400.0, lead_seconds: float = 1800.0,
                  limits: dict[str, float] | None = None, clear: int = 3, reset_drop: float = 0.25,
-                 free: bool = False, what: str = "resident memory", unit: str = "B"):
+                 free: bool = False, what: str = "resident memory", unit: str = "B", limit_name: str = "scraped"):
         super().__init__(name)
         if window_seconds <= 0 or horizon_seconds <= 0 or lead_seconds < 0:
             raise ValueError("window_seconds and horizon_seconds must be > 0, lead_seconds >= 0")
@@ -162,6 +162,7 @@ class ExhaustionSpec(SignalSpec):
         self.clear = int(clear)
         self.reset_drop = float(reset_drop)
         self.free = free       # the metric is what is left (free bytes): usage = limit - metric
+        self.limit_name = limit_name   # what the limit is, when its series has no ``source`` label
         self.what = what
         self.unit = unit
         self._state: dict[str, _ExhaustionState] = {}
@@ -181,7 +182,7 @@ class ExhaustionSpec(SignalSpec):
             vals = [v for v in s.values if math.isfinite(v) and v > 0]
             if vals:
                 key = tuple((k, v) for k, v in s.labels if k not in _MODEL_LABELS and k != "source")
-                out[key] = (vals[-1], dict(s.labels).get("source", "scraped"))
+                out[key] = (vals[-1], dict(s.labels).get("source", self.limit_name))
         return out
 
     def observe(self, source: SourceLike, model: str, now: float, step: float) -> SignalReading | None:
@@ -254,8 +255,9 @@ class ExhaustionSpec(SignalSpec):
                        f"{_amount(fc.slope_per_second, self.unit)}/s (Theil-Sen over {tr.span_seconds:.0f}s, Mann-Kendall z={tr.z:.1f}, "
                        f"newest quarter at {tr.persistence:.2f}x the steepest); the {fc.limit_source} limit "
                        f"{_amount(fc.limit, self.unit)} is reached in {_duration(fc.seconds_to_exhaustion)} "
-                       f"(at {_clock(fc.exhausts_at)}); acting by {_clock(fc.act_by)}, "
-                       f"{_duration(self.lead)} ahead")
+                       f"(at {_clock(fc.exhausts_at)}); "
+                       + (f"action due now (within the {_duration(self.lead)} lead)" if fc.seconds_until_due <= 0
+                          else f"action due at {_clock(fc.act_by)}, {_duration(self.lead)} ahead"))
             score = min(1.0, max(0.0, 1.0 - 0.01 ** (tr.z / self.z_alarm)))
             return SignalReading(self.name, model, newest, active, score if active else 0.0,
                                  fc.seconds_until_due, st.onset if active else None, summary, "theil_sen",
