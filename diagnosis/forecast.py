@@ -129,6 +129,8 @@ class _ExhaustionState:
     quiet_run: int = 0
     floor: float = math.nan          # usage when the episode started (what a fix must bring it back to)
     forecast: Forecast | None = None
+    trend: Trend | None = None
+    key: tuple = ()
     recent: deque = field(default_factory=lambda: deque(maxlen=600))   # (t, level, growing)
 
 
@@ -217,7 +219,9 @@ class ExhaustionSpec(SignalSpec):
         growing_any = False
         for key, ser in st.series.items():
             ts, xs = ser.detector.points()
-            keep = ts >= ts[-1] - self.window if ts.size else ts.astype(bool)
+            if ts.size == 0:
+                continue
+            keep = ts >= ts[-1] - self.window
             ts, xs = ts[keep], xs[keep]
             if ts.size < self.min_points or ts[-1] - ts[0] < 0.8 * self.window:
                 continue
@@ -235,33 +239,37 @@ class ExhaustionSpec(SignalSpec):
             fc = forecast_exhaustion(float(ts[-1]), level, tr.slope, limit[0], limit[1], self.lead)
             if best is None or fc.seconds_to_exhaustion < best[0].seconds_to_exhaustion:
                 best = (fc, tr, key)
-        active = best is not None and best[0].seconds_to_exhaustion <= self.horizon
+        forecast_now = best is not None and best[0].seconds_to_exhaustion <= self.horizon
         level_now = max((ser.last for ser in st.series.values() if math.isfinite(ser.last)), default=math.nan)
         st.recent.append((now, level_now, growing_any))
-        if active:
+        if forecast_now:
+            assert best is not None
             st.quiet_run = 0
             if st.onset is None:
                 st.onset = now
-                st.floor = _first_value(st, best[2])   # type: ignore[index]
-            st.forecast = best[0]                     # type: ignore[index]
+                st.floor = _first_value(st, best[2])
+            st.forecast, st.trend, st.key = best
         else:
             st.quiet_run += 1
             if st.onset is not None and st.quiet_run >= self.clear:
                 st.onset = None
+        # An episode ends after ``clear`` evaluations without a forecast, not on the first noisy one.
+        active = st.onset is not None
+        if best is None and active and st.forecast is not None and st.trend is not None:
+            best = (st.forecast, st.trend, st.key)
         if best is not None:
             fc, tr, key = best
             where = "".join(f" {k}={v}" for k, v in key)
             summary = (f"{self.what}{where} {_amount(fc.level, self.unit)} grows "
-                       f"{_amount(fc.slope_per_second, self.unit)}/s (Theil-Sen over {tr.span_seconds:.0f}s, Mann-Kendall z={tr.z:.1f}, "
-                       f"newest quarter at {tr.persistence:.2f}x the steepest); the {fc.limit_source} limit "
-                       f"{_amount(fc.limit, self.unit)} is reached in {_duration(fc.seconds_to_exhaustion)} "
-                       f"(at {_clock(fc.exhausts_at)}); "
+                       f"{_amount(fc.slope_per_second, self.unit)}/s (Theil-Sen over {tr.span_seconds:.0f}s, "
+                       f"Mann-Kendall z={tr.z:.1f}, newest quarter at {tr.persistence:.2f}x the steepest); the "
+                       f"{fc.limit_source} limit {_amount(fc.limit, self.unit)} is reached in "
+                       f"{_duration(fc.seconds_to_exhaustion)} (at {_clock(fc.exhausts_at)}); "
                        + (f"action due now (within the {_duration(self.lead)} lead)" if fc.seconds_until_due <= 0
                           else f"action due at {_clock(fc.act_by)}, {_duration(self.lead)} ahead"))
             score = min(1.0, max(0.0, 1.0 - 0.01 ** (tr.z / self.z_alarm)))
             return SignalReading(self.name, model, newest, active, score if active else 0.0,
-                                 fc.seconds_until_due, st.onset if active else None, summary, "theil_sen",
-                                 statistic=tr.slope)
+                                 fc.seconds_until_due, st.onset, summary, "theil_sen", statistic=tr.slope)
         if missing_limit:
             summary = (f"{self.what} grows steadily but no limit is known ({self.limit_metric} is not scraped "
                        f"and no limit is configured for {model}): no forecast")

@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from detectors.base import Detector
+from detectors.base import REGISTRY, Detector
 from detectors.univariate.trend import TheilSen
 from diagnosis.signals import LevelSpec, SignalReading, SourceLike, _fmt, _LevelState, _points
 
@@ -55,15 +55,10 @@ class RelativeLevelSpec(LevelSpec):
         self.trend_z = float(trend_z)
 
     def _new_state(self, now: float) -> _LevelState:
-        det = self._make_detector()
+        det = REGISTRY[self.detector_name](**self.detector_params)
         return _RelativeState(detector=det, cursor=now - self.horizon_seconds,
                               trend=TheilSen(window=self.trend_points, z_alarm=self.trend_z, direction="up",
                                              min_periods=max(3, self.trend_points // 2)))
-
-    def _make_detector(self) -> Detector:
-        from detectors.base import REGISTRY
-
-        return REGISTRY[self.detector_name](**self.detector_params)
 
     def _judge_relative(self, st: _RelativeState, model: str, t: float, v: float) -> tuple[bool, float]:
         assert st.trend is not None
