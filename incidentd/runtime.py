@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -78,7 +78,9 @@ class Runtime:
             self.source = self.embedded
         packs = ([DEFAULT_PACK] if settings.use_default_rules else []) + list(settings.rules)
         self.engine = RuleEngine.load(packs)
-        self.specs = default_catalog(_from_settings(CatalogSettings, settings.detection))
+        # issue 18: per-model SLOs and memory limits from settings.models reach the catalog
+        self.specs = default_catalog(replace(_from_settings(CatalogSettings, settings.detection),
+                                             **settings.model_profiles()))
         self.admin = ModelServerAdmin(settings.model_server_url) if settings.model_server_url else None
         self.process: LocalProcess | None = None
         restarter, rollout = self._executors(settings)
