@@ -106,3 +106,26 @@ def test_a_restart_ends_the_episode_and_counts_as_recovery():
     assert not out[-1][1].active
     assert sp.recovered(store, "m", since=t_restart, now=1e6 + 169) is True
     assert by_t[1e6 + 168].value >= 0
+
+
+def test_a_forgotten_model_starts_over_and_others_keep_their_episode():
+    store = EmbeddedStore(3600, 5000)
+    sp = spec(limits={"m": 1 * GB, "n": 1 * GB})
+
+    def grow(i, r):
+        return [f'rss{{model="{m}"}} {300 * MB + 2 * MB * i + r.normal(0, MB / 10)}' for m in ("m", "n")]
+
+    rng = np.random.default_rng(2)
+    for i in range(150):
+        t = 1e6 + i
+        store.ingest_text("\n".join(grow(i, rng)) + "\n", at=t)
+        if i % 2 == 0:
+            sp.observe(store, "m", t, 1.0)
+            sp.observe(store, "n", t, 1.0)
+    assert sp.models() == {"m", "n"} and sp.forecast("m") is not None
+    sp.forget_model("m")
+    assert sp.models() == {"n"} and sp.forecast("m") is None and sp.forecast("n") is not None
+    # back after eviction: the window is read again from the store, as a new episode
+    again = sp.observe(store, "m", 1e6 + 150, 1.0)
+    assert again is not None and again.active and again.onset == 1e6 + 150
+    assert sp.observe(store, "n", 1e6 + 150, 1.0).onset < 1e6 + 150
