@@ -266,9 +266,9 @@ def _model_families(snap: SidecarSnapshot) -> Iterator[Metric]:
                                  "writes (psutil.disk_usage).", labels=MV + ["path"])
         total = GaugeMetricFamily("model_disk_total_bytes", "Size of the filesystem where the model server writes.",
                                   labels=MV + ["path"])
-        for d in snap.host.disks:
-            free.add_metric(mv + [d.path], d.free_bytes)
-            total.add_metric(mv + [d.path], d.total_bytes)
+        for disk in snap.host.disks:
+            free.add_metric(mv + [disk.path], disk.free_bytes)
+            total.add_metric(mv + [disk.path], disk.total_bytes)
         yield free
         yield total
     if snap.gpus:

@@ -79,8 +79,10 @@ class Runtime:
         packs = ([DEFAULT_PACK] if settings.use_default_rules else []) + list(settings.rules)
         self.engine = RuleEngine.load(packs)
         # issue 18: per-model SLOs and memory limits from settings.models reach the catalog
+        profiles = settings.model_profiles()
         self.specs = default_catalog(replace(_from_settings(CatalogSettings, settings.detection),
-                                             **settings.model_profiles()))
+                                             latency_slo_seconds=profiles["latency_slo_seconds"],
+                                             memory_limit_bytes=profiles["memory_limit_bytes"]))
         self.admin = ModelServerAdmin(settings.model_server_url) if settings.model_server_url else None
         self.process: LocalProcess | None = None
         restarter, rollout = self._executors(settings)
