@@ -252,6 +252,25 @@ def _model_families(snap: SidecarSnapshot) -> Iterator[Metric]:
             "Resident memory of the model-server process.",
             snap.process.resident_memory_bytes,
         )
+        # issue 18: the limit the RSS runs into, for the leak forecast (source: cgroup or host)
+        yield from gauge(
+            "model_process_memory_limit_bytes",
+            "The most the model-server process's resident memory can reach now: its cgroup memory limit "
+            "less the rest of the cgroup's usage, else its RSS plus the host's available memory.",
+            snap.process.memory_limit_bytes,
+            ["source"],
+            [snap.process.memory_limit_source or "unknown"],
+        )
+    if snap.host is not None and snap.host.disks:
+        free = GaugeMetricFamily("model_disk_free_bytes", "Free bytes of the filesystem where the model server "
+                                 "writes (psutil.disk_usage).", labels=MV + ["path"])
+        total = GaugeMetricFamily("model_disk_total_bytes", "Size of the filesystem where the model server writes.",
+                                  labels=MV + ["path"])
+        for disk in snap.host.disks:
+            free.add_metric(mv + [disk.path], disk.free_bytes)
+            total.add_metric(mv + [disk.path], disk.total_bytes)
+        yield free
+        yield total
     if snap.gpus:
         yield from _gpu_families(snap, mv)
 

@@ -62,6 +62,8 @@ class SidecarConfig:
     # "auto": psutil on the pid from /healthz, else the server's own process_* metrics; "scrape": only the
     # latter (use it when the model server runs in another pid namespace, e.g. another container).
     process_source: str = "auto"
+    # Filesystems whose free space is exported (model_disk_free_bytes{path}): where the server writes.
+    disk_paths: tuple[str, ...] = ()
 
 
 def _sum_samples(samples: list[Sample], name: str) -> float | None:
@@ -113,7 +115,7 @@ class Sidecar:
         self._requests_rate = CounterRate(c.window_seconds)
         self._errors_rate = CounterRate(c.window_seconds)
         self._proc_cpu_rate = CounterRate(max(3 * self.interval, 5.0))
-        self._host = HostSampler()
+        self._host = HostSampler(self.config.disk_paths)
         self._proc = ProcessSampler()
         self._seen_predictions: OrderedDict[str, None] = OrderedDict()
         self._seen_labels: OrderedDict[str, None] = OrderedDict()

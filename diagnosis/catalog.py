@@ -1,8 +1,10 @@
 """The default signal catalog: which metric, detector and guards make each signal of the vocabulary."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from diagnosis.forecast import ExhaustionSpec
+from diagnosis.relative import RelativeLevelSpec
 from diagnosis.signals import CounterIncreaseSpec, GaugeThresholdSpec, LevelSpec, ProportionSpec, SignalSpec
 from diagnosis.vocabulary import SIGNALS
 
@@ -19,14 +21,34 @@ class CatalogSettings:
     latency_quantile: str = "0.9"   # p90: a starved server is slow for everyone; p99 over a short
     # window is owned by a handful of requests and jumps on every deploy or GC pause
     confirm_points: int = 2
+    # Relative thresholds (issue 18): a latency episode needs latency_ratio x the model's own baseline (or
+    # its SLO) for latency_sustain_seconds; latency_floor_seconds is an optional absolute floor on top.
+    latency_ratio: float = 3.0
+    latency_floor_seconds: float = 0.0
+    latency_sustain_seconds: float = 0.0
+    process_cpu_ratio: float = 2.5
+    process_cpu_floor_ratio: float = 0.0     # share of all host CPUs (the former fixed gate was 0.1)
+    process_memory_ratio: float = 1.5
+    process_memory_floor_bytes: float = 0.0
+    # Slow faults: growth is judged over trend_window_seconds; a forecast exhaustion within
+    # exhaustion_horizon_seconds opens the signal; action is due exhaustion_lead_seconds before it.
+    trend_window_seconds: float = 1800.0
+    exhaustion_horizon_seconds: float = 86_400.0
+    exhaustion_lead_seconds: float = 1800.0
+    disk_horizon_seconds: float = 86_400.0
+    # Per model (from settings ``models.<name>``): latency SLO (p90, seconds) and a configured memory limit.
+    latency_slo_seconds: dict[str, float] = field(default_factory=dict)
+    memory_limit_bytes: dict[str, float] = field(default_factory=dict)
 
 
 def default_catalog(cfg: CatalogSettings | None = None) -> list[SignalSpec]:
     cfg = cfg or CatalogSettings()
     c = cfg.confirm_points
     specs: list[SignalSpec] = [
-        LevelSpec("latency", "model_latency_seconds", {"quantile": cfg.latency_quantile},
-                  min_ratio=3.0, min_delta=0.05, confirm=c + 1, clear=3, unit="s"),
+        RelativeLevelSpec("latency", "model_latency_seconds", {"quantile": cfg.latency_quantile},
+                          min_ratio=cfg.latency_ratio, min_delta=cfg.latency_floor_seconds,
+                          slos=cfg.latency_slo_seconds, sustain_seconds=cfg.latency_sustain_seconds,
+                          confirm=c + 1, clear=3, unit="s"),
         ProportionSpec("error_rate", "model_request_errors_total", "model_requests_total", direction="rise",
                        window_seconds=cfg.error_window_seconds, margin=0.02, min_count=50,
                        what="error ratio"),
@@ -57,10 +79,20 @@ def default_catalog(cfg: CatalogSettings | None = None) -> list[SignalSpec]:
                            threshold=cfg.label_stall_seconds, confirm=c,
                            describe="newest label is {value}s old (threshold {threshold}s)"),
         # The ratio is of all host CPUs: one saturated core is 0.5 on 2 CPUs, 0.06 on 16.
-        LevelSpec("process_cpu", "model_process_cpu_usage_ratio", min_ratio=2.5, min_delta=0.1,
-                  confirm=c, clear=3),
-        LevelSpec("process_memory", "model_process_resident_memory_bytes", min_ratio=1.5,
-                  min_delta=512 * 2**20, confirm=c, clear=3, unit="B"),
+        LevelSpec("process_cpu", "model_process_cpu_usage_ratio", min_ratio=cfg.process_cpu_ratio,
+                  min_delta=cfg.process_cpu_floor_ratio, confirm=c, clear=3),
+        LevelSpec("process_memory", "model_process_resident_memory_bytes", min_ratio=cfg.process_memory_ratio,
+                  min_delta=cfg.process_memory_floor_bytes, confirm=c, clear=3, unit="B"),
+        ExhaustionSpec("memory_leak", "model_process_resident_memory_bytes", "model_process_memory_limit_bytes",
+                       window_seconds=cfg.trend_window_seconds, horizon_seconds=cfg.exhaustion_horizon_seconds,
+                       lead_seconds=cfg.exhaustion_lead_seconds, limits=cfg.memory_limit_bytes,
+                       what="resident memory"),
+        ExhaustionSpec("gpu_memory_leak", "model_gpu_memory_used_bytes", "model_gpu_memory_total_bytes",
+                       window_seconds=cfg.trend_window_seconds, horizon_seconds=cfg.exhaustion_horizon_seconds,
+                       lead_seconds=cfg.exhaustion_lead_seconds, what="GPU memory", limit_name="GPU total"),
+        ExhaustionSpec("disk_fill", "model_disk_free_bytes", "model_disk_total_bytes", free=True,
+                       window_seconds=cfg.trend_window_seconds, horizon_seconds=cfg.disk_horizon_seconds,
+                       lead_seconds=cfg.exhaustion_lead_seconds, what="disk used", limit_name="filesystem size"),
         GaugeThresholdSpec("host_cpu", "model_host_cpu_usage_ratio", op="gt", threshold=0.97,
                            confirm=c * 5, clear=3, describe="host CPU at {value}"),
         GaugeThresholdSpec("host_memory", "model_host_memory_usage_ratio", op="gt", threshold=0.95,

@@ -5,7 +5,7 @@ from diagnosis.types import ActionKind, ChangeKind
 
 # Signals diagnosis can reason over (one per kind of anomaly the watcher produces).
 SIGNALS: dict[str, str] = {
-    "latency": "request latency (p99) above its learned baseline",
+    "latency": "request latency (p90) far above the model's learned baseline, or above its SLO",
     "error_rate": "share of failed requests above its baseline (binomial test)",
     "accuracy": "accuracy on delayed labels below its baseline (exact binomial test)",
     "nonfinite_outputs": "the model returned NaN or infinite outputs",
@@ -19,6 +19,11 @@ SIGNALS: dict[str, str] = {
     "label_stall": "delayed labels stopped arriving",
     "process_cpu": "model-server process CPU above its baseline",
     "process_memory": "model-server process resident memory above its baseline",
+    "memory_leak": "model-server resident memory grows steadily toward its limit (value: seconds until the "
+                   "restart is due, i.e. the forecast exhaustion minus the lead time; 0: due now)",
+    "gpu_memory_leak": "GPU memory grows steadily toward the GPU's total (value: seconds until action is due)",
+    "disk_fill": "free disk space where the model server writes shrinks steadily toward zero (value: seconds "
+                 "until action is due)",
     "host_cpu": "host CPU above its baseline",
     "host_memory": "host memory usage high",
     "target_down": "the model server does not answer",

@@ -116,6 +116,21 @@ class RemediationSettings(BaseModel):
         return v
 
 
+class SLOSettings(BaseModel):
+    """A model's service-level objectives; a breach sustained over the signal's confirmation opens an incident."""
+
+    model_config = ConfigDict(extra="forbid")
+    latency_p90_seconds: float | None = Field(None, gt=0)
+
+
+class ModelSettings(BaseModel):
+    """What is known about one watched model: its SLOs, and a memory limit when none can be scraped."""
+
+    model_config = ConfigDict(extra="forbid")
+    slo: SLOSettings = Field(default_factory=SLOSettings)
+    memory_limit_bytes: float | None = Field(None, gt=0)
+
+
 class DetectionSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     accuracy_window_seconds: float = Field(120.0, gt=0)
@@ -128,6 +143,18 @@ class DetectionSettings(BaseModel):
     # A model not seen for this long (no metrics, no alerts, no active incident) is forgotten: its learned
     # baselines are saved to the store first, and restored if it comes back.
     evict_after_seconds: float = Field(3600.0, gt=0)
+    # Relative thresholds and slow faults (docs/faults.md, "Slow faults"); CatalogSettings has the meaning.
+    latency_ratio: float = Field(3.0, gt=1)
+    latency_floor_seconds: float = Field(0.0, ge=0)
+    latency_sustain_seconds: float = Field(0.0, ge=0)
+    process_cpu_ratio: float = Field(2.5, gt=1)
+    process_cpu_floor_ratio: float = Field(0.0, ge=0, le=1)
+    process_memory_ratio: float = Field(1.5, gt=1)
+    process_memory_floor_bytes: float = Field(0.0, ge=0)
+    trend_window_seconds: float = Field(1800.0, gt=0)
+    exhaustion_horizon_seconds: float = Field(86_400.0, gt=0)
+    exhaustion_lead_seconds: float = Field(1800.0, ge=0)
+    disk_horizon_seconds: float = Field(86_400.0, gt=0)
 
 
 class OidcSettings(BaseModel):
@@ -200,12 +227,34 @@ class Settings(BaseSettings):
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     rules: list[Path] = Field(default_factory=list)
     use_default_rules: bool = True
-    models: list[str] = Field(default_factory=list)
+    # A list of names, or a mapping name -> ModelSettings (SLOs, memory limit); both read as a mapping.
+    models: dict[str, ModelSettings] = Field(default_factory=dict)
     model_server_url: str | None = None
     supervise_command: list[str] | None = None
     supervise_log: Path = Path("model-server.log")
     detection: DetectionSettings = Field(default_factory=DetectionSettings)
     remediation: RemediationSettings = Field(default_factory=RemediationSettings)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _model_names(cls, v: Any) -> Any:
+        if isinstance(v, list | tuple):
+            bad = [m for m in v if not isinstance(m, str) or not m]
+            if bad:
+                raise ValueError(f"model names must be non-empty strings, got {bad}")
+            return {m: {} for m in v}
+        if isinstance(v, dict):
+            return {k: {} if m is None else m for k, m in v.items()}
+        return v
+
+    def model_profiles(self) -> dict[str, dict[str, float]]:
+        """Per-model thresholds for the signal catalog (``CatalogSettings`` field -> model -> value)."""
+        return {
+            "latency_slo_seconds": {m: s.slo.latency_p90_seconds for m, s in self.models.items()
+                                    if s.slo.latency_p90_seconds is not None},
+            "memory_limit_bytes": {m: s.memory_limit_bytes for m, s in self.models.items()
+                                   if s.memory_limit_bytes is not None},
+        }
 
     @field_validator("scrape_targets", "prometheus_url", "model_server_url", "elasticsearch_url")
     @classmethod

@@ -50,12 +50,17 @@ class Timing:
 
 FAST = Timing(scrape=0.5, detect=2.0, warmup=30.0, control=25.0, phase_timeout=75.0, settle=4.0, window_seconds=12.0,
               detection={"accuracy_window_seconds": 15, "error_window_seconds": 15, "counter_window_seconds": 8,
-                         "label_stall_seconds": 30, "request_stall_seconds": 5, "confirm_points": 2, "resolve_after_seconds": 8},
+                         "label_stall_seconds": 30, "request_stall_seconds": 5, "confirm_points": 2, "resolve_after_seconds": 8,
+                         # slow faults (issue 18): windows that fit a demo phase; act on a leak an hour ahead
+                         "trend_window_seconds": 16, "exhaustion_lead_seconds": 7200, "disk_horizon_seconds": 7200,
+                         "latency_sustain_seconds": 6},
               remediation={"cooldown_seconds": 60, "verify_seconds": 40, "act_after_cycles": 2,
                            "restart_grace_seconds": 12, "max_actions_per_incident": 2})
 NORMAL = Timing(scrape=2.0, detect=5.0, warmup=60.0, control=60.0, phase_timeout=240.0, settle=10.0, window_seconds=30.0,
                 detection={"accuracy_window_seconds": 40, "error_window_seconds": 30, "counter_window_seconds": 20,
-                           "label_stall_seconds": 60, "request_stall_seconds": 15, "confirm_points": 2, "resolve_after_seconds": 30},
+                           "label_stall_seconds": 60, "request_stall_seconds": 15, "confirm_points": 2, "resolve_after_seconds": 30,
+                           "trend_window_seconds": 40, "exhaustion_lead_seconds": 7200,
+                           "disk_horizon_seconds": 7200, "latency_sustain_seconds": 15},
                 remediation={"cooldown_seconds": 120, "verify_seconds": 90, "act_after_cycles": 2,
                              "restart_grace_seconds": 20, "max_actions_per_incident": 2})
 
@@ -243,7 +248,7 @@ class Demo:
                                        "--interval", str(t.scrape), "--gpu", "simulated",
                                        "--gpu-sim-state", str(gpu_state), "--model-name", "digits",
                                        "--window-seconds", str(t.window_seconds), "--window-rows", "400",
-                                       "--drift-min-rows", "200",
+                                       "--drift-min-rows", "200", "--disk-path", str(self.workdir / "registry"),
                                        "--drift-alpha", "0.0001", "--drift-psi-threshold", "0.3", "--log-level", "WARNING"])
         self._wait_http(self.sidecar_url + "/metrics", 60, side)
         self.say(f"sidecar {self.sidecar_url}")

@@ -111,10 +111,21 @@ FAULTS: dict[str, FaultSpec] = {f.name: f for f in [
                      "/predict blocks (health and metrics still answer)", FaultKind.HANG),
     FaultSpec.server("latency", "hardware", "hardware.cpu_contention",
                      "every /predict sleeps this long (slow dependency)", FaultKind.LATENCY),
+    # ------------------------------------------------------------------ slow faults
+    FaultSpec.server("memory_leak", "hardware", "hardware.memory_leak",
+                     "resident memory grows steadily (a leak); at its limit the server exits 137 like an OOM kill",
+                     FaultKind.MEMORY_LEAK),
+    FaultSpec.server("latency_creep", "hardware", "hardware.cpu_contention",
+                     "every /predict waits a little longer each second (creeping contention or a slowing "
+                     "dependency)", FaultKind.LATENCY_CREEP),
+    FaultSpec.server("disk_fill", "hardware", "hardware.disk_full",
+                     "the server writes ballast next to its registry until megabytes are written (removed on clear)",
+                     FaultKind.DISK_FILL),
 ]}
 
-ALIASES = {"input_drift": "covariate_drift", "starvation": "cpu_contention", "memory_balloon": "memory_pressure",
-           "nonfinite": "nonfinite_weights", "process_crash": "crash", "process_hang": "hang"}
+ALIASES = {"leak": "memory_leak", "disk_full": "disk_fill", "input_drift": "covariate_drift",
+           "starvation": "cpu_contention", "memory_balloon": "memory_pressure", "nonfinite": "nonfinite_weights",
+           "process_crash": "crash", "process_hang": "hang"}
 
 
 class InjectError(Exception):

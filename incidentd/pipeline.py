@@ -15,6 +15,7 @@ from typing import Any
 from detectors.changes import RuntimeObservation, merge, runtime_changes
 from diagnosis import lifecycle
 from diagnosis.changes import change_evidence, observe_runtime
+from diagnosis.forecast import ExhaustionSpec
 from diagnosis.rules import ChangeFact, Facts, RuleEngine, SignalFact
 from diagnosis.signals import SignalReading, SignalSpec, SourceLike
 from diagnosis.types import (
@@ -275,9 +276,14 @@ class DetectionLoop:
         st.episodes = episodes.open
         for name in firing:
             r, episode = readings[name], episodes.open[name]
+            attributes: dict[str, Any] = {"detector": r.detector, "value": r.value, "p_value": r.p_value,
+                                          "description": SIGNALS.get(name, "")}
+            # slow-fault signals carry their forecast of exhaustion (the incident plot draws it)
+            spec = self.specs.get(name)
+            if isinstance(spec, ExhaustionSpec) and (fc := spec.forecast(model)) is not None:
+                attributes["forecast"] = fc.to_dict()
             ev = Evidence(episode, EvidenceKind.ANOMALY, model, name, r.onset or r.at, r.summary, r.score,
-                          attributes={"detector": r.detector, "value": r.value, "p_value": r.p_value,
-                                      "description": SIGNALS.get(name, "")})
+                          attributes=attributes)
             self.store.save_evidence(ev)
             facts.signals[name] = SignalFact(name, r.onset or r.at, r.score, r.value, r.summary, episode)
             summaries.append(f"{name}: {r.summary}")

@@ -18,6 +18,11 @@ PANELS = {
     "input_drift": ("model_drifted_features", {}, "drifted features"),
     "prediction_drift": ("model_prediction_drift_statistic", {"test": "psi"}, "prediction PSI"),
     "process_cpu": ("model_process_cpu_usage_ratio", {}, "process CPU"),
+    "process_memory": ("model_process_resident_memory_bytes", {}, "resident memory (B)"),
+    # slow faults (issue 18): drawn with their forecast to exhaustion (see _draw_forecast)
+    "memory_leak": ("model_process_resident_memory_bytes", {}, "resident memory (B)"),
+    "gpu_memory_leak": ("model_gpu_memory_used_bytes", {}, "GPU memory (B)"),
+    "disk_fill": ("model_disk_free_bytes", {}, "free disk (B)"),
     "target_down": ("model_up", {}, "model up"),
 }
 TIMELINE_COLORS = {TimelineKind.OPENED: "tab:red", TimelineKind.ACTION_STARTED: "tab:orange",
@@ -35,8 +40,11 @@ def render_incident(inc: Incident, store: Store, source: SourceLike, step: float
     evidence = store.evidence(inc.evidence_ids)
     names = [e.name for e in evidence if e.name in PANELS] or ["latency", "accuracy", "input_drift"]
     names = list(dict.fromkeys(names))[:5]
+    forecasts = {e.name: e.attributes["forecast"] for e in evidence if isinstance(e.attributes.get("forecast"), dict)}
     start = min([inc.opened_at] + [e.at for e in evidence]) - pad
     end = (inc.resolved_at or inc.updated_at) + pad / 2
+    if forecasts:   # show the way to exhaustion, up to a horizon the eye can still compare with the data
+        end = max(end, min(max(f["exhausts_at"] for f in forecasts.values()), end + 4 * (end - start)))
     timeline = store.timeline(inc.id)
     fig, axes = plt.subplots(len(names), 1, figsize=(9, 2.1 * len(names) + 0.8), sharex=True, squeeze=False)
     for ax, name in zip(axes[:, 0], names):
@@ -49,6 +57,8 @@ def render_incident(inc: Incident, store: Store, source: SourceLike, step: float
             color = TIMELINE_COLORS.get(t.kind)
             if color:
                 ax.axvline(t.at - inc.opened_at, color=color, ls="--", lw=0.9)
+        if name in forecasts:
+            _draw_forecast(ax, forecasts[name], inc.opened_at, free=name == "disk_fill")
         ax.set_ylabel(ylabel, fontsize=8)
         ax.legend(loc="upper left", fontsize=7)
         ax.grid(alpha=0.3)
@@ -62,6 +72,19 @@ def render_incident(inc: Incident, store: Store, source: SourceLike, step: float
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
     return buf.getvalue()
+
+
+def _draw_forecast(ax: object, fc: dict, origin: float, free: bool) -> None:
+    """The forecast of a slow fault: the trend extrapolated to the limit, the limit, and when to act."""
+    level, limit = float(fc["level"]), float(fc["limit"])
+    at, exhausts, act_by = float(fc["at"]), float(fc["exhausts_at"]), float(fc["act_by"])
+    if free:   # the panel shows free space: it reaches 0 where usage reaches the size
+        level, limit = limit - level, 0.0
+    ax.plot([at - origin, exhausts - origin], [level, limit], ls=":", color="tab:red", lw=1.4,  # type: ignore[attr-defined]
+            label=f"forecast: {fc['limit_source']} limit at +{(exhausts - at) / 60:.0f} min")
+    ax.axhline(limit, color="tab:red", lw=0.8, alpha=0.6)  # type: ignore[attr-defined]
+    ax.axvline(act_by - origin, color="tab:purple", ls="-.", lw=0.9,  # type: ignore[attr-defined]
+               label=f"act by (lead {float(fc['lead_seconds']) / 60:.0f} min)")
 
 
 def render_bench(report: dict, path: str) -> str:

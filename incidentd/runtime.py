@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -86,7 +86,11 @@ class Runtime:
             self.source = self.embedded
         packs: list[Path | str] = [*([DEFAULT_PACK] if settings.use_default_rules else []), *settings.rules]
         self.engine = RuleEngine.load(packs)
-        self.specs = default_catalog(_from_settings(CatalogSettings, settings.detection))
+        # per-model SLOs and memory limits from settings.models reach the catalog
+        profiles = settings.model_profiles()
+        self.specs = default_catalog(replace(_from_settings(CatalogSettings, settings.detection),
+                                             latency_slo_seconds=profiles["latency_slo_seconds"],
+                                             memory_limit_bytes=profiles["memory_limit_bytes"]))
         self.admin = (ModelServerAdmin(settings.model_server_url, token=settings.model_server_admin_token)
                       if settings.model_server_url else None)
         self.process: LocalProcess | None = None

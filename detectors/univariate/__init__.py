@@ -10,8 +10,10 @@ from detectors.univariate.robust_z import RobustZ
 from detectors.univariate.seasonal import Seasonal
 from detectors.univariate.spectral import SpectralResidual
 from detectors.univariate.surprise import Surprise
+from detectors.univariate.trend import TheilSen
 
-__all__ = ["BOCPD", "CUSUM", "ArtContext", "ContextNovelty", "FuzzyART", "DEFAULT_DETECTOR", "EWMA", "AnomalyLikelihood", "PageHinkley", "RobustZ", "Seasonal", "SpectralResidual", "Surprise"]
+__all__ = ["BOCPD", "CUSUM", "ArtContext", "ContextNovelty", "FuzzyART", "DEFAULT_DETECTOR", "EWMA", "AnomalyLikelihood", "PageHinkley", "RobustZ", "Seasonal", "SpectralResidual", "Surprise",
+           "TheilSen"]
 
 # The detector `incidentd backtest` uses when none is named (NAB: 70.8 standard under NAB's protocol;
 # docs/detectors.md). The service picks its own detectors per signal (diagnosis/signals.py).

@@ -37,8 +37,10 @@ def faults(
                f"{report['root_cause_accuracy']:.2f}  MTTD {report['mttd_median_s']}s  MTTR {report['mttr_median_s']}s  "
                f"false incidents {report['false_incidents']}  false remediations {report['false_remediations']}")
     for f in report["per_fault"]:
+        margin = (f"  margin before harm {f['margin_median_s']}s of {f['harm_s']}s" if "harm_s" in f else "")
         typer.echo(f"  {f['fault']:<20} runs {f['runs']}  domain {f['domain_correct']}/{f['runs']}  root cause "
-                   f"{f['root_cause_correct']}/{f['runs']}  MTTD {f['mttd_median_s']}  MTTR {f['mttr_median_s']}")
+                   f"{f['root_cause_correct']}/{f['runs']}  MTTD {f['mttd_median_s']}  MTTR {f['mttr_median_s']}"
+                   + margin)
 
 
 def register(app: typer.Typer) -> None:

@@ -70,6 +70,11 @@ def sidecar(
             "server's own process_* metrics (scrape; for another pid namespace, e.g. another container).",
         ),
     ] = "auto",
+    disk_path: Annotated[
+        list[str] | None,
+        typer.Option("--disk-path", help="Export free space of the filesystem holding this path (where the "
+                     "model server writes: its log or registry directory). Repeatable."),
+    ] = None,
     es_spool_dir: Annotated[
         Path, typer.Option("--es-spool-dir", help="Disk spool for events not yet shipped to Elasticsearch.")
     ] = Path(".incidentd/es-spool"),
@@ -154,6 +159,7 @@ def sidecar(
         drift_alpha=drift_alpha,
         drift_psi_threshold=drift_psi_threshold,
         process_source=process_source,
+        disk_paths=tuple(disk_path or ()),
         # Not below 2 s however fast the cycle: a CPU-starved server answers /metrics slowly, and a
         # shorter timeout reads it as down (a crash) instead of contended.
         timeout_seconds=max(2.0, min(5.0, 2 * interval)),

@@ -39,6 +39,10 @@ class FaultKind(enum.StrEnum):
     LABEL_STALL = "label_stall"
     CONCEPT_DRIFT = "concept_drift"
     MEMORY_BALLOON = "memory_balloon"
+    # slow faults (issue 18)
+    MEMORY_LEAK = "memory_leak"
+    LATENCY_CREEP = "latency_creep"
+    DISK_FILL = "disk_fill"
 
 
 # Central pixels of the 8x8 digits: they vary most, so a shift there is what the drift tests see first.
@@ -76,12 +80,22 @@ def _index_list(v: Any) -> Any:
     return v
 
 
+def _flag(v: Any) -> Any:
+    """``true``/``false`` (JSON) or the CLI's strings ``"true"``/``"false"``; nothing else (not 1, not "yes")."""
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, str) and v.strip().lower() in ("true", "false"):
+        return v.strip().lower() == "true"
+    raise ValueError("must be true or false")
+
+
 def _num(default: float, ge: float, le: float, doc: str) -> Any:
     return Field(default, ge=ge, le=le, allow_inf_nan=False, description=doc)
 
 
 Number = Annotated[float, BeforeValidator(_not_bool)]
 Integer = Annotated[int, BeforeValidator(_not_bool)]
+Flag = Annotated[bool, BeforeValidator(_flag)]
 Indices = Annotated[list[Integer], BeforeValidator(_index_list), Field(min_length=1)]
 
 
@@ -167,6 +181,24 @@ class MemoryBalloonParams(FaultParams):
     interval_seconds: Number = _num(0.5, 0.0, 3600.0, "time between steps")
 
 
+# --- slow faults (issue 18): each limit is the point of harm the fault bench measures its margin against ----
+class MemoryLeakParams(FaultParams):
+    rate: Number = _num(2.0, 0.01, 1024.0, "megabytes leaked per second")
+    limit_megabytes: Integer = Field(1024, ge=1, le=65_536,
+                                     description="leaked megabytes at which the server dies (the point of harm)")
+    oom: Flag = Field(True, description="exit 137 at the limit (false: stop growing)")
+
+
+class LatencyCreepParams(FaultParams):
+    ramp: Number = _num(0.001, 1e-6, 10.0, "seconds of latency added per second")
+    max_seconds: Number = _num(1.0, 0.0, 600.0, "most latency added (the point of harm)")
+
+
+class DiskFillParams(FaultParams):
+    rate: Number = _num(20.0, 0.01, 4096.0, "megabytes written per second")
+    megabytes: Integer = Field(1024, ge=1, le=1_048_576, description="megabytes written in all (the point of harm)")
+
+
 PARAMS: dict[FaultKind, type[FaultParams]] = {
     FaultKind.NONFINITE_WEIGHTS: NonfiniteWeightsParams,
     FaultKind.EXPLODING_WEIGHTS: ExplodingWeightsParams,
@@ -181,6 +213,9 @@ PARAMS: dict[FaultKind, type[FaultParams]] = {
     FaultKind.LABEL_STALL: LabelStallParams,
     FaultKind.CONCEPT_DRIFT: ConceptDriftParams,
     FaultKind.MEMORY_BALLOON: MemoryBalloonParams,
+    FaultKind.MEMORY_LEAK: MemoryLeakParams,
+    FaultKind.LATENCY_CREEP: LatencyCreepParams,
+    FaultKind.DISK_FILL: DiskFillParams,
 }
 
 

@@ -2,7 +2,7 @@
 
 Only reachable when the server was started with ``--enable-fault-injection``. Runtime faults (hang,
 latency, null_features, input_drift, unit_change, unseen_categories, label_stall, concept_drift,
-memory_balloon) are cleared by ``clear()``; weight damage is not (clamp or load repairs it); starvation
+memory_balloon and the slow faults memory_leak, latency_creep, disk_fill) are cleared by ``clear()``; weight damage is not (clamp or load repairs it); starvation
 threads run until their ``seconds`` elapse or the process exits (a restart cures it).
 
 The data faults transform requests *inside* the server, before the prediction log records them, so that
@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -25,6 +26,7 @@ import numpy as np
 from incidentd.model_server.fault_params import (
     ConceptDriftParams,
     CrashParams,
+    DiskFillParams,
     ExplodingWeightsParams,
     FaultKind,
     FaultParamError,
@@ -32,8 +34,10 @@ from incidentd.model_server.fault_params import (
     HangParams,
     InputDriftParams,
     LabelStallParams,
+    LatencyCreepParams,
     LatencyParams,
     MemoryBalloonParams,
+    MemoryLeakParams,
     NonfiniteWeightsParams,
     NullFeaturesParams,
     StarvationParams,
@@ -115,6 +119,10 @@ class FaultState:
     dropped_labels: int = 0
     concept_drift: LabelRemap | None = None
     balloon: MemoryBalloon | None = None
+    # slow faults (issue 18): cleared by clear(); a leak that reaches its limit exits like an OOM kill
+    leak: MemoryLeak | None = None
+    creep: LatencyCreep | None = None
+    disk_fill: DiskFill | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def active(self) -> dict[str, Any]:
@@ -139,6 +147,12 @@ class FaultState:
             out["concept_drift"] = self.concept_drift.as_dict()
         if self.balloon is not None:
             out["memory_balloon"] = self.balloon.status()
+        if self.leak is not None:
+            out["memory_leak"] = self.leak.status()
+        if self.creep is not None:
+            out["latency_creep"] = self.creep.status()
+        if self.disk_fill is not None:
+            out["disk_fill"] = self.disk_fill.status()
         alive = [t for t in self.starvation_threads if t.is_alive()]
         if alive:
             out["starvation"] = {"threads": len(alive)}
@@ -152,8 +166,9 @@ class FaultState:
         """
         active = self.active()
         cleared: list[str] = [k for k in ("hang", "latency", "null_features", "input_drift", "unit_change",
-                               "unseen_categories", "label_stall", "concept_drift", "memory_balloon")
-                   if k in active]
+                                          "unseen_categories", "label_stall", "concept_drift", "memory_balloon",
+                                          "memory_leak", "latency_creep", "disk_fill")
+                              if k in active]
         self.hang_until = 0.0
         self.latency_seconds = 0.0
         self.null_fraction = 0.0
@@ -164,6 +179,10 @@ class FaultState:
         if self.balloon is not None:
             self.balloon.release()
             self.balloon = None
+        for slow in (self.leak, self.disk_fill):
+            if slow is not None:
+                slow.release()
+        self.leak = self.creep = self.disk_fill = None
         return cleared, released
 
     def stop_starvation(self) -> None:
@@ -181,8 +200,9 @@ class FaultState:
         Awaited on the event loop, so stalled requests hold no worker thread: admin endpoints (and
         DELETE /admin/faults) keep answering however many predictions hang.
         """
-        if self.latency_seconds > 0:
-            await asyncio.sleep(self.latency_seconds)
+        delay = self.latency_seconds + (self.creep.delay() if self.creep is not None else 0.0)
+        if delay > 0:
+            await asyncio.sleep(delay)
         while (left := self.hang_until - time.monotonic()) > 0:
             await asyncio.sleep(min(left, 0.05))
 
@@ -245,6 +265,11 @@ class ServedModel(Protocol):
     def n_features(self) -> int: ...
 
     def n_classes(self) -> int: ...
+
+    @property
+    def scratch_dir(self) -> Path:
+        """Where this server writes (next to its registry): the disk_fill fault fills this filesystem."""
+        ...
 
 
 def _pick_tensor(model: torch.nn.Module, name: str | None) -> tuple[str, torch.Tensor]:
@@ -416,6 +441,145 @@ def start_memory_balloon(state: FaultState, served: ServedModel, p: MemoryBalloo
     return {"megabytes": p.megabytes, "step_megabytes": p.step_megabytes, "interval_seconds": p.interval_seconds}
 
 
+# --- slow faults (issue 18) ----------------------------------------------------------------------------
+class MemoryLeak:
+    """Resident memory grows by ``rate_mb`` per second, page by page, until ``limit_mb`` has leaked; then the
+    process exits with 137, as the OOM killer would end it (``oom``), or the growth just stops.
+
+    The limit is the point of harm the fault bench measures its detection margin against.
+    """
+
+    def __init__(self, rate_mb: float, limit_mb: int, oom: bool, tick: float = 0.25) -> None:
+        self.rate_mb, self.limit_mb, self.oom, self.tick = rate_mb, limit_mb, oom, tick
+        self.started = time.monotonic()
+        self._chunks: list[np.ndarray] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._grow, name="fault-memory-leak", daemon=True)
+        self._thread.start()
+
+    @property
+    def leaked_mb(self) -> float:
+        return sum(c.nbytes for c in list(self._chunks)) / 2**20
+
+    def _grow(self) -> None:
+        while not self._stop.wait(self.tick):
+            due = min(self.limit_mb, self.rate_mb * (time.monotonic() - self.started)) - self.leaked_mb
+            if due >= 1 / 1024:
+                self._chunks.append(np.full(int(due * 2**20), 0x5A, dtype=np.uint8))   # written: RSS grows
+            if self.leaked_mb >= self.limit_mb:
+                if self.oom:
+                    log.error("fault memory_leak: %d MB leaked, the limit: exiting as an OOM kill would (137)",
+                              self.limit_mb)
+                    os._exit(137)
+                return
+
+    def status(self) -> dict[str, Any]:
+        return {"leaked_mb": round(self.leaked_mb, 1), "rate_mb_per_second": self.rate_mb,
+                "limit_megabytes": self.limit_mb, "oom": self.oom,
+                "seconds_to_limit": round(max(0.0, (self.limit_mb - self.leaked_mb) / self.rate_mb), 1)}
+
+    def release(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._chunks.clear()
+
+
+def start_memory_leak(state: FaultState, served: ServedModel, p: MemoryLeakParams) -> dict[str, Any]:
+    import psutil
+
+    available_mb = psutil.virtual_memory().available // 2**20
+    if p.limit_megabytes > 0.75 * available_mb:
+        raise FaultParamError("limit_megabytes", f"{p.limit_megabytes} is more than 75% of the "
+                                                 f"{available_mb} MB available: refusing to OOM the host")
+    if state.leak is not None:
+        state.leak.release()
+    state.leak = MemoryLeak(p.rate, p.limit_megabytes, p.oom)
+    return {"rate": p.rate, "limit_megabytes": p.limit_megabytes, "oom": p.oom,
+            "seconds_to_limit": round(p.limit_megabytes / p.rate, 1)}
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyCreep:
+    """Every /predict waits ``ramp`` seconds longer per second since the start, up to ``max_seconds``."""
+
+    ramp: float
+    max_seconds: float
+    started: float
+
+    def delay(self, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        return min(self.max_seconds, self.ramp * max(0.0, now - self.started))
+
+    def status(self) -> dict[str, Any]:
+        return {"ramp": self.ramp, "max_seconds": self.max_seconds, "added_seconds": round(self.delay(), 4)}
+
+
+def start_latency_creep(state: FaultState, served: ServedModel, p: LatencyCreepParams) -> dict[str, Any]:
+    creep = LatencyCreep(p.ramp, p.max_seconds, time.monotonic())
+    state.creep = creep
+    return {"ramp": creep.ramp, "max_seconds": creep.max_seconds,
+            "seconds_to_max": round(creep.max_seconds / creep.ramp, 1)}
+
+
+class DiskFill:
+    """Writes ``rate_mb`` per second of ballast files under ``directory`` until ``megabytes`` are written.
+
+    Written and fsynced (not sparse), so the filesystem's free space really shrinks; ``release()``
+    deletes the files.
+    """
+
+    def __init__(self, directory: Path, rate_mb: float, megabytes: int, tick: float = 0.25) -> None:
+        self.directory, self.rate_mb, self.megabytes, self.tick = directory, rate_mb, megabytes, tick
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.started = time.monotonic()
+        self.written = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._fill, name="fault-disk-fill", daemon=True)
+        self._thread.start()
+
+    def _fill(self) -> None:
+        block = b"\xa5" * 2**20
+        with open(self.directory / "ballast.bin", "ab") as f:
+            while not self._stop.wait(self.tick) and self.written < self.megabytes * 2**20:
+                due = min(self.megabytes * 2**20, int(self.rate_mb * 2**20 * (time.monotonic() - self.started)))
+                while self.written < due and not self._stop.is_set():
+                    n = min(len(block), due - self.written)
+                    f.write(block[:n])
+                    self.written += n
+                f.flush()
+                os.fsync(f.fileno())
+
+    def status(self) -> dict[str, Any]:
+        return {"written_mb": round(self.written / 2**20, 1), "rate_mb_per_second": self.rate_mb,
+                "megabytes": self.megabytes, "directory": str(self.directory)}
+
+    def release(self) -> None:
+        import shutil
+
+        self._stop.set()
+        self._thread.join(timeout=10)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+DISK_FILL_DIR = ".fault-disk-fill"
+
+
+def start_disk_fill(state: FaultState, served: ServedModel, p: DiskFillParams) -> dict[str, Any]:
+    """Fill the filesystem the server writes to: a scratch directory next to its registry, removed on clear."""
+    import shutil
+
+    directory = served.scratch_dir / DISK_FILL_DIR
+    free_mb = shutil.disk_usage(directory if directory.exists() else directory.parent).free // 2**20
+    if p.megabytes > 0.5 * free_mb:
+        raise FaultParamError("megabytes", f"{p.megabytes} is more than half of the {free_mb} MB "
+                                           f"free on {directory}: refusing to fill the disk")
+    if state.disk_fill is not None:
+        state.disk_fill.release()
+    state.disk_fill = DiskFill(directory, p.rate, p.megabytes)
+    return {"rate": p.rate, "megabytes": p.megabytes, "directory": str(directory),
+            "seconds_to_limit": round(p.megabytes / p.rate, 1)}
+
+
 # --- the table ----------------------------------------------------------------------------------------
 Handler = Callable[[FaultState, ServedModel, Any], dict[str, Any]]
 
@@ -434,6 +598,9 @@ HANDLERS: dict[FaultKind, Handler] = {
     FaultKind.LABEL_STALL: start_label_stall,
     FaultKind.CONCEPT_DRIFT: start_concept_drift,
     FaultKind.MEMORY_BALLOON: start_memory_balloon,
+    FaultKind.MEMORY_LEAK: start_memory_leak,
+    FaultKind.LATENCY_CREEP: start_latency_creep,
+    FaultKind.DISK_FILL: start_disk_fill,
 }
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from collector.instrumentation import WeightStats
@@ -31,6 +32,11 @@ class ModelHolder:
 
     def n_classes(self) -> int:
         return int(self.metadata.get("arch", {}).get("classes", 10))
+
+    @property
+    def scratch_dir(self) -> Path:
+        """Where this server writes: its registry directory (the disk_fill fault fills this filesystem)."""
+        return self.registry.root
 
     def install(self, version: str) -> dict[str, Any]:
         """Verify + build ``version`` off-lock, then swap the live model and the registry pointer."""

@@ -411,3 +411,69 @@ def test_data_faults_with_defaults_drift_for_the_sidecars_monitor(
     # ... and the sidecar's schema checks tell the three apart (what the default rules rank on)
     assert bool(after.unit_change_features) is (fault == "unit_change")
     assert bool(after.unseen_category_features) is (fault == "unseen_categories")
+
+
+# ------------------------------------------------------------------ slow faults (issue 18)
+
+
+def test_memory_leak_grows_rss_steadily_until_cleared(url: str) -> None:
+    import psutil
+
+    proc = psutil.Process(httpx.get(url + "/healthz", timeout=5).json()["pid"])
+    rss0 = proc.memory_info().rss
+    code, out, _ = cli("memory_leak", "-p", "rate=100", "-p", "limit_megabytes=150", "-p", "oom=false",
+                       "--target", url)
+    assert code == 0 and out["simulates"] == "hardware.memory_leak"
+    assert out["response"]["applied"]["seconds_to_limit"] == 1.5
+    deadline = time.monotonic() + 15
+    while proc.memory_info().rss - rss0 < 140 * 2**20:
+        assert time.monotonic() < deadline, (rss0, proc.memory_info().rss)
+        time.sleep(0.1)
+    status = httpx.get(url + "/admin/faults", timeout=5).json()["active"]["memory_leak"]
+    assert status["leaked_mb"] == pytest.approx(150, abs=1)          # stops at the limit without oom
+    code, out, _ = cli("clear", "--target", url)
+    assert "memory_leak" in out["response"]["cleared"]
+    assert proc.memory_info().rss - rss0 < 80 * 2**20
+
+
+def test_a_leak_at_its_limit_exits_like_an_oom_kill() -> None:
+    script = ("import time\nfrom incidentd.model_server.faults import MemoryLeak\n"
+              "MemoryLeak(rate_mb=200.0, limit_mb=20, oom=True, tick=0.01)\ntime.sleep(30)\n")
+    r = subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO,
+                       capture_output=True, timeout=60)
+    assert r.returncode == 137
+
+
+def test_latency_creep_adds_more_latency_as_time_passes(url: str) -> None:
+    def timed() -> float:
+        t0 = time.monotonic()
+        assert httpx.post(url + "/predict", json={"inputs": [ROW]}, timeout=10).status_code == 200
+        return time.monotonic() - t0
+
+    base = min(timed() for _ in range(3))
+    code, out, _ = cli("latency_creep", "-p", "ramp=0.2", "-p", "max_seconds=0.3", "--target", url)
+    assert code == 0 and out["response"]["applied"]["seconds_to_max"] == 1.5
+    first = timed()
+    t_mark = time.monotonic()
+    while time.monotonic() - t_mark < 2.0:
+        time.sleep(0.1)
+    later = timed()
+    assert first < base + 0.15 and later >= base + 0.29, (base, first, later)   # capped at max_seconds
+    code, out, _ = cli("clear", "--target", url)
+    assert "latency_creep" in out["response"]["cleared"]
+    assert timed() < base + 0.1
+
+
+def test_disk_fill_writes_where_the_server_writes_and_clear_removes_it(url: str) -> None:
+    code, out, _ = cli("disk_fill", "-p", "rate=200", "-p", "megabytes=64", "--target", url)
+    assert code == 0 and out["simulates"] == "hardware.disk_full"
+    directory = Path(out["response"]["applied"]["directory"])
+    assert directory.name == ".fault-disk-fill" and directory.parent.name == "registry"
+    deadline = time.monotonic() + 15
+    while sum(f.stat().st_size for f in directory.glob("*")) < 64 * 2**20:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    code, out, _ = cli("clear", "--target", url)
+    assert "disk_fill" in out["response"]["cleared"] and not directory.exists()
+    code, _, text = cli("disk_fill", "-p", "megabytes=1000000", "--target", url)
+    assert code == 2 and "'megabytes'" in text

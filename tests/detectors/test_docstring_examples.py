@@ -10,7 +10,7 @@ MODULES = ["detectors.drift", "detectors.univariate.bocpd", "detectors.rates", "
            "detectors.univariate.ewma", "detectors.univariate.cusum", "detectors.univariate.surprise",
            "detectors.univariate.seasonal", "detectors.univariate.spectral",
            "detectors.univariate.likelihood", "detectors.univariate.context", "detectors.univariate.art",
-           "detectors.univariate.art_context"]
+           "detectors.univariate.art_context", "detectors.univariate.trend"]
 
 
 @pytest.mark.parametrize("name", MODULES)

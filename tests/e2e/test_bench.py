@@ -11,11 +11,12 @@ import sys
 
 import pytest
 
-from incidentd.bench import GPU_FAULTS, PARAMS
+from incidentd.bench import GPU_FAULTS, HARM, PARAMS
 
 pytestmark = pytest.mark.e2e
 
 PER_FAULT_KEYS = {"fault", "runs", "domain_correct", "root_cause_correct", "mttd_median_s", "mttr_median_s"}
+SLOW_FAULT_KEYS = {"harm_s", "margin_median_s", "detected_before_harm"}   # slow faults (issue 18) add these
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +37,11 @@ def bench(tmp_path_factory):
 def test_json_is_exactly_the_documented_object(bench):
     report, _ = bench
     assert set(report) == {"runs", "domain_accuracy", "root_cause_accuracy", "mttd_median_s", "mttr_median_s",
-                           "false_incidents", "false_remediations", "per_fault"}
+                           "false_incidents", "false_remediations", "per_fault", "slow_fault_margins"}
     assert [f["fault"] for f in report["per_fault"]] == [*PARAMS, *GPU_FAULTS]
-    assert all(set(f) == PER_FAULT_KEYS and f["runs"] == 1 for f in report["per_fault"])
+    assert all(set(f) == PER_FAULT_KEYS | (SLOW_FAULT_KEYS if f["fault"] in HARM else set()) and f["runs"] == 1
+               for f in report["per_fault"])
+    assert set(report["slow_fault_margins"]) == set(HARM)
     assert report["runs"] == len(PARAMS) + len(GPU_FAULTS)
 
 
@@ -50,3 +53,5 @@ def test_every_fault_is_localized_and_nothing_healthy_is_touched(bench):
     assert report["domain_accuracy"] == 1.0 and report["root_cause_accuracy"] >= 0.95
     assert report["false_incidents"] == 0 and report["false_remediations"] == 0, stderr[-6000:]
     assert all(f["mttd_median_s"] is not None for f in report["per_fault"]), "every fault was detected"
+    late = [f for f in report["per_fault"] if f["fault"] in HARM and f["detected_before_harm"] != 1]
+    assert not late, f"slow faults not detected before their point of harm: {late}"

@@ -52,3 +52,30 @@ def test_bench_plot_is_written(tmp_path):
     out = render_bench(report, str(tmp_path / "bench.png"))
     data = open(out, "rb").read()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_slow_faults_report_the_margin_before_harm():
+    from incidentd.bench import harm_seconds
+
+    assert harm_seconds("memory_leak") == 100.0 and harm_seconds("disk_fill") == 60.0
+    assert harm_seconds("latency_creep") == 250.0 and harm_seconds("crash") is None
+    runs = [result("memory_leak", "hardware", "hardware.memory_leak", "hardware", "hardware.memory_leak", 22.0),
+            result("memory_leak", "hardware", "hardware.memory_leak", "hardware", "hardware.memory_leak", 30.0),
+            result("disk_fill", None, None, "hardware", "hardware.disk_full", None),
+            result("crash", "hardware", "hardware.process_crash", "hardware", "hardware.process_crash", 3.0)]
+    s = BenchReport(runs, 0, 0, 0, harm={"memory_leak": 100.0, "disk_fill": 60.0}).summary()
+    leak = next(f for f in s["per_fault"] if f["fault"] == "memory_leak")
+    assert leak["harm_s"] == 100.0 and leak["margin_median_s"] == 74.0 and leak["detected_before_harm"] == 2
+    disk = next(f for f in s["per_fault"] if f["fault"] == "disk_fill")
+    assert disk["margin_median_s"] is None and disk["detected_before_harm"] == 0, "undetected: no margin"
+    assert "harm_s" not in next(f for f in s["per_fault"] if f["fault"] == "crash")
+    assert s["slow_fault_margins"] == {"memory_leak": 74.0, "disk_fill": None}
+
+
+def test_slow_faults_are_in_the_taxonomy_with_their_root_causes():
+    by_name = {f.name: f for f in taxonomy(["memory_leak", "latency_creep", "disk_fill"])}
+    assert by_name["memory_leak"].expected_root_cause == "hardware.memory_leak"
+    assert by_name["memory_leak"].expected_action is ActionKind.RESTART
+    assert by_name["disk_fill"].expected_root_cause == "hardware.disk_full"
+    assert by_name["disk_fill"].expected_action is None
+    assert by_name["latency_creep"].expected_action is None

@@ -97,3 +97,17 @@ def test_every_policy_and_detection_setting_reaches_the_service(tmp_path):
         assert (stall.threshold, stall.confirm) == (7, 3)
     finally:
         rt.stop()
+
+
+def test_models_take_names_or_per_model_slos_and_limits(tmp_path):
+    assert list(Settings(models=["a", "b"]).models) == ["a", "b"]
+    s = Settings(models={"fraud": {"slo": {"latency_p90_seconds": 0.05}, "memory_limit_bytes": 2**32},
+                         "ranker": None})
+    assert s.model_profiles() == {"latency_slo_seconds": {"fraud": 0.05}, "memory_limit_bytes": {"fraud": 2**32}}
+    p = tmp_path / "bad.yaml"
+    p.write_text("models:\n  fraud:\n    slo: {latency_p90_seconds: -1}\n")
+    with pytest.raises(ConfigError, match="models.fraud.slo.latency_p90_seconds"):
+        Settings.load(p)
+    p.write_text("models:\n  fraud:\n    slo: {latency_p99: 1}\n")
+    with pytest.raises(ConfigError, match="latency_p99"):
+        Settings.load(p)

@@ -1,0 +1,131 @@
+"""ExhaustionSpec on synthetic series: leaks, disks and GPUs forecast against the real limit (issue 18)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from diagnosis.forecast import ExhaustionSpec, forecast_exhaustion
+from incidentd.tsdb import EmbeddedStore
+
+MB = 2**20
+GB = 2**30
+
+
+def spec(**kw) -> ExhaustionSpec:
+    args = {"window_seconds": 60, "lead_seconds": 300, "horizon_seconds": 6 * 3600}
+    return ExhaustionSpec("memory_leak", "rss", "limit", **{**args, **kw})
+
+
+def run(sp: ExhaustionSpec, store: EmbeddedStore, lines, t0: float, seconds: int):
+    rng = np.random.default_rng(1)
+    readings = []
+    for i in range(seconds):
+        t = t0 + i
+        store.ingest_text("\n".join(lines(i, rng)) + "\n", at=t)
+        if i % 2 == 0:
+            readings.append((t, sp.observe(store, "m", t, 1.0)))
+    return readings
+
+
+def test_forecast_arithmetic():
+    fc = forecast_exhaustion(1000.0, 1 * GB, 1 * MB, 2 * GB, "host", 600.0)
+    assert fc.seconds_to_exhaustion == 1024 and fc.exhausts_at == 2024 and fc.act_by == 1424
+    assert fc.seconds_until_due == 424
+    assert forecast_exhaustion(0, 1.0, -1.0, 2.0, "host", 0).seconds_to_exhaustion == math.inf
+    assert forecast_exhaustion(0, 3.0, 1.0, 2.0, "host", 0).seconds_to_exhaustion == 0.0
+
+
+def test_without_a_limit_growth_is_reported_as_unforecastable_not_healthy():
+    store = EmbeddedStore(3600, 5000)
+    sp = spec()
+    out = run(sp, store, lambda i, r: [f'rss{{model="m"}} {300 * MB + 2 * MB * i + r.normal(0, MB / 10)}'],
+              1e6, 150)
+    t, last = out[-1]
+    assert not last.active and "no limit is known" in last.summary
+
+
+def test_a_configured_limit_is_used_when_none_is_scraped():
+    store = EmbeddedStore(3600, 5000)
+    sp = spec(limits={"m": 1 * GB})
+    out = run(sp, store, lambda i, r: [f'rss{{model="m"}} {300 * MB + 2 * MB * i + r.normal(0, MB / 10)}'],
+              1e6, 150)
+    last = out[-1][1]
+    assert last.active and "configured limit 1 GiB" in last.summary
+    fc = sp.forecast("m")
+    # (1024 - 300 - 2*148) MB left at 2 MB/s
+    assert fc.seconds_to_exhaustion == pytest.approx((1024 - 300 - 296) / 2, rel=0.05)
+
+
+def test_growth_beyond_the_horizon_does_not_fire():
+    store = EmbeddedStore(3600, 5000)
+    sp = spec(horizon_seconds=3600)
+    out = run(sp, store, lambda i, r: [f'rss{{model="m"}} {300 * MB + 0.1 * MB * i + r.normal(0, MB / 100)}',
+                                       f'limit{{model="m",source="host"}} {16 * GB}'], 1e6, 150)
+    assert not any(r.active for _, r in out if r)
+
+
+def test_disk_free_space_shrinking_is_forecast_to_zero():
+    store = EmbeddedStore(3600, 5000)
+    sp = ExhaustionSpec("disk_fill", "free", "total", free=True, window_seconds=60, lead_seconds=60,
+                        what="disk used")
+    path = 'path="/srv"'
+    out = run(sp, store, lambda i, r: [f'free{{model="m",{path}}} {10 * GB - 20 * MB * i}',
+                                       f'total{{model="m",{path}}} {100 * GB}'], 1e6, 120)
+    last = out[-1][1]
+    assert last.active and "path=/srv" in last.summary
+    assert sp.forecast("m").seconds_to_exhaustion == pytest.approx((10 * GB - 20 * MB * 118) / (20 * MB), rel=0.02)
+
+
+def test_only_the_leaking_gpu_is_blamed():
+    store = EmbeddedStore(3600, 5000)
+    sp = ExhaustionSpec("gpu_memory_leak", "used", "total", window_seconds=60, what="GPU memory")
+    out = run(sp, store, lambda i, r: [
+        f'used{{model="m",gpu="0"}} {2 * GB + r.normal(0, MB)}',
+        f'used{{model="m",gpu="1"}} {2 * GB + 30 * MB * i + r.normal(0, MB)}',
+        f'total{{model="m",gpu="0"}} {16 * GB}', f'total{{model="m",gpu="1"}} {16 * GB}'], 1e6, 120)
+    last = out[-1][1]
+    assert last.active and "gpu=1" in last.summary and "gpu=0" not in last.summary
+
+
+def test_a_restart_ends_the_episode_and_counts_as_recovery():
+    store = EmbeddedStore(3600, 5000)
+    sp = spec()
+    restart_at = 130
+
+    def lines(i, r):
+        rss = 300 * MB + (4 * MB * i if i < restart_at else 0) + r.normal(0, MB / 10)
+        return [f'rss{{model="m"}} {rss}', f'limit{{model="m",source="cgroup"}} {2 * GB}']
+
+    out = run(sp, store, lines, 1e6, 170)
+    by_t = dict(out)
+    t_restart = 1e6 + restart_at
+    assert any(r.active for t, r in out if t < t_restart)
+    assert sp.recovered(store, "m", since=t_restart - 40, now=t_restart - 2) is False
+    assert not out[-1][1].active
+    assert sp.recovered(store, "m", since=t_restart, now=1e6 + 169) is True
+    assert by_t[1e6 + 168].value >= 0
+
+
+def test_a_forgotten_model_starts_over_and_others_keep_their_episode():
+    store = EmbeddedStore(3600, 5000)
+    sp = spec(limits={"m": 1 * GB, "n": 1 * GB})
+
+    def grow(i, r):
+        return [f'rss{{model="{m}"}} {300 * MB + 2 * MB * i + r.normal(0, MB / 10)}' for m in ("m", "n")]
+
+    rng = np.random.default_rng(2)
+    for i in range(150):
+        t = 1e6 + i
+        store.ingest_text("\n".join(grow(i, rng)) + "\n", at=t)
+        if i % 2 == 0:
+            sp.observe(store, "m", t, 1.0)
+            sp.observe(store, "n", t, 1.0)
+    assert sp.models() == {"m", "n"} and sp.forecast("m") is not None
+    sp.forget_model("m")
+    assert sp.models() == {"n"} and sp.forecast("m") is None and sp.forecast("n") is not None
+    # back after eviction: the window is read again from the store, as a new episode
+    again = sp.observe(store, "m", 1e6 + 150, 1.0)
+    assert again is not None and again.active and again.onset == 1e6 + 150
+    assert sp.observe(store, "n", 1e6 + 150, 1.0).onset < 1e6 + 150
