@@ -85,6 +85,7 @@ def test_disk_free_space_of_configured_paths(tmp_path: Path) -> None:
 
 def test_limit_and_disk_gauges_are_exposed() -> None:
     snap = full_snapshot()
+    assert snap.process is not None
     snap = dataclasses.replace(
         snap,
         host=HostReading(0.2, 0.4, disks=(DiskReading("/srv/registry", 5e9, 1e11),)),

@@ -22,9 +22,15 @@ class Served:
     def __init__(self, scratch: Path) -> None:
         import threading
 
+        import torch
+
         self.lock = threading.RLock()
-        self.model = None
-        self.scratch_dir = scratch
+        self.model: torch.nn.Module | None = None
+        self._scratch = scratch
+
+    @property
+    def scratch_dir(self) -> Path:
+        return self._scratch
 
     def n_features(self) -> int:
         return 64
