@@ -371,7 +371,8 @@ class _Cause:
     rules: list[str] = field(default_factory=list)
     evidence: set[str] = field(default_factory=set)
     core: set[str] = field(default_factory=set)    # signal evidence the matching conditions rest on
-    explains: set[str] = field(default_factory=set)
+    explains: set[str] = field(default_factory=set)   # signals its matching conditions and boosts used
+    declared: set[str] = field(default_factory=set)   # active signals its rules say it produces
     discounts: list[str] = field(default_factory=list)
     explanation: str = ""
 
@@ -435,7 +436,7 @@ class RuleEngine:
             entry.evidence.update(used)
             entry.core.update(core)
             entry.explains.update(by_evidence[e] for e in used if e in by_evidence)
-            entry.explains.update(n for n in rule.then.explains if n in facts.signals)
+            entry.declared.update(n for n in rule.then.explains if n in facts.signals)
             rank = (weight, _leaves(rule.when), rule.name)
             if _leads(rank, entry.best):
                 entry.best = rank
@@ -444,20 +445,31 @@ class RuleEngine:
         ranked = sorted(((round(1.0 - e.miss, 4), cause, e) for cause, e in by_cause.items()),
                         key=lambda x: (-x[0], x[1]))
         hyps: list[Hypothesis] = []
-        cores: list[tuple[str, set[str]]] = []
+        accounted: list[tuple[str, set[str]]] = []    # higher-ranked cause -> signal evidence it accounts for
         for confidence, cause, e in ranked:
             if confidence < self.floor:
                 continue
-            # An alternative rests on symptoms a higher-ranked hypothesis already rests on; a hypothesis on
-            # symptoms of its own is a simultaneous cause.
-            rivals = tuple(c for c, core in cores if core & e.core)
-            cores.append((cause, e.core))
+            # An alternative rests only on symptoms a higher-ranked hypothesis already accounts for; a
+            # hypothesis with a symptom of its own is a simultaneous cause.
+            rivals = tuple(c for c, ev in accounted if e.core and e.core <= ev)
+            accounted.append((cause, e.core | _accounted(e, facts)))
             hyps.append(Hypothesis(domain=e.then.domain, root_cause=cause, confidence=confidence,
                                    recommended_action=e.then.action, explanation=e.explanation,
                                    evidence_ids=tuple(sorted(e.evidence)), rules=tuple(e.rules),
-                                   explains=tuple(sorted(e.explains)), alternative_to=rivals,
+                                   explains=tuple(sorted(e.explains | e.declared)), alternative_to=rivals,
                                    discounts=tuple(e.discounts)))
         return hyps
+
+
+def _accounted(e: _Cause, facts: Facts) -> set[str]:
+    """Evidence of the symptoms a cause accounts for: what it used, and what it produces that started with
+    or after it (a cause cannot explain a symptom that was there before it)."""
+    ev = {s.evidence_id: s for s in facts.signals.values()}
+    onset = min((ev[i].onset for i in e.core if i in ev), default=None)
+    used = {facts.signals[n].evidence_id for n in e.explains}
+    later = {facts.signals[n].evidence_id for n in e.declared
+             if onset is None or facts.signals[n].onset >= onset - CHANGE_SLACK_SECONDS}
+    return used | later
 
 
 def render(template: str, facts: Facts) -> str:
