@@ -59,6 +59,7 @@ class TimelineKind(enum.StrEnum):
     HYPOTHESES = "hypotheses"
     ACKNOWLEDGED = "acknowledged"
     MITIGATED = "mitigated"
+    CAUSE_FIXED = "cause_fixed"        # one cause's fix verified while another cause remains
     ESCALATED = "escalated"
     RESOLVED = "resolved"
     ACTION_BLOCKED = "action_blocked"
