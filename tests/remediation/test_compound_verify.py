@@ -105,3 +105,62 @@ def test_the_restored_version_is_judged_against_the_version_it_replaced_on_the_s
     assert no_better.recovered_by_version("digits", 100.0, 160.0, "v1", "v2") is False
     # too few rows of the restored version yet: not known, never read as recovered
     assert spec.recovered_by_version("digits", 158.0, 160.0, "v1", "v2") is None
+
+
+# ---------------------------------------------------------------- the runner, on a real model server
+
+class AccuracyHeldDown(ProportionSpec):
+    """Accuracy a data shift holds below its healthy baseline, which the restored version still beats."""
+
+    def __init__(self) -> None:
+        super().__init__("accuracy", "correct", "labeled", direction="drop")
+        self.asked: list[tuple[str, str]] = []
+
+    def recovered(self, source, model, since, now, version=None):  # type: ignore[no-untyped-def]
+        return False
+
+    def recovered_by_version(self, model, since, now, version, previous):  # type: ignore[no-untyped-def]
+        self.asked.append((version, previous))
+        return True
+
+
+def test_a_rollback_during_drift_is_verified_by_version_and_the_incident_stays_open_on_the_drift(
+        tmp_path, registry_dir) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    import httpx
+
+    from diagnosis.lifecycle import open_incident
+    from diagnosis.types import IncidentStatus, TimelineKind
+    from incidentd.store import Store
+    from remediation.actions import ActionContext
+    from remediation.executors import ModelServerAdmin
+    from remediation.policy import Policy
+    from remediation.runner import ActionRunner
+    from tests.model_server.conftest import start_server
+
+    server = start_server(registry_dir)
+    try:
+        httpx.post(server.url + "/admin/load", json={"version": "v2"}).raise_for_status()
+        store = Store(tmp_path / "db.sqlite")
+        rem = ActionRunner(store, Policy(verify_seconds=30.0), ActionContext(ModelServerAdmin(server.url)))
+        inc, entries = open_incident("digits", [RELEASE, DRIFT], ["ev-acc", "ev-drift"], time.time(), [])
+        store.save_incident(inc, entries)
+        own = own_symptoms(RELEASE, [RELEASE, DRIFT], {"accuracy"})
+        inc, rec = rem.consider(inc, RELEASE, list(own.verify), time.time(), shared=own.shared)
+        assert rec is not None and rec.shared_signals == ("accuracy",)
+        deadline = time.monotonic() + 30
+        while rem.records()[0].status is not ActionStatus.VERIFYING and time.monotonic() < deadline:
+            time.sleep(0.1)
+        spec = AccuracyHeldDown()
+        inc, entries = rem.verify(inc, {"accuracy": spec}, None, time.time(), "v1", grace=0.0)
+        assert spec.asked == [("v1", "v2")], "judged against the version it replaced, not the baseline"
+        assert rem.records()[0].status is ActionStatus.VERIFIED
+        assert [e.kind for e in entries] == [TimelineKind.CAUSE_FIXED]
+        assert inc.status is IncidentStatus.OPEN and not inc.escalated
+        assert "model.bad_version is fixed" in entries[0].message
+        assert "data.covariate_drift (data, notify: no action on the model)" in entries[0].message
+        rem.close()
+        store.close()
+    finally:
+        server.stop()
