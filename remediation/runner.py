@@ -38,7 +38,7 @@ from remediation.types import (
     ActionStatus,
     NotAwaitingApproval,
 )
-from remediation.verify import Outcome, Recovered, judge
+from remediation.verify import Outcome, Recovered, judge, regroup
 
 log = logging.getLogger(__name__)
 
@@ -276,20 +276,24 @@ class ActionRunner:
             executed_at = rec.executed_at
             if rec.status is not ActionStatus.VERIFYING or executed_at is None:
                 continue
-            # Symptoms another simultaneous cause of the incident explains are that cause's, not this action's.
+            # Symptoms another simultaneous cause of the incident explains (now: it may have appeared after
+            # the action started) are that cause's, not this action's.
             attributed = {n for h in inc.causes if h.root_cause != rec.root_cause for n in h.explains}
-            v = judge(rec, judged_by(rec), set(specs), active or {}, now, grace, self.policy.verify_seconds,
+            judged = regroup(rec, attributed)
+            v = judge(judged, judged_by(judged), set(specs), active or {}, now, grace, self.policy.verify_seconds,
                       self.policy.revert_on_worse, attributed=attributed)
             if v.outcome is Outcome.WORSE:
                 inc, entry = self._revert(inc, rec, list(v.worse), now)
                 entries.append(entry)
             elif v.outcome is Outcome.VERIFIED:
-                rec = replace(rec, status=ActionStatus.VERIFIED, verified_at=now)
+                rec = replace(rec, status=ActionStatus.VERIFIED, verified_at=now,
+                              shared_signals=judged.shared_signals)
                 self._save(rec.logged(self.clock(), "verified", signals=dict(v.signals),
                                       seconds=round(now - executed_at, 2)))
                 message = (f"{rec.kind.value} verified: {', '.join(v.signals)} recovered "
                            f"{now - executed_at:.1f}s after the action"
-                           + (f" (judged by version: {', '.join(rec.shared_signals)})" if rec.shared_signals else ""))
+                           + (f" (judged by version: {', '.join(judged.shared_signals)})"
+                              if judged.shared_signals else ""))
                 fixed = {r.root_cause for r in records if r.status is ActionStatus.VERIFIED} | {rec.root_cause}
                 remaining = lifecycle.remaining_causes(inc, fixed)
                 if remaining:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping, Sequence, Set
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from diagnosis.types import ActionKind, Hypothesis
 from remediation.types import ActionRecord
@@ -61,6 +61,20 @@ def own_symptoms(cause: Hypothesis, others: Sequence[Hypothesis], supported: Set
     if not own:
         return Symptoms(tuple(sorted(mine)))
     return Symptoms(tuple(sorted(own)), tuple(sorted(by_version)))
+
+
+def regroup(rec: ActionRecord, others: Set[str]) -> ActionRecord:
+    """``rec`` with its symptoms regrouped against causes known now (a second cause may have appeared after
+    the action started): symptoms ``others`` explain leave the verification, except the rates a rollback
+    judges by version. Nothing of its own left: unchanged."""
+    mine = set(rec.verify_signals)
+    shared = mine & set(others)
+    by_version = shared & BY_VERSION if rec.kind is ActionKind.ROLLBACK else set()
+    own = (mine - shared) | by_version
+    if not shared or not own:
+        return rec
+    return replace(rec, verify_signals=tuple(sorted(own)),
+                   shared_signals=tuple(sorted(set(rec.shared_signals) | by_version)))
 
 
 # Whether signal ``name`` is healthy on data from ``since`` to now: True, False, or None when there is not

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from diagnosis.signals import ProportionSpec
 from diagnosis.types import ActionKind, FaultDomain, Hypothesis
 from remediation.types import ActionMode, ActionRecord, ActionStatus
-from remediation.verify import Outcome, judge, own_symptoms
+from remediation.verify import Outcome, judge, own_symptoms, regroup
 
 RELEASE = Hypothesis(FaultDomain.MODEL, "model.bad_version", 0.9, ActionKind.ROLLBACK, "v2 is worse",
                      ("ev-acc", "chg-1"), explains=("accuracy", "prediction_drift"))
@@ -47,6 +47,15 @@ def record(kind: ActionKind, cause: str, signals: tuple[str, ...]) -> ActionReco
     return ActionRecord(id="act-1", incident_id="inc-1", model="digits", kind=kind, mode=ActionMode.AUTO,
                         status=ActionStatus.VERIFYING, reason="", idempotency_key="k", created_at=0.0,
                         executed_at=100.0, verify_deadline=200.0, verify_signals=signals, root_cause=cause)
+
+
+def test_a_cause_that_appears_after_the_action_regroups_its_symptoms() -> None:
+    rec = record(ActionKind.ROLLBACK, RELEASE.root_cause, ("accuracy", "prediction_drift"))
+    again = regroup(rec, {"accuracy", "input_drift", "prediction_drift"})
+    assert (again.verify_signals, again.shared_signals) == (("accuracy",), ("accuracy",))
+    restart = record(ActionKind.RESTART, CPU.root_cause, ("latency",))
+    assert regroup(restart, {"latency"}) == restart, "nothing of its own left: judged as before"
+    assert regroup(rec, set()) == rec
 
 
 def test_a_symptom_another_cause_explains_never_makes_an_action_worse() -> None:
@@ -146,9 +155,10 @@ def test_a_rollback_during_drift_is_verified_by_version_and_the_incident_stays_o
         rem = ActionRunner(store, Policy(verify_seconds=30.0), ActionContext(ModelServerAdmin(server.url)))
         inc, entries = open_incident("digits", [RELEASE, DRIFT], ["ev-acc", "ev-drift"], time.time(), [])
         store.save_incident(inc, entries)
-        own = own_symptoms(RELEASE, [RELEASE, DRIFT], {"accuracy"})
-        inc, rec = rem.consider(inc, RELEASE, list(own.verify), time.time(), shared=own.shared)
-        assert rec is not None and rec.shared_signals == ("accuracy",)
+        # started while the release was the only cause: verified on accuracy, nothing shared yet; the drift
+        # is a cause of the incident by the time the rollback is judged
+        inc, rec = rem.consider(inc, RELEASE, ["accuracy"], time.time())
+        assert rec is not None and rec.shared_signals == ()
         deadline = time.monotonic() + 30
         while rem.records()[0].status is not ActionStatus.VERIFYING and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -156,6 +166,8 @@ def test_a_rollback_during_drift_is_verified_by_version_and_the_incident_stays_o
         inc, entries = rem.verify(inc, {"accuracy": spec}, None, time.time(), "v1", grace=0.0)
         assert spec.asked == [("v1", "v2")], "judged against the version it replaced, not the baseline"
         assert rem.records()[0].status is ActionStatus.VERIFIED
+        assert rem.records()[0].shared_signals == ("accuracy",)
+        assert "judged by version: accuracy" in entries[0].message
         assert [e.kind for e in entries] == [TimelineKind.CAUSE_FIXED]
         assert inc.status is IncidentStatus.OPEN and not inc.escalated
         assert "model.bad_version is fixed" in entries[0].message
