@@ -373,6 +373,7 @@ class _Cause:
     core: set[str] = field(default_factory=set)    # signal evidence the matching conditions rest on
     explains: set[str] = field(default_factory=set)   # signals its matching conditions and boosts used
     declared: set[str] = field(default_factory=set)   # active signals its rules say it produces
+    affects: set[str] = field(default_factory=set)    # every signal its rules name or say it produces
     discounts: list[str] = field(default_factory=list)
     explanation: str = ""
 
@@ -437,6 +438,8 @@ class RuleEngine:
             entry.core.update(core)
             entry.explains.update(by_evidence[e] for e in used if e in by_evidence)
             entry.declared.update(n for n in rule.then.explains if n in facts.signals)
+            entry.affects.update(rule.then.explains)
+            entry.affects.update(_active_refs(rule.when))
             rank = (weight, _leaves(rule.when), rule.name)
             if _leads(rank, entry.best):
                 entry.best = rank
@@ -457,7 +460,8 @@ class RuleEngine:
                                    recommended_action=e.then.action, explanation=e.explanation,
                                    evidence_ids=tuple(sorted(e.evidence)), rules=tuple(e.rules),
                                    explains=tuple(sorted(e.explains | e.declared)), alternative_to=rivals,
-                                   discounts=tuple(e.discounts)))
+                                   discounts=tuple(e.discounts),
+                                   affects=tuple(sorted(e.affects | e.explains | e.declared))))
         return hyps
 
 

@@ -116,6 +116,8 @@ class Hypothesis:
     explains: tuple[str, ...] = ()        # the incident's symptoms (signal names) this cause accounts for
     alternative_to: tuple[str, ...] = ()  # higher-ranked root causes resting on the same symptoms
     discounts: tuple[str, ...] = ()       # evidence that made it less likely, and by how much
+    affects: tuple[str, ...] = ()         # every signal this cause moves, active now or not (its rules' own
+                                          # signals and what they declare it produces)
 
     @property
     def simultaneous(self) -> bool:
@@ -141,6 +143,7 @@ class Hypothesis:
         d["explains"] = list(self.explains)
         d["alternative_to"] = list(self.alternative_to)
         d["discounts"] = list(self.discounts)
+        d["affects"] = list(self.affects)
         return d
 
     @classmethod
@@ -149,7 +152,8 @@ class Hypothesis:
                    confidence=float(d["confidence"]), recommended_action=ActionKind(d["recommended_action"]),
                    explanation=d["explanation"], evidence_ids=tuple(d.get("evidence_ids", ())),
                    rules=tuple(d.get("rules", ())), explains=tuple(d.get("explains", ())),
-                   alternative_to=tuple(d.get("alternative_to", ())), discounts=tuple(d.get("discounts", ())))
+                   alternative_to=tuple(d.get("alternative_to", ())), discounts=tuple(d.get("discounts", ())),
+                   affects=tuple(d.get("affects", ())))
 
 
 @dataclass(frozen=True, slots=True)

@@ -278,7 +278,7 @@ class ActionRunner:
                 continue
             # Symptoms another simultaneous cause of the incident explains (now: it may have appeared after
             # the action started) are that cause's, not this action's.
-            attributed = {n for h in inc.causes if h.root_cause != rec.root_cause for n in h.explains}
+            attributed = {n for h in inc.causes if h.root_cause != rec.root_cause for n in (*h.explains, *h.affects)}
             judged = regroup(rec, attributed)
             v = judge(judged, judged_by(judged), set(specs), active or {}, now, grace, self.policy.verify_seconds,
                       self.policy.revert_on_worse, attributed=attributed)

@@ -45,6 +45,8 @@ def own_symptoms(cause: Hypothesis, others: Sequence[Hypothesis], supported: Set
                  context_only: Set[str] = frozenset()) -> Symptoms:
     """The symptoms ``cause`` explains that its action can change, judged apart from ``others``' symptoms.
 
+    A symptom is another cause's when that cause explains it or moves it (``affects``: a data shift holds
+    accuracy down even while the accuracy test is not significant).
     ``supported`` are the signals behind the cause's evidence (what must recover; ``context_only`` ones,
     host-wide signals, are never a fix's yardstick); ``others`` the
     incident's other simultaneous causes. A symptom another cause also explains is left out (its
@@ -54,7 +56,7 @@ def own_symptoms(cause: Hypothesis, others: Sequence[Hypothesis], supported: Set
     kind = cause.recommended_action
     evidence = set(supported) - set(context_only)
     mine = evidence & CHANGEABLE.get(kind, frozenset()) or evidence
-    theirs = set().union(*(set(o.explains) for o in others if o.root_cause != cause.root_cause))
+    theirs = set().union(*(set(o.explains) | set(o.affects) for o in others if o.root_cause != cause.root_cause))
     shared = mine & theirs
     by_version = shared & BY_VERSION if kind is ActionKind.ROLLBACK else set()
     own = (mine - shared) | by_version

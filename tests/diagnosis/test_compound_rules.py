@@ -48,6 +48,8 @@ def test_a_bad_release_during_input_drift_ranks_both_causes_each_with_its_own_ev
     assert set(drift.evidence_ids) == {"ev-input_drift"}
     # the drift accounts for the accuracy it lowers too, without it being evidence for the drift
     assert release.explains == ("accuracy",) and set(drift.explains) == {"input_drift", "accuracy"}
+    # what each moves, active or not: the verification of one cause's fix leaves these to the other
+    assert {"accuracy", "prediction_drift", "input_drift"} <= set(drift.affects)
     assert release.simultaneous and drift.simultaneous
 
 
@@ -126,5 +128,6 @@ def test_a_tie_goes_to_the_more_specific_rule_whatever_the_pack_order(tmp_path: 
 
 def test_hypothesis_relations_survive_a_round_trip() -> None:
     h = Hypothesis(FaultDomain.MODEL, "model.bad_version", 0.9, ActionKind.ROLLBACK, "x", ("e1",), ("r",),
-                   explains=("accuracy",), alternative_to=("hardware.cpu_contention",), discounts=("r: why (x0.3)",))
+                   explains=("accuracy",), alternative_to=("hardware.cpu_contention",), discounts=("r: why (x0.3)",),
+                   affects=("accuracy", "error_rate"))
     assert Hypothesis.from_dict(h.to_dict()) == h
