@@ -132,7 +132,7 @@ class PairResult:
     pair: tuple[str, str]
     domains: tuple[str, str]
     expected: dict[str, str | None]                  # root cause -> the action expected on the model (or None)
-    ranked: list[str] = field(default_factory=list)  # every root cause any incident of the run ranked
+    ranked: list[str] = field(default_factory=list)  # every root cause an incident of the run ranked, at any time
     actions: list[dict[str, Any]] = field(default_factory=list)   # kind, root_cause, status, verify_signals
     incidents: list[str] = field(default_factory=list)
     detect_seconds: float | None = None
@@ -193,11 +193,12 @@ def run_pair(demo: Demo, first: Fault, second: Fault) -> PairResult:
     second.inject(demo)
     deadline = time.monotonic() + 2 * demo.t.phase_timeout
     details: dict[str, dict[str, Any]] = {}
+    ranked: set[str] = set()      # every root cause ranked at some point (a cleared cause leaves the ranking)
     while time.monotonic() < deadline:
         demo.wait(1.0)
         incs = demo.incidents_since(started - 1.0)
         details = {i["id"]: demo.api("GET", f"/incidents/{i['id']}") for i in incs}
-        ranked = {h["root_cause"] for d in details.values() for h in d["hypotheses"]}
+        ranked |= {h["root_cause"] for d in details.values() for h in d["hypotheses"]}
         actions = [a for d in details.values() for a in d["actions"]]
         wanted = [cause for cause, action in expected.items() if action is not None]
         acted = {a.get("root_cause") for a in actions}
@@ -218,7 +219,7 @@ def run_pair(demo: Demo, first: Fault, second: Fault) -> PairResult:
             demo.api("POST", f"/incidents/{inc_id}/resolve", {"actor": "bench", "note": "phase timeout"})
         details[inc_id] = detail
     res.incidents = list(details)
-    res.ranked = sorted({h["root_cause"] for d in details.values() for h in d["hypotheses"]})
+    res.ranked = sorted(ranked | {h["root_cause"] for d in details.values() for h in d["hypotheses"]})
     res.actions = [a for d in details.values() for a in _executed(d)]
     if details:
         res.detect_seconds = round(max(0.0, min(d["opened_at"] for d in details.values()) - started), 2)
