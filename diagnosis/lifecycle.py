@@ -57,9 +57,14 @@ def open_incident(model: str, hyps: Sequence[Hypothesis], evidence_ids: Sequence
 
 
 def _ranking(hyps: Sequence[Hypothesis]) -> str:
-    return "ranked hypotheses: " + "; ".join(
-        f"{i + 1}. {h.root_cause} {h.confidence:.2f} -> {h.recommended_action.value}"
-        for i, h in enumerate(hyps[:5]))
+    def one(i: int, h: Hypothesis) -> str:
+        what = (f" (alternative to {', '.join(h.alternative_to)})" if h.alternative_to
+                else f" explains {', '.join(h.explains)}" if h.explains else "")
+        return f"{i + 1}. {h.root_cause} {h.confidence:.2f} -> {h.recommended_action.value}{what}"
+
+    causes = [h for h in hyps if h.simultaneous]
+    lead = f"{len(causes)} simultaneous causes; " if len(causes) > 1 else ""
+    return "ranked hypotheses: " + lead + "; ".join(one(i, h) for i, h in enumerate(hyps[:5]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +81,22 @@ def update_incident(inc: Incident, hyps: Sequence[Hypothesis], evidence_ids: Seq
     frozen = bool(inc.action_ids) or inc.status is IncidentStatus.MITIGATED
     new_ev = [] if frozen else [e for e in evidence_ids if e not in inc.evidence_ids]
     out = inc
-    if new_ev:
+    if frozen:
+        # ... but a second cause on evidence of its own, disjoint from everything the incident holds, is a
+        # simultaneous fault: it joins the incident as a cause of its own.
+        held = set(inc.evidence_ids) | {e for h in inc.hypotheses for e in h.evidence_ids}
+        known = {h.root_cause for h in inc.hypotheses}
+        joined = [h for h in hyps if h.simultaneous and h.root_cause not in known and h.evidence_ids
+                  and not held & set(h.evidence_ids)]
+        if joined:
+            new_ev = sorted({e for h in joined for e in h.evidence_ids} - set(inc.evidence_ids))
+            out = replace(out, hypotheses=(*inc.hypotheses, *joined), evidence_ids=(*inc.evidence_ids, *new_ev),
+                          severity=max(inc.severity, severity_for(joined), key=lambda s: s is Severity.CRITICAL))
+            entries.append(TimelineEntry(now, TimelineKind.HYPOTHESES,
+                                         "another simultaneous cause: " + _ranking(joined).removeprefix(
+                                             "ranked hypotheses: "),
+                                         {"hypotheses": [h.to_dict() for h in out.hypotheses]}))
+    if new_ev and not frozen:
         out = replace(out, evidence_ids=(*out.evidence_ids, *new_ev))
     old = [(h.root_cause, round(h.confidence, 2)) for h in inc.hypotheses]
     new = [(h.root_cause, round(h.confidence, 2)) for h in hyps]
@@ -98,6 +118,22 @@ def mitigate(inc: Incident, now: float, message: str) -> tuple[Incident, Timelin
     if inc.status in (IncidentStatus.OPEN, IncidentStatus.ACKNOWLEDGED):
         out = replace(out, status=IncidentStatus.MITIGATED, mitigated_at=now)
     return out, TimelineEntry(now, TimelineKind.MITIGATED, message)
+
+
+def remaining_causes(inc: Incident, fixed: Collection[str]) -> tuple[Hypothesis, ...]:
+    """The incident's simultaneous causes that no verified fix has dealt with yet."""
+    return tuple(h for h in inc.causes if h.root_cause not in fixed)
+
+
+def fix_one(inc: Incident, now: float, fixed: str, message: str,
+            remaining: Sequence[Hypothesis]) -> tuple[Incident, TimelineEntry]:
+    """One cause's fix verified while others remain: the incident says so and stays open on them."""
+    left = "; ".join(f"{h.root_cause} ({h.domain.value}, "
+                     + (f"next: {h.recommended_action.value} under the policy)" if h.recommended_action.changes_model
+                        else "notify: no action on the model)") for h in remaining)
+    return (replace(inc, updated_at=now),
+            TimelineEntry(now, TimelineKind.CAUSE_FIXED, f"{message}; the incident stays open on {left}",
+                          {"fixed": fixed, "remaining": [h.root_cause for h in remaining]}))
 
 
 def escalate(inc: Incident, now: float, message: str) -> tuple[Incident, TimelineEntry]:
@@ -203,6 +239,11 @@ def track_episodes(open_episodes: Mapping[str, str], active: Iterable[str], seen
 def stable_top(recent_tops: Sequence[str], cycles: int) -> bool:
     """The same root cause led the ranking for the last ``cycles`` cycles: stable enough to act on."""
     return len(recent_tops) >= cycles and len(set(list(recent_tops)[-cycles:])) == 1
+
+
+def stable_cause(recent_causes: Sequence[Collection[str]], cause: str, cycles: int) -> bool:
+    """``cause`` was among the simultaneous causes for the last ``cycles`` cycles: stable enough to act on."""
+    return len(recent_causes) >= cycles and all(cause in c for c in list(recent_causes)[-cycles:])
 
 
 def onsets(signal_onsets: Mapping[str, float], change_onsets: Mapping[str, float]) -> dict[str, float]:

@@ -91,6 +91,17 @@ class Expected(BaseModel):
     rank: Annotated[int, Field(ge=1)] | Literal["any"] | None = None
     rules: list[str] | None = None             # rules that must have contributed (any order, a subset)
     explanation_contains: str | None = None
+    explains: list[str] | None = None          # symptoms it must account for (a subset of its explains)
+    alternative_to: list[str] | None = None    # exactly these higher-ranked causes rest on its symptoms;
+                                               # [] : a simultaneous cause of its own
+
+    @field_validator("explains")
+    @classmethod
+    def _signals(cls, v: list[str] | None) -> list[str] | None:
+        unknown = sorted(set(v or ()) - set(SIGNALS))
+        if unknown:
+            raise ValueError(f"unknown signal(s) {unknown} in explains; known: {sorted(SIGNALS)}")
+        return v
 
     @field_validator("action", mode="before")
     @classmethod
@@ -284,6 +295,14 @@ def check_case(case: RuleTestCase, hyps: list[Hypothesis]) -> list[str]:
             if missing:
                 problems.append(f"rules: {e.root_cause} expected rules {missing} to match, "
                                 f"matched {list(h.rules)}")
+        if e.explains is not None:
+            unexplained = sorted(set(e.explains) - set(h.explains))
+            if unexplained:
+                problems.append(f"explains: {e.root_cause} expected to explain {unexplained}, "
+                                f"explains {list(h.explains)}")
+        if e.alternative_to is not None and sorted(e.alternative_to) != sorted(h.alternative_to):
+            problems.append(f"alternative_to: {e.root_cause} expected {sorted(e.alternative_to) or 'none'} "
+                            f"(a simultaneous cause when none), got {sorted(h.alternative_to) or 'none'}")
         if e.explanation_contains is not None and e.explanation_contains not in h.explanation:
             problems.append(f"explanation: {e.root_cause} does not contain {e.explanation_contains!r}: "
                             f"{h.explanation!r}")

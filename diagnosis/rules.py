@@ -9,9 +9,15 @@ A rule is data over the vocabulary in ``diagnosis.vocabulary``:
         then: {domain: model, root_cause: model.nonfinite_weights, weight: 0.95, action: clamp,
                explanation: "Outputs of {context.model} turned non-finite ..."}
 
-Every matching rule contributes its weight (plus any matched ``boosts``) to its root cause; weights of
-one root cause combine as independent evidence, 1 - prod(1 - w). The output is a ranked list, never a
-first match. Packs are validated at load time; errors name the file, the rule and the field.
+Every matching rule contributes its weight (plus any matched ``boosts``, times any matched
+``discounts``) to its root cause; weights of one root cause combine as independent evidence,
+1 - prod(1 - w). A discount is evidence from elsewhere that makes the cause less likely (input drift that
+started before an accuracy drop lowers "the new version is bad"); it lowers a confidence, never removes a
+hypothesis by itself, so several causes can be ranked at once. The output is a ranked list, never a first
+match: every hypothesis at or above the pack's ``floor``, each with its own evidence, the symptoms it
+explains, and the higher-ranked hypotheses it is an alternative to (those that rest on the same
+symptoms); hypotheses with disjoint symptoms are simultaneous causes. Packs are validated at load time;
+errors name the file, the rule and the field.
 """
 from __future__ import annotations
 
@@ -22,7 +28,16 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from detectors.errors import IncidentdError
 from diagnosis.types import ActionKind, FaultDomain, Hypothesis
@@ -96,6 +111,15 @@ class Boost(BaseModel):
     weight: float = Field(gt=0, le=1)
 
 
+class Discount(BaseModel):
+    """Evidence that makes the rule's cause less likely: its weight is multiplied by ``factor``."""
+
+    model_config = ConfigDict(extra="forbid")
+    when: Condition
+    factor: float = Field(gt=0, lt=1)
+    reason: str = Field(min_length=1)
+
+
 class Then(BaseModel):
     model_config = ConfigDict(extra="forbid")
     domain: FaultDomain
@@ -103,6 +127,17 @@ class Then(BaseModel):
     weight: float = Field(gt=0, le=1)
     action: ActionKind
     explanation: str
+    # Symptoms this cause produces beyond those its condition needs (drift lowers accuracy): while active
+    # they are explained by it, without being evidence for it.
+    explains: list[str] = []
+
+    @field_validator("explains")
+    @classmethod
+    def _known_signals(cls, v: list[str]) -> list[str]:
+        unknown = sorted(set(v) - set(SIGNALS))
+        if unknown:
+            raise ValueError(f"unknown signal(s) {unknown} in explains; known: {sorted(SIGNALS)}")
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> Then:
@@ -118,12 +153,15 @@ class Rule(BaseModel):
     description: str = ""
     when: Condition
     boosts: list[Boost] = []
+    discounts: list[Discount] = []
     then: Then
 
 
 class RulePackModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
     pack: str
+    # Hypotheses below this confidence are left out of the ranking (a discounted long shot is noise).
+    floor: float = Field(default=0.0, ge=0, lt=1)
     rules: list[Rule] = Field(min_length=1)
 
 
@@ -313,6 +351,42 @@ class LoadedRule:
     rule: Rule
 
 
+def _leaves(cond: Any) -> int:
+    """How many facts a condition names: the more, the more specific the rule."""
+    if isinstance(cond, All):
+        return sum(_leaves(c) for c in cond.all)
+    if isinstance(cond, AnyOf):
+        return max(_leaves(c) for c in cond.any)
+    if isinstance(cond, Not):
+        return _leaves(cond.not_)
+    return 1
+
+
+@dataclass(slots=True)
+class _Cause:
+    """What the matching rules of one root cause add up to while a ranking is built."""
+
+    then: Then
+    miss: float = 1.0
+    best: tuple[float, int, str] | None = None     # (weight, specificity, -name order) of the leading rule
+    rules: list[str] = field(default_factory=list)
+    evidence: set[str] = field(default_factory=set)
+    core: set[str] = field(default_factory=set)    # signal evidence the matching conditions rest on
+    explains: set[str] = field(default_factory=set)   # signals its matching conditions and boosts used
+    declared: set[str] = field(default_factory=set)   # active signals its rules say it produces
+    affects: set[str] = field(default_factory=set)    # every signal its rules name or say it produces
+    discounts: list[str] = field(default_factory=list)
+    explanation: str = ""
+
+
+def _leads(candidate: tuple[float, int, str], best: tuple[float, int, str] | None) -> bool:
+    """Higher weight, then the more specific rule, then the rule name: never the order of the pack."""
+    if best is None:
+        return True
+    (w1, s1, n1), (w2, s2, n2) = candidate, best
+    return (w1, s1) > (w2, s2) or ((w1, s1) == (w2, s2) and n1 < n2)
+
+
 class RuleEngine:
     """Scores hypotheses from facts with one or more validated rule packs.
 
@@ -321,49 +395,86 @@ class RuleEngine:
         'model.nonfinite_weights'
     """
 
-    def __init__(self, rules: list[LoadedRule]):
+    def __init__(self, rules: list[LoadedRule], floor: float = 0.0):
         names = [r.rule.name for r in rules]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise RuleError(f"rule names must be unique across packs; repeated: {dupes}")
         self.rules = rules
+        self.floor = floor
 
     @classmethod
     def load(cls, paths: Sequence[Path | str]) -> RuleEngine:
         rules: list[LoadedRule] = []
+        floor = 0.0
         for p in paths:
             pack = load_pack(p)
             rules.extend(LoadedRule(pack.pack, str(p), r) for r in pack.rules)
-        return cls(rules)
+            floor = max(floor, pack.floor)
+        return cls(rules, floor)
 
     def evaluate(self, facts: Facts) -> list[Hypothesis]:
-        by_cause: dict[str, dict[str, Any]] = {}
+        """Every hypothesis the facts support at or above the floor, ranked, related to each other."""
+        by_evidence = {s.evidence_id: name for name, s in facts.signals.items()}
+        by_cause: dict[str, _Cause] = {}
         for lr in self.rules:
             rule = lr.rule
             used: set[str] = set()
             anchor = _anchor(rule, facts)
             if not _eval(rule.when, facts, used, anchor):
                 continue
+            core = {e for e in used if e in by_evidence}
             weight = rule.then.weight
             for b in rule.boosts:
                 if _eval(b.when, facts, used, anchor):
                     weight = min(0.99, weight + b.weight)
-            entry = by_cause.setdefault(rule.then.root_cause, {
-                "then": rule.then, "miss": 1.0, "best": 0.0, "rules": [], "evidence": set(),
-                "explanation": ""})
-            entry["miss"] *= (1.0 - weight)
-            entry["rules"].append(rule.name)
-            entry["evidence"].update(used)
-            if weight > entry["best"]:
-                entry["best"] = weight
-                entry["then"] = rule.then
-                entry["explanation"] = render(rule.then.explanation, facts)
-        hyps = [Hypothesis(domain=e["then"].domain, root_cause=cause, confidence=round(1.0 - e["miss"], 4),
-                           recommended_action=e["then"].action, explanation=e["explanation"],
-                           evidence_ids=tuple(sorted(e["evidence"])), rules=tuple(e["rules"]))
-                for cause, e in by_cause.items()]
-        hyps.sort(key=lambda h: (-h.confidence, h.root_cause))
+            entry = by_cause.setdefault(rule.then.root_cause, _Cause(rule.then))
+            for d in rule.discounts:
+                if _eval(d.when, facts, set(), anchor):
+                    weight *= d.factor
+                    entry.discounts.append(f"{rule.name}: {d.reason} (x{d.factor:g})")
+            entry.miss *= (1.0 - weight)
+            entry.rules.append(rule.name)
+            entry.evidence.update(used)
+            entry.core.update(core)
+            entry.explains.update(by_evidence[e] for e in used if e in by_evidence)
+            entry.declared.update(n for n in rule.then.explains if n in facts.signals)
+            entry.affects.update(rule.then.explains)
+            entry.affects.update(_active_refs(rule.when))
+            rank = (weight, _leaves(rule.when), rule.name)
+            if _leads(rank, entry.best):
+                entry.best = rank
+                entry.then = rule.then
+                entry.explanation = render(rule.then.explanation, facts)
+        ranked = sorted(((round(1.0 - e.miss, 4), cause, e) for cause, e in by_cause.items()),
+                        key=lambda x: (-x[0], x[1]))
+        hyps: list[Hypothesis] = []
+        accounted: list[tuple[str, set[str]]] = []    # higher-ranked cause -> signal evidence it accounts for
+        for confidence, cause, e in ranked:
+            if confidence < self.floor:
+                continue
+            # An alternative rests only on symptoms a higher-ranked hypothesis already accounts for; a
+            # hypothesis with a symptom of its own is a simultaneous cause.
+            rivals = tuple(c for c, ev in accounted if e.core and e.core <= ev)
+            accounted.append((cause, e.core | _accounted(e, facts)))
+            hyps.append(Hypothesis(domain=e.then.domain, root_cause=cause, confidence=confidence,
+                                   recommended_action=e.then.action, explanation=e.explanation,
+                                   evidence_ids=tuple(sorted(e.evidence)), rules=tuple(e.rules),
+                                   explains=tuple(sorted(e.explains | e.declared)), alternative_to=rivals,
+                                   discounts=tuple(e.discounts),
+                                   affects=tuple(sorted(e.affects | e.explains | e.declared))))
         return hyps
+
+
+def _accounted(e: _Cause, facts: Facts) -> set[str]:
+    """Evidence of the symptoms a cause accounts for: what it used, and what it produces that started with
+    or after it (a cause cannot explain a symptom that was there before it)."""
+    ev = {s.evidence_id: s for s in facts.signals.values()}
+    onset = min((ev[i].onset for i in e.core if i in ev), default=None)
+    used = {facts.signals[n].evidence_id for n in e.explains}
+    later = {facts.signals[n].evidence_id for n in e.declared
+             if onset is None or facts.signals[n].onset >= onset - CHANGE_SLACK_SECONDS}
+    return used | later
 
 
 def render(template: str, facts: Facts) -> str:

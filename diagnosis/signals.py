@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import detectors.univariate  # noqa: F401  (registers the streaming detectors)
 from detectors.base import REGISTRY, Detector
-from detectors.rates import RateTestResult, proportion_drop_test, proportion_rise_test
+from detectors.rates import RateTestResult, proportion_drop_test, proportion_rise_test, wilson_interval
 
 
 class SeriesLike(Protocol):
@@ -522,3 +522,28 @@ class ProportionSpec(SignalSpec):
         observed = k / n
         ok = observed >= base - self.margin if self.direction == "drop" else observed <= base + self.margin
         return ok and not res.significant
+
+    def recovered_by_version(self, model: str, since: float, now: float, version: str,
+                             previous: str) -> bool | None:
+        """Whether ``version`` (serving since ``since``) undid what ``previous`` lost, on the same inputs.
+
+        Judges what is attributable to the version while something else (a data shift) also holds the rate
+        down: ``version``'s rate after ``since`` against ``previous``'s rate over the last ``window`` it
+        served before ``since``, not against the healthy baseline. True when their 99% Wilson intervals are
+        apart in the healthy direction, False when they overlap, None while either has too few rows.
+        """
+        st = self._state.get(model)
+        if st is None:
+            return None
+
+        def counts(rows: list[tuple[float, float]]) -> tuple[int, int]:
+            return int(round(sum(r[0] for r in rows))), int(round(sum(r[1] for r in rows)))
+
+        after = counts([(dn, dd) for t, ver, dn, dd in st.increments if t > since and ver == version])
+        before = counts([(dn, dd) for t, ver, dn, dd in st.increments
+                         if since - 4 * self.window < t <= since and ver == previous])
+        if min(after[1], before[1]) < self.min_count:
+            return None
+        lo_new, hi_new = wilson_interval(*after, confidence=0.99)
+        lo_old, hi_old = wilson_interval(*before, confidence=0.99)
+        return lo_new > hi_old if self.direction == "drop" else hi_new < lo_old

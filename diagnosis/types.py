@@ -59,6 +59,7 @@ class TimelineKind(enum.StrEnum):
     HYPOTHESES = "hypotheses"
     ACKNOWLEDGED = "acknowledged"
     MITIGATED = "mitigated"
+    CAUSE_FIXED = "cause_fixed"        # one cause's fix verified while another cause remains
     ESCALATED = "escalated"
     RESOLVED = "resolved"
     COMMENT = "comment"              # a person's note (POST /incidents/{id}/comments)
@@ -116,6 +117,16 @@ class Hypothesis:
     explanation: str
     evidence_ids: tuple[str, ...] = ()
     rules: tuple[str, ...] = ()
+    explains: tuple[str, ...] = ()        # the incident's symptoms (signal names) this cause accounts for
+    alternative_to: tuple[str, ...] = ()  # higher-ranked root causes resting on the same symptoms
+    discounts: tuple[str, ...] = ()       # evidence that made it less likely, and by how much
+    affects: tuple[str, ...] = ()         # every signal this cause moves, active now or not (its rules' own
+                                          # signals and what they declare it produces)
+
+    @property
+    def simultaneous(self) -> bool:
+        """A cause of its own (no higher-ranked hypothesis rests on its symptoms), not an alternative."""
+        return not self.alternative_to
 
     def __post_init__(self) -> None:
         # An action named by its string ("clamp") is accepted and checked here; an unknown one is an error.
@@ -133,6 +144,10 @@ class Hypothesis:
         d["recommended_action"] = self.recommended_action.value
         d["evidence_ids"] = list(self.evidence_ids)
         d["rules"] = list(self.rules)
+        d["explains"] = list(self.explains)
+        d["alternative_to"] = list(self.alternative_to)
+        d["discounts"] = list(self.discounts)
+        d["affects"] = list(self.affects)
         return d
 
     @classmethod
@@ -140,7 +155,9 @@ class Hypothesis:
         return cls(domain=FaultDomain(d["domain"]), root_cause=d["root_cause"],
                    confidence=float(d["confidence"]), recommended_action=ActionKind(d["recommended_action"]),
                    explanation=d["explanation"], evidence_ids=tuple(d.get("evidence_ids", ())),
-                   rules=tuple(d.get("rules", ())))
+                   rules=tuple(d.get("rules", ())), explains=tuple(d.get("explains", ())),
+                   alternative_to=tuple(d.get("alternative_to", ())), discounts=tuple(d.get("discounts", ())),
+                   affects=tuple(d.get("affects", ())))
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +203,11 @@ class Incident:
     @property
     def top(self) -> Hypothesis | None:
         return self.hypotheses[0] if self.hypotheses else None
+
+    @property
+    def causes(self) -> tuple[Hypothesis, ...]:
+        """The simultaneous causes: ranked hypotheses that are not an alternative to a higher-ranked one."""
+        return tuple(h for h in self.hypotheses if h.simultaneous)
 
     @property
     def active(self) -> bool:

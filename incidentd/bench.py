@@ -7,13 +7,15 @@ user reproduces by hand with `incidentd inject FAULT --target URL`.
 from __future__ import annotations
 
 import statistics
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from diagnosis.rules import DEFAULT_PACK, RuleEngine
 from diagnosis.types import ActionKind
 from incidentd.demo import Demo, Fault, FaultResult
+from remediation.types import ActionStatus
 
 # Parameters that make each fault unambiguous on the demo model within a fast cycle.
 PARAMS: dict[str, list[str]] = {
@@ -132,9 +134,9 @@ class BenchReport:
         n = len(runs)
         out: dict[str, Any] = {
             "runs": n,
-            "domain_accuracy": round(sum(r.domain == r.expected_domain for r in runs) / n, 4) if n else 0.0,
+            "domain_accuracy": round(sum(r.domain == r.expected_domain for r in runs) / n, 4) if n else None,
             "root_cause_accuracy": round(sum(r.root_cause == r.expected_root_cause for r in runs) / n, 4)
-            if n else 0.0,
+            if n else None,
             "mttd_median_s": median([r.detect_seconds for r in runs if r.detect_seconds is not None]),
             "mttr_median_s": median([r.recover_seconds for r in runs if r.recover_seconds is not None]),
             "false_incidents": self.control_incidents + self.extra_incidents,
@@ -147,11 +149,141 @@ class BenchReport:
         return out
 
 
+# ---------------------------------------------------------------- compound faults
+
+# Two faults from different domains overlapping in time: two pairs for each pair of domains.
+COMPOUND_PAIRS: list[tuple[str, str]] = [
+    ("bad_version", "covariate_drift"), ("nonfinite_weights", "unit_change"),          # model + data
+    ("bad_version", "cpu_contention"), ("exploding_weights", "memory_pressure"),       # model + hardware
+    ("covariate_drift", "cpu_contention"), ("null_features", "gpu_thermal"),           # data + hardware
+]
+# The second fault starts once the first one's incident is open (or after this long): they overlap.
+COMPOUND_STAGGER_SECONDS = 20.0
+
+
+@dataclass(slots=True)
+class PairResult:
+    """One compound run: both faults, what was ranked and what was done about each."""
+
+    pair: tuple[str, str]
+    domains: tuple[str, str]
+    expected: dict[str, str | None]                  # root cause -> the action expected on the model (or None)
+    ranked: list[str] = field(default_factory=list)  # every root cause an incident of the run ranked, at any time
+    actions: list[dict[str, Any]] = field(default_factory=list)   # kind, root_cause, status, verify_signals
+    incidents: list[str] = field(default_factory=list)
+    detect_seconds: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def both_ranked(self) -> bool:
+        return all(cause in self.ranked for cause in self.expected)
+
+    @property
+    def harmful(self) -> list[dict[str, Any]]:
+        """Actions on the model no cause of the pair called for, or that were reverted as harmful."""
+        return [a for a in self.actions
+                if self.expected.get(a["root_cause"]) != a["kind"] or a["status"] == ActionStatus.REVERTED]
+
+    @property
+    def verified_on_own_cause(self) -> bool:
+        return all(a["status"] == ActionStatus.VERIFIED and a["root_cause"] in self.expected for a in self.actions)
+
+    @property
+    def right(self) -> bool:
+        return self.both_ranked and self.verified_on_own_cause and not self.harmful
+
+    def public(self) -> dict[str, Any]:
+        return {**asdict(self), "pair": list(self.pair), "domains": list(self.domains),
+                "both_ranked": self.both_ranked, "verified_on_own_cause": self.verified_on_own_cause,
+                "harmful_actions": len(self.harmful), "right": self.right}
+
+
+def compound_pairs(names: list[tuple[str, str]] | None = None) -> list[tuple[Fault, Fault]]:
+    pairs = names or COMPOUND_PAIRS
+    faults = {f.name: f for f in taxonomy(sorted({n for p in pairs for n in p}))}
+    for a, b in pairs:
+        if faults[a].expected_domain == faults[b].expected_domain:
+            raise ValueError(f"compound pair {a}+{b}: both faults are in the {faults[a].expected_domain} domain")
+    return [(faults[a], faults[b]) for a, b in pairs]
+
+
+def _executed(detail: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"kind": a["kind"], "root_cause": a.get("root_cause", ""), "status": a["status"],
+             "verify_signals": a.get("verify_signals", [])}
+            for a in detail["actions"] if ActionStatus(a["status"]).executed]
+
+
+def run_pair(demo: Demo, first: Fault, second: Fault) -> PairResult:
+    """Inject ``first``, then ``second`` while the first is still on; watch every incident until both causes
+    are ranked and every action finished (or the phase times out); clear both and wait for quiet."""
+    expected = {f.expected_root_cause or f.name: (f.expected_action.value if f.expected_action else None)
+                for f in (first, second)}
+    res = PairResult((first.name, second.name), (first.expected_domain, second.expected_domain), expected)
+    demo.say(f"compound {first.name} + {second.name}: injecting {first.name}")
+    started = time.time()
+    first.inject(demo)
+    stagger_end = time.monotonic() + COMPOUND_STAGGER_SECONDS
+    while time.monotonic() < stagger_end and not demo.incidents_since(started - 1.0):
+        demo.wait(0.5)
+    demo.say(f"compound {first.name} + {second.name}: injecting {second.name}")
+    second.inject(demo)
+    deadline = time.monotonic() + 2 * demo.t.phase_timeout
+    details: dict[str, dict[str, Any]] = {}
+    ranked: set[str] = set()      # every root cause ranked at some point (a cleared cause leaves the ranking)
+    while time.monotonic() < deadline:
+        demo.wait(1.0)
+        incs = demo.incidents_since(started - 1.0)
+        details = {i["id"]: demo.api("GET", f"/incidents/{i['id']}") for i in incs}
+        ranked |= {h["root_cause"] for d in details.values() for h in d["hypotheses"]}
+        actions = [a for d in details.values() for a in d["actions"]]
+        wanted = [cause for cause, action in expected.items() if action is not None]
+        acted = {a.get("root_cause") for a in actions}
+        finished = all(ActionStatus(a["status"]).finished for a in actions)
+        escalated = any(d["escalated"] for d in details.values())
+        if all(c in ranked for c in expected) and finished and (escalated or all(c in acted for c in wanted)):
+            break
+    for fault in (second, first):
+        fault.clear(demo)
+    resolve_deadline = time.monotonic() + demo.t.phase_timeout
+    for inc_id in list(details):
+        detail = demo.api("GET", f"/incidents/{inc_id}")
+        while detail["status"] != "resolved" and time.monotonic() < resolve_deadline:
+            demo.wait(1.0)
+            detail = demo.api("GET", f"/incidents/{inc_id}")
+        if detail["status"] != "resolved":
+            res.notes.append(f"incident {inc_id} did not resolve by itself in time; resolved by the bench")
+            demo.api("POST", f"/incidents/{inc_id}/resolve", {"note": "phase timeout"})
+        details[inc_id] = detail
+    res.incidents = list(details)
+    res.ranked = sorted(ranked | {h["root_cause"] for d in details.values() for h in d["hypotheses"]})
+    res.actions = [a for d in details.values() for a in _executed(d)]
+    if details:
+        res.detect_seconds = round(max(0.0, min(d["opened_at"] for d in details.values()) - started), 2)
+    demo.say(f"compound {first.name} + {second.name}: ranked {res.ranked}; actions "
+             f"{[(a['kind'], a['root_cause'], a['status']) for a in res.actions] or 'none'}; "
+             f"{'RIGHT' if res.right else 'WRONG'}")
+    demo.wait(demo.t.settle)
+    if not demo.wait_quiet(demo.t.phase_timeout):
+        demo.say("signals still active after the settle period; continuing")
+    return res
+
+
+def compound_summary(pairs: list[PairResult]) -> dict[str, Any]:
+    n = len(pairs)
+    return {"compound_runs": n,
+            "compound_accuracy": round(sum(p.right for p in pairs) / n, 4) if n else None,
+            "compound_false_remediations": sum(len(p.harmful) for p in pairs),
+            "compound": [p.public() for p in pairs]}
+
+
 def run_bench(fast: bool, repeat: int, names: list[str] | None, progress: Callable[[str], None],
-              workdir: Any = None) -> dict[str, Any]:
-    faults = taxonomy(names)
+              workdir: Any = None, compound: bool = False) -> dict[str, Any]:
+    """The single-fault taxonomy, or with ``compound`` the compound pairs instead (each with controls)."""
+    faults = [] if compound else taxonomy(names)
+    pairs = compound_pairs() if compound else []
     demo = Demo(fast=fast, workdir=workdir, progress=progress, plots=False, remediation=BENCH_POLICY)
     runs: list[FaultResult] = []
+    pair_results: list[PairResult] = []
     control_incidents = control_actions = extra = 0
     try:
         demo.start()
@@ -165,10 +297,15 @@ def run_bench(fast: bool, repeat: int, names: list[str] | None, progress: Callab
                 res, more = demo.run_phase(fault)
                 runs.append(res)
                 extra += more
+            for first, second in pairs:
+                pair_results.append(run_pair(demo, first, second))
     finally:
         demo.stop()
     harm = {f.name: h for f in faults if (h := harm_seconds(f.name)) is not None}
     report = BenchReport(runs, control_incidents, control_actions, extra, harm).summary()
+    if compound:
+        report.update(compound_summary(pair_results))
+        report["false_remediations"] += report["compound_false_remediations"]
     if workdir is None:
         demo.cleanup()
     return report

@@ -346,7 +346,7 @@ class Demo:
             detail = self.api("GET", f"/incidents/{inc['id']}")
         if detail["status"] != IncidentStatus.RESOLVED:
             res.notes.append("incident did not resolve by itself in time; resolved by the demo")
-            self.api("POST", f"/incidents/{inc['id']}/resolve", {"actor": "demo", "note": "phase timeout"})
+            self.api("POST", f"/incidents/{inc['id']}/resolve", {"note": "phase timeout"})
         top = detail["hypotheses"][0] if detail["hypotheses"] else None
         res.domain = top["domain"] if top else None
         res.root_cause = top["root_cause"] if top else None
@@ -393,7 +393,7 @@ class Demo:
                       if ActionStatus(a["status"]).executed)
         self.say(f"healthy control: {len(incs)} incident(s) opened, {actions} action(s)")
         for inc in incs:
-            self.api("POST", f"/incidents/{inc['id']}/resolve", {"actor": "demo", "note": "false incident"})
+            self.api("POST", f"/incidents/{inc['id']}/resolve", {"note": "false incident"})
         return len(incs), actions
 
     def run_phase(self, fault: Fault) -> tuple[FaultResult, int]:

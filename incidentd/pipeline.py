@@ -32,6 +32,7 @@ from incidentd.store import Store
 from remediation.executors import ModelServerAdmin
 from remediation.runner import ActionRunner
 from remediation.types import ActionFailed
+from remediation.verify import own_symptoms
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class _ModelState:
     runtime_instance: str | None = None                           # its process id at the latest look
     quiet_since: float | None = None
     tops: deque[str] = field(default_factory=lambda: deque(maxlen=10))
+    causes: deque[frozenset[str]] = field(default_factory=lambda: deque(maxlen=10))   # simultaneous causes
     context_at: float = 0.0
     context: dict[str, Any] = field(default_factory=dict)
     seen_at: float = 0.0                                          # when the model was last seen
@@ -241,6 +243,7 @@ class DetectionLoop:
                 self.store.save_incident(inc, entries)
                 log.warning("incident %s opened: %s", inc.id, inc.title, extra={"incident": inc.id, "model": model})
                 st.tops.clear()
+                st.causes.clear()
             elif not lifecycle.fading(inc, top, onsets,
                                       self.store.evidence(list(inc.top.evidence_ids)) if inc.top else []):
                 upd = lifecycle.update_incident(inc, hyps, evidence_ids, now)
@@ -249,6 +252,7 @@ class DetectionLoop:
                     self.store.save_incident(inc, upd.entries)
             if top is not None:
                 st.tops.append(top.root_cause)
+                st.causes.append(frozenset(h.root_cause for h in hyps if h.simultaneous))
         if inc is None:
             return None
         if self.remediator is not None:
@@ -308,12 +312,21 @@ class DetectionLoop:
             self.store.save_incident(inc, entries)
         if not hyps or inc.escalated or inc.status is IncidentStatus.RESOLVED:
             return inc
-        top = hyps[0]
-        if not lifecycle.stable_top(st.tops, self.settings.remediation.act_after_cycles):
-            return inc
-        # Verify on the signals that supported the hypothesis; those are what must recover.
+        # Every simultaneous cause of the incident gets its own action, in rank order, once its place among
+        # the causes is stable; alternatives are never acted on. One action at a time (the policy).
+        acted = {r.root_cause for r in self.remediator.records(incident_id=inc.id)}
+        incident_causes = {h.root_cause for h in inc.causes}
+        causes = [h for h in hyps if h.simultaneous]
         by_id = {f.evidence_id: n for n, f in facts.signals.items()}
-        # Host-wide signals are context, not something this model's fix can be judged by.
-        signals = sorted({by_id[e] for e in top.evidence_ids if e in by_id} - HOST_SIGNALS)
-        inc, _ = self.remediator.consider(inc, top, signals, now)
+        for cause in causes:
+            if (not cause.recommended_action.changes_model or cause.root_cause in acted
+                    or cause.root_cause not in incident_causes
+                    or not lifecycle.stable_cause(st.causes, cause.root_cause,
+                                                  self.settings.remediation.act_after_cycles)):
+                continue
+            # Verify on the signals that supported this cause and its action can change, apart from the
+            # symptoms of the other causes; host-wide signals are context, never a fix's yardstick.
+            own = own_symptoms(cause, causes, {by_id[e] for e in cause.evidence_ids if e in by_id}, HOST_SIGNALS)
+            inc, _ = self.remediator.consider(inc, cause, list(own.verify), now, shared=own.shared)
+            break
         return inc

@@ -16,7 +16,7 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from diagnosis import lifecycle
-from diagnosis.signals import SignalSpec, SourceLike
+from diagnosis.signals import ProportionSpec, SignalSpec, SourceLike
 from diagnosis.types import (
     ChangeKind,
     Evidence,
@@ -40,7 +40,7 @@ from remediation.types import (
     ApprovalRefused,
     NotAwaitingApproval,
 )
-from remediation.verify import Outcome, judge
+from remediation.verify import Outcome, Recovered, judge, regroup
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +112,12 @@ class ActionRunner:
     # ------------------------------------------------------------------ deciding
 
     def consider(self, inc: Incident, top: Hypothesis, signals: Sequence[str],
-                 now: float) -> tuple[Incident, ActionRecord | None]:
-        """Maybe start the action the top hypothesis recommends.
+                 now: float, shared: Sequence[str] = ()) -> tuple[Incident, ActionRecord | None]:
+        """Maybe start the action a hypothesis (the top one, or another simultaneous cause) recommends.
 
-        Returns the incident as it is now (saved when it changed) and the new action record, if any.
+        ``signals`` are what the action is verified on; ``shared`` those of them another simultaneous cause
+        also moves (see :func:`remediation.verify.own_symptoms`). Returns the incident as it is now (saved
+        when it changed) and the new action record, if any.
         """
         kind = top.recommended_action
         if not kind.changes_model or self.ctx is None:
@@ -144,7 +146,8 @@ class ActionRunner:
                            status=ActionStatus.EXECUTING,
                            reason=f"{top.root_cause} (confidence {top.confidence:.2f}, rules {', '.join(top.rules)})",
                            idempotency_key=f"{inc.id}:{kind.value}", created_at=now,
-                           verify_signals=tuple(signals), root_cause=top.root_cause)
+                           verify_signals=tuple(signals), root_cause=top.root_cause,
+                           shared_signals=tuple(shared))
         inc = inc.with_action(rec.id)
         try:
             plan = ACTIONS[kind].plan(self.ctx, inc.model)
@@ -306,25 +309,48 @@ class ActionRunner:
         """
         entries: list[TimelineEntry] = []
 
-        def recovered(name: str, since: float) -> bool | None:
-            return specs[name].recovered(source, inc.model, since, now, version=version)
+        def judged_by(rec: ActionRecord) -> Recovered:
+            previous = rec.result.data.get("from") if rec.result is not None else None
 
-        for rec in self.records(incident_id=inc.id):
+            def recovered(name: str, since: float) -> bool | None:
+                spec = specs[name]
+                if (name in rec.shared_signals and rec.kind is ActionKind.ROLLBACK and version is not None
+                        and isinstance(previous, str) and isinstance(spec, ProportionSpec)):
+                    # another cause (a data shift) holds this rate down too: judge what the version lost
+                    return spec.recovered_by_version(inc.model, since, now, version, previous)
+                return spec.recovered(source, inc.model, since, now, version=version)
+            return recovered
+
+        records = self.records(incident_id=inc.id)
+        for rec in records:
             executed_at = rec.executed_at
             if rec.status is not ActionStatus.VERIFYING or executed_at is None:
                 continue
-            v = judge(rec, recovered, set(specs), active or {}, now, grace, self.policy.verify_seconds,
-                      self.policy.revert_on_worse)
+            # Symptoms another simultaneous cause of the incident explains (now: it may have appeared after
+            # the action started) are that cause's, not this action's.
+            attributed = {n for h in inc.causes if h.root_cause != rec.root_cause for n in (*h.explains, *h.affects)}
+            judged = regroup(rec, attributed)
+            v = judge(judged, judged_by(judged), set(specs), active or {}, now, grace, self.policy.verify_seconds,
+                      self.policy.revert_on_worse, attributed=attributed)
             if v.outcome is Outcome.WORSE:
                 inc, entry = self._revert(inc, rec, list(v.worse), now)
                 entries.append(entry)
             elif v.outcome is Outcome.VERIFIED:
-                rec = replace(rec, status=ActionStatus.VERIFIED, verified_at=now)
+                rec = replace(rec, status=ActionStatus.VERIFIED, verified_at=now,
+                              shared_signals=judged.shared_signals)
                 self._save(rec.logged(self.clock(), "verified", signals=dict(v.signals),
                                       seconds=round(now - executed_at, 2)))
-                inc, entry = lifecycle.mitigate(inc, now, f"{rec.kind.value} verified: "
-                                                          f"{', '.join(v.signals)} recovered "
-                                                          f"{now - executed_at:.1f}s after the action")
+                message = (f"{rec.kind.value} verified: {', '.join(v.signals)} recovered "
+                           f"{now - executed_at:.1f}s after the action"
+                           + (f" (judged by version: {', '.join(judged.shared_signals)})"
+                              if judged.shared_signals else ""))
+                fixed = {r.root_cause for r in records if r.status is ActionStatus.VERIFIED} | {rec.root_cause}
+                remaining = lifecycle.remaining_causes(inc, fixed)
+                if remaining:
+                    inc, entry = lifecycle.fix_one(inc, now, rec.root_cause, f"{message}: {rec.root_cause} is fixed",
+                                                   remaining)
+                else:
+                    inc, entry = lifecycle.mitigate(inc, now, message)
                 entries.append(entry)
                 self.on_outcome(rec.kind.value, "verified")
             elif v.outcome is Outcome.NOT_RECOVERED:

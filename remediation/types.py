@@ -148,6 +148,9 @@ class ActionRecord:
     result: ActionResult | None = None
     verify_signals: tuple[str, ...] = ()
     root_cause: str = ""                 # the diagnosis acted on (flapping is counted per root cause)
+    # verify signals another simultaneous cause also moves: a rollback judges them by version (what the
+    # version lost), never against a baseline the other cause (a data shift) still holds down
+    shared_signals: tuple[str, ...] = ()
     audit: tuple[AuditEvent, ...] = ()
 
     @property
@@ -166,7 +169,7 @@ class ActionRecord:
                 "executed_at": self.executed_at, "verify_deadline": self.verify_deadline,
                 "verified_at": self.verified_at, "result": self.result.to_dict() if self.result else {},
                 "verify_signals": list(self.verify_signals), "root_cause": self.root_cause,
-                "audit": [a.to_dict() for a in self.audit]}
+                "shared_signals": list(self.shared_signals), "audit": [a.to_dict() for a in self.audit]}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ActionRecord:
@@ -178,4 +181,5 @@ class ActionRecord:
                    verified_at=d.get("verified_at"),
                    result=ActionResult.from_dict(d["result"]) if d.get("result") else None,
                    verify_signals=tuple(d.get("verify_signals") or ()), root_cause=d.get("root_cause", ""),
+                   shared_signals=tuple(d.get("shared_signals") or ()),
                    audit=tuple(AuditEvent.from_dict(a) for a in d.get("audit") or ()))

@@ -13,6 +13,9 @@ def faults(
     only: list[str] = typer.Option([], "--fault", help="Only this fault (repeatable); default: the taxonomy."),
     as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object on stdout."),
     plot: str | None = typer.Option(None, "--plot", help="Also write a PNG of detect/recover times per fault."),
+    compound: bool = typer.Option(False, "--compound", help="Run pairs of faults from different domains at once "
+                                  "(model+data, model+hardware, data+hardware; two pairs each) instead of the "
+                                  "single faults; adds compound_accuracy and per-pair results."),
 ) -> None:
     """Inject every fault of the taxonomy REPEAT times with healthy controls; report accuracy, MTTD, MTTR."""
     import json
@@ -25,13 +28,25 @@ def faults(
     if unknown:
         typer.echo(f"error: unknown fault(s) {unknown}; known: {sorted(FAULTS)}", err=True)
         raise typer.Exit(2)
-    report = run_bench(fast, repeat, list(only) or None, lambda m: print(m, file=sys.stderr, flush=True))
-    if plot:
+    if compound and only:
+        typer.echo("error: --compound runs its own pairs; it does not take --fault", err=True)
+        raise typer.Exit(2)
+    report = run_bench(fast, repeat, list(only) or None, lambda m: print(m, file=sys.stderr, flush=True),
+                       compound=compound)
+    if plot and not compound:
         from incidentd.plots import render_bench
 
         print(f"plot: {render_bench(report, plot)}", file=sys.stderr)
     if as_json:
         print(json.dumps(report))
+        return
+    if compound:
+        typer.echo(f"compound pairs {report['compound_runs']}  compound accuracy {report['compound_accuracy']}  "
+                   f"false incidents {report['false_incidents']}  false remediations {report['false_remediations']}")
+        for p in report["compound"]:
+            typer.echo(f"  {' + '.join(p['pair']):<36} ranked {', '.join(p['ranked']) or '-'}  actions "
+                       f"{', '.join(a['kind'] + ':' + a['status'] for a in p['actions']) or 'none'}  "
+                       f"{'right' if p['right'] else 'WRONG'}")
         return
     typer.echo(f"runs {report['runs']}  domain accuracy {report['domain_accuracy']:.2f}  root-cause accuracy "
                f"{report['root_cause_accuracy']:.2f}  MTTD {report['mttd_median_s']}s  MTTR {report['mttr_median_s']}s  "

@@ -52,8 +52,35 @@ def test_update_replaces_the_ranking_until_incidentd_acted():
     assert upd.changed and upd.incident.top == NAN and upd.incident.evidence_ids == ("ev-drift", "ev-nan")
     assert upd.incident.severity is Severity.CRITICAL and [e.kind for e in upd.entries] == [TimelineKind.HYPOTHESES]
     acted = inc.with_action("act-1")
-    frozen = lifecycle.update_incident(acted, [NAN], ["ev-nan"], 110.0)
+    # after an action, a hypothesis on the evidence the incident holds does not rewrite the story
+    frozen = lifecycle.update_incident(acted, [CONCEPT], ["ev-acc"], 110.0)
     assert not frozen.changed and frozen.incident == acted
+
+
+def test_after_an_action_a_cause_on_evidence_of_its_own_joins_the_incident_as_a_simultaneous_cause():
+    acted = opened().with_action("act-1")
+    upd = lifecycle.update_incident(acted, [NAN], ["ev-nan"], 110.0)
+    assert upd.changed and [h.root_cause for h in upd.incident.causes] == ["data.covariate_drift",
+                                                                          "model.nonfinite_weights"]
+    assert upd.incident.top == DRIFT and "ev-nan" in upd.incident.evidence_ids
+    assert upd.incident.severity is Severity.CRITICAL and "another simultaneous cause" in upd.entries[0].message
+
+
+def test_one_fixed_cause_leaves_the_incident_open_on_the_remaining_one():
+    inc = opened((NAN, DRIFT))
+    remaining = lifecycle.remaining_causes(inc, {"model.nonfinite_weights"})
+    assert remaining == (DRIFT,)
+    out, entry = lifecycle.fix_one(inc, 150.0, "model.nonfinite_weights", "clamp verified", remaining)
+    assert out.status is IncidentStatus.OPEN and entry.kind is TimelineKind.CAUSE_FIXED
+    assert entry.data == {"fixed": "model.nonfinite_weights", "remaining": ["data.covariate_drift"]}
+    assert "data.covariate_drift (data, notify: no action on the model)" in entry.message
+    assert lifecycle.remaining_causes(inc, {"model.nonfinite_weights", "data.covariate_drift"}) == ()
+
+
+def test_a_cause_is_stable_when_it_stayed_among_the_causes():
+    assert lifecycle.stable_cause([{"a"}, {"a", "b"}, {"b", "a"}], "a", 3)
+    assert not lifecycle.stable_cause([{"a"}, {"b"}], "a", 2)
+    assert not lifecycle.stable_cause([{"a"}], "a", 2)
 
 
 def test_a_weaker_hypothesis_on_evidence_from_while_the_diagnosis_held_is_fading():

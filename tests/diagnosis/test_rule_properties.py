@@ -224,9 +224,6 @@ def test_evaluation_does_not_depend_on_the_order_of_rules_or_facts(
     assert canonical(engine(shuffled).evaluate(reordered)) == canonical(first)
 
 
-@pytest.mark.xfail(strict=False, reason="RuleEngine.evaluate keeps the first of equally weighted rules of one root "
-                                        "cause, so its action and explanation follow the pack order (diagnosis/, "
-                                        "branch core, to break the tie by something in the rule)")
 def test_a_tie_between_rules_of_one_root_cause_does_not_depend_on_their_order() -> None:
     def rule(name: str, action: str) -> dict[str, Any]:
         return {"name": name, "when": {"all": [_signal_leaf("latency", "active")]},

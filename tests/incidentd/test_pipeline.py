@@ -188,3 +188,21 @@ def test_a_model_gone_for_long_is_forgotten_its_baselines_saved_and_restored_whe
     stack.tick(8)
     latency = stack.loop.last_readings["digits"].get("latency")
     assert latency is not None and latency.active, "the saved baseline judges the very first points"
+
+
+def test_a_bad_release_during_a_data_shift_ranks_both_as_simultaneous_causes(stack):
+    stack.tick(60)
+    stack.version, stack.accuracy = "v2", 0.1
+    stack.labeled = stack.correct = 0       # new version: its counters start at zero
+    stack.tick(20)
+    stack.drifted = 6                       # the inputs shift while the bad release is still serving
+    stack.tick(20)
+    (inc,) = stack.store.incidents()
+    causes = {h.root_cause: h for h in inc.causes}
+    assert set(causes) >= {"model.bad_version", "data.covariate_drift"}, [h.root_cause for h in inc.hypotheses]
+    assert causes["model.bad_version"].recommended_action is ActionKind.ROLLBACK
+    assert "accuracy" in causes["model.bad_version"].explains
+    assert "input_drift" in causes["data.covariate_drift"].explains
+    assert not set(causes["model.bad_version"].evidence_ids) & set(causes["data.covariate_drift"].evidence_ids)
+    messages = [t.message for t in stack.store.timeline(inc.id)]
+    assert any("2 simultaneous causes" in m for m in messages), messages
