@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
-from diagnosis.signals import ProportionSpec
+from diagnosis.signals import ProportionSpec, SourceLike
 from diagnosis.types import ActionKind, FaultDomain, Hypothesis
 from remediation.types import ActionMode, ActionRecord, ActionStatus
 from remediation.verify import Outcome, judge, own_symptoms, regroup
@@ -168,7 +169,8 @@ def test_a_rollback_during_drift_is_verified_by_version_and_the_incident_stays_o
         while rem.records()[0].status is not ActionStatus.VERIFYING and time.monotonic() < deadline:
             time.sleep(0.1)
         spec = AccuracyHeldDown()
-        inc, entries = rem.verify(inc, {"accuracy": spec}, None, time.time(), "v1", grace=0.0)
+        no_source = cast(SourceLike, None)   # the spec above answers without reading a metric source
+        inc, entries = rem.verify(inc, {"accuracy": spec}, no_source, time.time(), "v1", grace=0.0)
         assert spec.asked == [("v1", "v2")], "judged against the version it replaced, not the baseline"
         assert rem.records()[0].status is ActionStatus.VERIFIED
         assert rem.records()[0].shared_signals == ("accuracy",)
