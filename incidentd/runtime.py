@@ -69,8 +69,12 @@ class Runtime:
         self.embedded: EmbeddedStore | None = None
         self.scraper: Scraper | None = None
         if settings.prometheus_url:
+            from incidentd.sources.batch import BatchedSource
             from incidentd.sources.prometheus import PrometheusSource
-            self.source = PrometheusSource(settings.prometheus_url)
+
+            # One query per signal for all models (issue 16), not one per model and signal.
+            self.source = BatchedSource(PrometheusSource(settings.prometheus_url),
+                                        slack=2 * settings.detect_interval_seconds + 30)
         else:
             max_points = int(settings.retention_seconds / settings.scrape_interval_seconds) + 10
             self.embedded = EmbeddedStore(settings.retention_seconds, max_points=max_points)
@@ -141,6 +145,15 @@ class Runtime:
             self.metrics.errors.labels("scrape").inc()
             log.exception("scrape job failed")
 
+    def expire_job(self) -> None:
+        if self.embedded is None:
+            return
+        try:
+            self.embedded.expire()
+        except Exception:
+            self.metrics.errors.labels("expire").inc()
+            log.exception("expiry of the embedded store failed")
+
     def detect_job(self) -> None:
         t0 = time.perf_counter()
         try:
@@ -167,6 +180,9 @@ class Runtime:
         s = self.settings
         if self.scraper is not None:
             self.scheduler.add_job(self.scrape_job, "interval", seconds=s.scrape_interval_seconds, id="scrape")
+            # Expiry walks every series, so it runs on its own timer, not after each scrape.
+            self.scheduler.add_job(self.expire_job, "interval", seconds=max(60.0, s.scrape_interval_seconds),
+                                   id="expire")
         self.scheduler.add_job(self.detect_job, "interval", seconds=s.detect_interval_seconds, id="detect")
         self.scheduler.start()
         self.started = True
