@@ -249,3 +249,8 @@ class _Tx:
             self.store._lock.release()
 
 
+
+
+# Issue 16: state lives behind the SQLAlchemy repository (SQLite by default, PostgreSQL for replicas) with
+# the same methods as the class above, which stays only until its callers' branches are merged.
+from incidentd.storage.repository import Repository as Store  # noqa: E402,F811
