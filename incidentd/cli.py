@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "incidentd.commands.rules",
     "incidentd.commands.inject",
     "incidentd.commands.bench",
+    "incidentd.commands.db",
 )
 
 

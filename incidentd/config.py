@@ -96,6 +96,13 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     database: Path = Path("incidentd.db")
+    # Issue 16: a SQLAlchemy URL (postgresql+psycopg://user:pass@host/db) instead of the SQLite file; schema
+    # migrations at start (default: yes for SQLite, no for PostgreSQL: `incidentd db upgrade`); retention.
+    database_url: str | None = None
+    database_migrate: bool | None = None
+    retention_days: float = Field(90.0, gt=0)
+    replica_id: str | None = None           # a name for this replica's leases (default host:pid)
+    lease_seconds: float | None = Field(None, gt=0)   # default 1.5 detection intervals
     scrape_targets: list[str] = Field(default_factory=list)
     scrape_interval_seconds: float = Field(10.0, gt=0)
     detect_interval_seconds: float = Field(10.0, gt=0)

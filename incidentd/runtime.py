@@ -65,7 +65,8 @@ class Runtime:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.metrics = ServiceMetrics()
-        self.store = Store(settings.database)
+        self.store = Store(settings.database_url or settings.database, migrate_schema=settings.database_migrate,
+                           registry=self.metrics.registry)
         self.embedded: EmbeddedStore | None = None
         self.scraper: Scraper | None = None
         if settings.prometheus_url:
@@ -154,6 +155,15 @@ class Runtime:
             self.metrics.errors.labels("expire").inc()
             log.exception("expiry of the embedded store failed")
 
+    def prune_job(self) -> None:
+        try:
+            report = self.store.prune(time.time(), self.settings.retention_days * 86400.0)
+            if report.total:
+                log.info("retention pruned %d rows (%s)", report.total, report)
+        except Exception:
+            self.metrics.errors.labels("prune").inc()
+            log.exception("retention pruning failed")
+
     def detect_job(self) -> None:
         t0 = time.perf_counter()
         try:
@@ -184,6 +194,7 @@ class Runtime:
             self.scheduler.add_job(self.expire_job, "interval", seconds=max(60.0, s.scrape_interval_seconds),
                                    id="expire")
         self.scheduler.add_job(self.detect_job, "interval", seconds=s.detect_interval_seconds, id="detect")
+        self.scheduler.add_job(self.prune_job, "interval", seconds=3600.0, id="prune")
         self.scheduler.start()
         self.started = True
 
