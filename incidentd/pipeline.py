@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +73,8 @@ class DetectionLoop:
         self.last_readings: dict[str, dict[str, SignalReading]] = {}
         self.cycles = 0
         self._saved_at: dict[str, float] = {}
+        # Replicas: narrows the models seen to those this process owns (a lease in the database).
+        self.owned: Callable[[list[str], float], list[str]] | None = None
 
     # ------------------------------------------------------------------ discovery and context
 
@@ -131,6 +134,8 @@ class DetectionLoop:
         active: dict[str, list[str]] = {}
         incidents: dict[str, str | None] = {}
         models = self.models(now)
+        if self.owned is not None:
+            models = self.owned(models, now)
         for model in models:
             try:
                 inc = self._cycle_model(model, now)

@@ -30,8 +30,10 @@ class Remediator:
     """Chooses nothing (diagnosis does); decides *whether* and *how* under the policy, then runs and verifies."""
 
     def __init__(self, store: Store, policy: Policy, ctx: ActionContext | None,
-                 on_outcome: Callable[[str, str], None] | None = None):
+                 on_outcome: Callable[[str, str], None] | None = None,
+                 guard: Callable[[ActionRecord], bool] | None = None):
         self.store = store
+        self.guard = guard      # replicas: may this process run the action now (lease held, claim won)?
         self.policy = policy
         self.ctx = ctx
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="action")
@@ -147,6 +149,8 @@ class Remediator:
         rec = ActionRecord.from_dict(self.store.action(action_id))
         if rec.status is not ActionStatus.EXECUTING or rec.executed_at is not None:
             return   # idempotent: an action runs once
+        if self.guard is not None and not self.guard(rec):
+            return   # another replica owns the model or already runs this action
         assert self.ctx is not None
         plan = _plan_from(rec)
         t0 = time.time()
@@ -178,11 +182,16 @@ class Remediator:
                                                           **{k: v for k, v in rec.result.items()
                                                              if isinstance(v, (str, int, float))}}))
 
-    def reconcile(self) -> list[str]:
-        """After a service restart: actions caught mid-execution are verified rather than re-run blindly."""
+    def execute_later(self, action_id: str) -> None:
+        """Run an action recorded as executing (approved on another replica) on this one's action thread."""
+        self._pool.submit(self._execute, action_id)
+
+    def reconcile(self, model: str | None = None, ids: set[str] | None = None) -> list[str]:
+        """After a service restart (or a replica's death, for the models it owned): actions caught
+        mid-execution are verified rather than re-run blindly."""
         fixed = []
-        for rec in self.records():
-            if rec.status is ActionStatus.EXECUTING:
+        for rec in self.records(model=model):
+            if rec.status is ActionStatus.EXECUTING and (ids is None or rec.id in ids):
                 rec.executed_at = rec.executed_at or time.time()
                 rec.verify_deadline = time.time() + self.policy.verify_seconds
                 rec.status = ActionStatus.VERIFYING

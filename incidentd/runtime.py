@@ -17,6 +17,7 @@ from diagnosis.types import IncidentStatus
 from incidentd.config import Settings
 from incidentd.pipeline import DetectionLoop
 from incidentd.remediator import Remediator
+from incidentd.replicas import Replicas, default_replica_id
 from incidentd.store import Store
 from incidentd.tsdb import EmbeddedStore, Scraper
 from remediation.actions import ActionContext
@@ -98,10 +99,19 @@ class Runtime:
         ctx = ActionContext(self.admin, self.process or restarter,
                             {"bounds": rs.clamp_bounds, "margin": rs.clamp_margin}, rollout,
                             rs.executor.image_template) if self.admin else None
+        # Replicas share the models through leases when the state is in PostgreSQL (issue 16).
+        self.replicas: Replicas | None = None
+        if not self.store.is_sqlite:
+            self.replicas = Replicas(self.store, settings.replica_id or default_replica_id(),
+                                     settings.lease_seconds or 1.5 * settings.detect_interval_seconds)
         self.remediator = Remediator(self.store, policy, ctx,
-                                     on_outcome=lambda k, o: self.metrics.actions.labels(k, o).inc())
+                                     on_outcome=lambda k, o: self.metrics.actions.labels(k, o).inc(),
+                                     guard=self.replicas.may_execute if self.replicas else None)
         self.loop = DetectionLoop(settings, self.source, self.store, self.engine, self.specs, self.remediator,
                                   self.admin, step=settings.scrape_interval_seconds)
+        self._queued: set[str] = set()
+        if self.replicas is not None:
+            self.loop.owned = self._owned
         self.mirror = None
         if settings.elasticsearch_url:
             from collector.elasticsearch import ElasticsearchSink
@@ -146,6 +156,20 @@ class Runtime:
             self.metrics.errors.labels("scrape").inc()
             log.exception("scrape job failed")
 
+    def _owned(self, models: list[str], now: float) -> list[str]:
+        """The models this replica owns this cycle; orphaned and pending actions of them are taken care of."""
+        assert self.replicas is not None
+        owned = self.replicas.assign(models, now)
+        orphans, pending = self.replicas.in_flight_elsewhere()
+        if orphans:
+            fixed = self.remediator.reconcile(ids=orphans)
+            log.warning("replica %s reconciled %d actions orphaned by a replica that died: %s", self.replicas.id,
+                        len(fixed), ", ".join(fixed))
+        for action_id in sorted(pending - self._queued):
+            self.remediator.execute_later(action_id)
+        self._queued = pending
+        return owned
+
     def expire_job(self) -> None:
         if self.embedded is None:
             return
@@ -184,7 +208,8 @@ class Runtime:
             return
         if self.process is not None:
             self.process.start()
-        reconciled = self.remediator.reconcile()
+        # With replicas, orphans are reconciled per model by whoever owns it (see _owned), not all at start.
+        reconciled = self.remediator.reconcile() if self.replicas is None else []
         if reconciled:
             log.warning("reconciled %d actions interrupted by a restart", len(reconciled))
         s = self.settings
@@ -207,6 +232,11 @@ class Runtime:
             except Exception:   # boundary: stopping must finish even if the store is unwritable
                 log.exception("could not save learned baselines")
         self.remediator.close()
+        if self.replicas is not None:
+            try:
+                self.replicas.leave()
+            except Exception:   # boundary: stopping must finish; the leases then simply expire
+                log.exception("could not hand back this replica's leases")
         if self.mirror is not None:
             self.mirror.sink.close()
         if self.scraper is not None:

@@ -493,6 +493,21 @@ class Repository:
             conn.execute(delete(model_leases).where(model_leases.c.owner == replica,
                                                     model_leases.c.model.in_(list(models))))
 
+    def claim_action(self, action_id: str, replica: str) -> bool:
+        """Atomically make ``replica`` the one that runs the action; False if any replica already is."""
+        with self._tx() as conn:
+            res = conn.execute(update(actions).where(actions.c.id == action_id, actions.c.claimed_by.is_(None))
+                               .values(claimed_by=replica))
+            return res.rowcount == 1
+
+    def action_claims(self, models: Sequence[str], status: str) -> list[tuple[str, str, str | None]]:
+        """(action id, model, claimed_by) of the models' actions in ``status``."""
+        if not models:
+            return []
+        rows = self._rows(select(actions.c.id, actions.c.model, actions.c.claimed_by).where(
+            actions.c.model.in_(list(models)), actions.c.status == status).order_by(actions.c.created_at))
+        return [(r[0], r[1], r[2]) for r in rows]
+
     def lease_owners(self, now: float) -> dict[str, str]:
         rows = self._rows(select(model_leases.c.model, model_leases.c.owner).where(model_leases.c.expires_at >= now))
         return {m: o for m, o in rows}

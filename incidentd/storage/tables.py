@@ -71,6 +71,7 @@ actions = Table(
     Column("status", String(32), nullable=False),
     Column("idempotency_key", String(255), nullable=False, unique=True),
     Column("created_at", Float, nullable=False),
+    Column("claimed_by", String(128), nullable=True),      # the replica that runs it; set once, atomically
     Column("doc", Text, nullable=False),
     Index("ix_actions_incident", "incident_id"),
     Index("ix_actions_model_status", "model", "status"),

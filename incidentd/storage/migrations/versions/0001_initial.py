@@ -62,6 +62,7 @@ def upgrade() -> None:
         sa.Column("status", sa.String(32), nullable=False),
         sa.Column("idempotency_key", sa.String(255), nullable=False, unique=True),
         sa.Column("created_at", sa.Float, nullable=False),
+        sa.Column("claimed_by", sa.String(128), nullable=True),
         sa.Column("doc", sa.Text, nullable=False),
     )
     op.create_index("ix_actions_incident", "actions", ["incident_id"])
