@@ -15,6 +15,7 @@ from diagnosis.catalog import CatalogSettings, default_catalog
 from diagnosis.rules import DEFAULT_PACK, RuleEngine
 from diagnosis.types import IncidentStatus
 from incidentd.config import Settings
+from incidentd.discovery import FileSDTargets, PrometheusTargets, TargetDiscovery, TargetSource
 from incidentd.pipeline import DetectionLoop
 from incidentd.remediator import Remediator
 from incidentd.replicas import Replicas, default_replica_id
@@ -82,6 +83,20 @@ class Runtime:
             self.embedded = EmbeddedStore(settings.retention_seconds, max_points=max_points)
             self.scraper = Scraper(self.embedded, settings.scrape_targets)
             self.source = self.embedded
+        self.discovery: TargetDiscovery | None = None
+        if settings.discovery is not None:
+            if self.scraper is None or self.embedded is None:
+                from incidentd.errors import ConfigError
+                raise ConfigError("discovery feeds the embedded store's scraper; with prometheus_url, "
+                                  "Prometheus discovers the sidecars itself")
+            ds = settings.discovery
+            sources: list[TargetSource] = []
+            if ds.prometheus_url:
+                sources.append(PrometheusTargets(ds.prometheus_url, job=ds.job, labels=ds.labels))
+            if ds.file_sd is not None:
+                sources.append(FileSDTargets(ds.file_sd, labels=ds.labels))
+            self.discovery = TargetDiscovery(settings.scrape_targets, sources, self.scraper, self.embedded,
+                                             on_retire=self.retire)
         packs = ([DEFAULT_PACK] if settings.use_default_rules else []) + list(settings.rules)
         self.engine = RuleEngine.load(packs)
         self.specs = default_catalog(_from_settings(CatalogSettings, settings.detection))
@@ -170,6 +185,26 @@ class Runtime:
         self._queued = pending
         return owned
 
+    def retire(self, model: str) -> None:
+        """A model whose sidecars are gone: its in-memory detection state goes; its incidents stay."""
+        self.loop._models.pop(model, None)
+        self.loop.last_readings.pop(model, None)
+        self.loop._saved_at.pop(model, None)
+        for spec in self.specs:
+            state = getattr(spec, "_state", None)
+            if isinstance(state, dict):
+                state.pop(model, None)
+        log.info("model %s retired: its targets are gone", model)
+
+    def discover_job(self) -> None:
+        if self.discovery is None:
+            return
+        try:
+            self.discovery.refresh()
+        except Exception:
+            self.metrics.errors.labels("discovery").inc()
+            log.exception("target discovery failed")
+
     def expire_job(self) -> None:
         if self.embedded is None:
             return
@@ -213,6 +248,10 @@ class Runtime:
         if reconciled:
             log.warning("reconciled %d actions interrupted by a restart", len(reconciled))
         s = self.settings
+        if self.discovery is not None:
+            self.discover_job()
+            self.scheduler.add_job(self.discover_job, "interval", seconds=s.discovery.refresh_seconds,  # type: ignore[union-attr]
+                                   id="discover")
         if self.scraper is not None:
             self.scheduler.add_job(self.scrape_job, "interval", seconds=s.scrape_interval_seconds, id="scrape")
             # Expiry walks every series, so it runs on its own timer, not after each scrape.

@@ -154,7 +154,7 @@ class EmbeddedStore:
         # model -> metric -> labels -> ring
         self._index: dict[str, dict[str, dict[Labels, _Ring]]] = {}
         # per ingest source (a target), the ring each exposition line resolved to last time
-        self._resolved: dict[str, dict[str, _Ring]] = {}
+        self._resolved: dict[tuple[str, tuple[tuple[str, str], ...]], dict[str, _Ring]] = {}
         self._lock = threading.Lock()
         self.out_of_order = 0
         self.expired_series = 0
@@ -187,7 +187,7 @@ class EmbeddedStore:
         straight to their series. Raises ``ValueError`` on a line that is not valid exposition format.
         """
         extra = extra_labels or {}
-        cache_key = f"{origin}|{sorted(extra.items())}" if origin is not None else None
+        cache_key = (origin, tuple(sorted(extra.items()))) if origin is not None else None
         n = 0
         with self._lock:
             seen = self._resolved.get(cache_key, {}) if cache_key is not None else {}
@@ -258,6 +258,18 @@ class EmbeddedStore:
             for key, lines in list(self._resolved.items()):
                 self._resolved[key] = {k: r for k, r in lines.items() if id(r) not in gone}
             return len(gone)
+
+    def models_of(self, origin: str) -> set[str]:
+        """The models whose series came from ``origin`` in its last ingest."""
+        with self._lock:
+            return {m for key, lines in self._resolved.items() if key[0] == origin
+                    for r in lines.values() if (m := dict(r.labels).get("model"))}
+
+    def forget_origin(self, origin: str) -> None:
+        """Stop caching the line -> series map of a target that is gone."""
+        with self._lock:
+            for key in [k for k in self._resolved if k[0] == origin]:
+                del self._resolved[key]
 
     # ------------------------------------------------------------------ reads
 
