@@ -32,9 +32,14 @@ def test_every_models_read_of_a_signal_is_answered_by_one_query(prometheus: Prom
                 for i, m in enumerate(MODELS)]
         prometheus.configure([{"job_name": "incidentd-sidecar",
                                "static_configs": [{"targets": [u.removeprefix("http://") for u in urls]}]}])
-        assert wait_until(lambda: len(prometheus.query('model_latency_seconds{model=~"batch-.*"}')) == 5, 60)
-        transport = CountingTransport()
         direct = PrometheusSource(prometheus.url)
+
+        def all_scraped() -> bool:
+            t = time.time()
+            got = direct.read_by_model("model_latency_seconds", {"quantile": "0.9"}, t - 20, t, 1.0)
+            return all(m in got for m in MODELS)
+        assert wait_until(all_scraped, 60)
+        transport = CountingTransport()
         src = BatchedSource(PrometheusSource(prometheus.url, client=httpx.Client(transport=transport)), slack=30)
         try:
             now = time.time()
