@@ -13,13 +13,14 @@ from pydantic import BaseModel
 
 from diagnosis.catalog import CatalogSettings, default_catalog
 from diagnosis.rules import DEFAULT_PACK, RuleEngine
+from diagnosis.signals import SourceLike
 from diagnosis.types import IncidentStatus
 from incidentd.config import Settings
 from incidentd.discovery import FileSDTargets, PrometheusTargets, TargetDiscovery, TargetSource
 from incidentd.pipeline import DetectionLoop
 from incidentd.remediator import Remediator
 from incidentd.replicas import Replicas, default_replica_id
-from incidentd.store import Store
+from incidentd.storage import Repository as Store
 from incidentd.tsdb import EmbeddedStore, Scraper
 from remediation.actions import ActionContext
 from remediation.executors import LocalProcess, ModelServerAdmin
@@ -76,7 +77,7 @@ class Runtime:
             from incidentd.sources.prometheus import PrometheusSource
 
             # One query per signal for all models (issue 16), not one per model and signal.
-            self.source = BatchedSource(PrometheusSource(settings.prometheus_url),
+            self.source: SourceLike = BatchedSource(PrometheusSource(settings.prometheus_url),
                                         slack=2 * settings.detect_interval_seconds + 30)
         else:
             max_points = int(settings.retention_seconds / settings.scrape_interval_seconds) + 10
@@ -174,7 +175,11 @@ class Runtime:
     def _owned(self, models: list[str], now: float) -> list[str]:
         """The models this replica owns this cycle; orphaned and pending actions of them are taken care of."""
         assert self.replicas is not None
+        before = set(self.replicas.owned)
         owned = self.replicas.assign(models, now)
+        for model in sorted(before - set(owned)):
+            self.loop._write_baselines(model, now)     # the new owner starts from what was learned here
+            self.retire(model, "another replica owns it now")
         orphans, pending = self.replicas.in_flight_elsewhere()
         if orphans:
             fixed = self.remediator.reconcile(ids=orphans)
@@ -185,8 +190,9 @@ class Runtime:
         self._queued = pending
         return owned
 
-    def retire(self, model: str) -> None:
-        """A model whose sidecars are gone: its in-memory detection state goes; its incidents stay."""
+    def retire(self, model: str, why: str = "its targets are gone") -> None:
+        """A model this process stops watching (sidecars gone, or another replica owns it now): its in-memory
+        detection state goes; its incidents stay. (Switch to the loop's own eviction once it has one.)"""
         self.loop._models.pop(model, None)
         self.loop.last_readings.pop(model, None)
         self.loop._saved_at.pop(model, None)
@@ -194,7 +200,7 @@ class Runtime:
             state = getattr(spec, "_state", None)
             if isinstance(state, dict):
                 state.pop(model, None)
-        log.info("model %s retired: its targets are gone", model)
+        log.info("model %s retired here: %s", model, why)
 
     def discover_job(self) -> None:
         if self.discovery is None:

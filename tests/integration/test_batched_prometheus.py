@@ -47,6 +47,8 @@ def test_every_models_read_of_a_signal_is_answered_by_one_query(prometheus: Prom
                    for m in MODELS}
             assert transport.queries == ['model_latency_seconds{quantile="0.9"}']
             for i, m in enumerate(MODELS):
+                assert len(got[m]) == 1, (m, {k: len(v) for k, v in got.items()}, now,
+                                          direct.read_by_model("model_latency_seconds", {}, now - 60, now, 1.0))
                 (s,) = got[m]
                 assert s.values[-1] == 0.1 * (i + 1)
                 assert dict(s.labels)["model"] == m
