@@ -3,9 +3,9 @@
 Detection reads every signal of every model for the same instant ``end`` (the cycle's ``now``). The first
 read of a metric in a cycle asks the wrapped source for every model at once (``read_by_model``, one
 PromQL ``query_range`` without a model matcher) over a window reaching ``slack`` seconds before the
-first model's cursor; the other models' reads of that metric are answered from that answer. A read
-reaching further back than the batch (a model seen for the first time, a verification window) goes
-to the wrapped source for that model alone. A new ``end`` starts a new cycle and drops the batch.
+first model's cursor, on a grid that ends at ``end``; the other models' reads of that metric are
+answered from that answer. A read reaching further back than the batch (a model seen for the first
+time, a verification window) goes to the wrapped source for that model alone. A new ``end`` starts a new cycle and drops the batch.
 
     >>> src = BatchedSource(PrometheusSource("http://127.0.0.1:9090"), slack=60)   # doctest: +SKIP
     >>> src.read("model_up", {"model": "a"}, t - 30, t, 10)   # one query for all models  # doctest: +SKIP
@@ -68,8 +68,9 @@ class BatchedSource:
                 self._end = end
             batch = self._batches.get(key)
             if batch is None:
-                # Aligned to the step so every cycle evaluates Prometheus on the same grid.
-                qstart = math.floor((start - self.slack) / step) * step if step > 0 else start - self.slack
+                # A grid that ends at ``end``: the newest samples are evaluated, as in a per-model read.
+                span = max(end - (start - self.slack), 0.0)
+                qstart = end - math.ceil(span / step) * step if step > 0 else start - self.slack
                 batch = _Batch(qstart, self.inner.read_by_model(metric, rest, qstart, end, step))
                 self._batches[key] = batch
                 self.batched_queries += 1
