@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "incidentd.commands.inject",
     "incidentd.commands.bench",
     "incidentd.commands.registry",
+    "incidentd.commands.db",
 )
 
 

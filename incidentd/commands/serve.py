@@ -14,6 +14,10 @@ def serve(
     prometheus: str | None = typer.Option(None, "--prometheus", help="Read metrics from this Prometheus."),
     model_server: str | None = typer.Option(None, "--model-server", help="Model server admin base URL."),
     database: Path | None = typer.Option(None, help="SQLite file (default incidentd.db)."),
+    database_url: str | None = typer.Option(None, "--database-url",
+                                            help="State database URL, e.g. postgresql+psycopg://u@h/db."),
+    migrate: bool | None = typer.Option(None, "--migrate/--no-migrate",
+                                        help="Run schema migrations at start (default: SQLite only)."),
     log_level: str = typer.Option("INFO", help="Log level."),
 ) -> None:
     """Run the incident service: scrape, detect, diagnose, remediate, verify; serve the REST API."""
@@ -23,14 +27,15 @@ def serve(
     from incidentd import logs
     from incidentd.api.app import create_app
     from incidentd.config import Settings
-    from incidentd.errors import ConfigError
+    from incidentd.errors import ConfigError, StorageError
 
     logs.setup(log_level)
     try:
         settings = Settings.load(config, host=host, port=port, scrape_targets=target or None,
-                                 prometheus_url=prometheus, model_server_url=model_server, database=database)
+                                 prometheus_url=prometheus, model_server_url=model_server, database=database,
+                                 database_url=database_url, database_migrate=migrate)
         app = create_app(settings)
-    except (ConfigError, RuleError) as e:
+    except (ConfigError, RuleError, StorageError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"incidentd serving on http://{settings.host}:{settings.port}", err=True)
