@@ -35,7 +35,8 @@ def test_incidents_round_trip_with_their_timeline(repo: Repository) -> None:
     inc = open_one(repo)
     repo.append_timeline(inc.id, TimelineEntry(1001.0, TimelineKind.ACKNOWLEDGED, "hello", {"k": 1}))
     assert repo.incident(inc.id).to_dict() == inc.to_dict()
-    assert repo.active_incident(inc.dedup_key).id == inc.id
+    active = repo.active_incident(inc.dedup_key)
+    assert active is not None and active.id == inc.id
     assert [i.id for i in repo.incidents(status=IncidentStatus.OPEN, model="m")] == [inc.id]
     assert repo.incidents(model="other") == []
     assert [e.kind for e in repo.timeline(inc.id)][-1] is TimelineKind.ACKNOWLEDGED
