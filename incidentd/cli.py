@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "incidentd.commands.bench",
     "incidentd.commands.registry",
     "incidentd.commands.keys",
+    "incidentd.commands.db",
 )
 
 

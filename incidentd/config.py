@@ -208,6 +208,26 @@ class SecuritySettings(BaseModel):
     insecure: bool = False                    # allow a non-loopback bind without credentials (--insecure)
 
 
+class DiscoverySettings(BaseModel):
+    """Scrape targets beside ``scrape_targets``: the sidecars a Prometheus scrapes (by job / labels), or a
+    Prometheus ``file_sd`` file. A model whose targets all disappear is retired (state evicted)."""
+
+    model_config = ConfigDict(extra="forbid")
+    prometheus_url: str | None = None
+    job: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    file_sd: Path | None = None
+    refresh_seconds: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _has_source(self) -> DiscoverySettings:
+        if not self.prometheus_url and self.file_sd is None:
+            raise ValueError("discovery needs prometheus_url or file_sd")
+        if self.prometheus_url and not self.prometheus_url.startswith(("http://", "https://")):
+            raise ValueError(f"{self.prometheus_url!r} is not an http(s) URL")
+        return self
+
+
 class Settings(BaseSettings):
     """Everything the service needs to run. Unknown keys are errors, not silently ignored."""
 
@@ -216,6 +236,14 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     database: Path = Path("incidentd.db")
+    # Issue 16: a SQLAlchemy URL (postgresql+psycopg://user:pass@host/db) instead of the SQLite file; schema
+    # migrations at start (default: yes for SQLite, no for PostgreSQL: `incidentd db upgrade`); retention.
+    database_url: str | None = None
+    database_migrate: bool | None = None
+    retention_days: float = Field(90.0, gt=0)
+    replica_id: str | None = None           # a name for this replica's leases (default host:pid)
+    lease_seconds: float | None = Field(None, gt=0)   # default 1.5 detection intervals
+    discovery: DiscoverySettings | None = None
     scrape_targets: list[str] = Field(default_factory=list)
     scrape_interval_seconds: float = Field(10.0, gt=0)
     detect_interval_seconds: float = Field(10.0, gt=0)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -80,6 +80,8 @@ class DetectionLoop:
         self.last_readings: dict[str, dict[str, SignalReading]] = {}
         self.cycles = 0
         self._saved_at: dict[str, float] = {}
+        # Replicas: narrows the models seen to those this process owns (a lease in the database).
+        self.owned: Callable[[list[str], float], list[str]] | None = None
 
     # ------------------------------------------------------------------ discovery and context
 
@@ -130,6 +132,8 @@ class DetectionLoop:
         active: dict[str, list[str]] = {}
         incidents: dict[str, str | None] = {}
         models = self.models(now)
+        if self.owned is not None:
+            models = self.owned(models, now)
         for model in models:
             try:
                 inc = self._cycle_model(model, now)
@@ -155,20 +159,29 @@ class DetectionLoop:
             known |= spec.models()
         gone = sorted(m for m in known if now - self._models.get(m, _ModelState()).seen_at >= after)
         for model in gone:
-            if model in self._models:
-                try:
-                    self._write_baselines(model, now)
-                except Exception:   # boundary: a failed save is logged; the model is forgotten anyway
-                    log.exception("could not save the baselines of %s before forgetting it", model)
-            for spec in self.specs.values():
-                spec.forget_model(model)
-            self._models.pop(model, None)
-            self.last_readings.pop(model, None)
-            self._saved_at.pop(model, None)
-            if self.remediator is not None:
-                self.remediator.forget(model)
+            self.forget(model, now)
             log.info("forgot %s: not seen for %.0fs (baselines saved)", model, after)
         return gone
+
+    def forget(self, model: str, now: float) -> None:
+        """Drop every piece of in-memory state about one model, saving its learned baselines first.
+
+        Used by :meth:`evict` and by whoever stops watching a model for another reason (its targets are
+        gone, or another replica owns it now): the next process to watch it starts from the saved baselines.
+        Its incidents and actions stay in the store.
+        """
+        if model in self._models:
+            try:
+                self._write_baselines(model, now)
+            except Exception:   # boundary: a failed save is logged; the model is forgotten anyway
+                log.exception("could not save the baselines of %s before forgetting it", model)
+        for spec in self.specs.values():
+            spec.forget_model(model)
+        self._models.pop(model, None)
+        self.last_readings.pop(model, None)
+        self._saved_at.pop(model, None)
+        if self.remediator is not None:
+            self.remediator.forget(model)
 
     # ------------------------------------------------------------------ baselines across restarts
 

@@ -13,9 +13,12 @@ from pydantic import BaseModel
 
 from diagnosis.catalog import CatalogSettings, default_catalog
 from diagnosis.rules import DEFAULT_PACK, RuleEngine
+from diagnosis.signals import SourceLike
 from diagnosis.types import IncidentStatus
 from incidentd.config import Settings
+from incidentd.discovery import FileSDTargets, PrometheusTargets, TargetDiscovery, TargetSource
 from incidentd.pipeline import DetectionLoop
+from incidentd.replicas import Replicas, default_replica_id
 from incidentd.server_control import THIRD_PARTY, server_control
 from incidentd.store import Store
 from incidentd.tsdb import EmbeddedStore, Scraper
@@ -29,8 +32,6 @@ from remediation.runner import ActionRunner
 log = logging.getLogger(__name__)
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
-
-    from incidentd.sources.prometheus import PrometheusSource
 
 T = TypeVar("T", bound="DataclassInstance")
 
@@ -72,18 +73,37 @@ class Runtime:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.metrics = ServiceMetrics()
-        self.store = Store(settings.database)
+        self.store = Store(settings.database_url or settings.database, migrate_schema=settings.database_migrate,
+                           registry=self.metrics.registry)
         self.embedded: EmbeddedStore | None = None
         self.scraper: Scraper | None = None
-        self.source: PrometheusSource | EmbeddedStore
+        self.source: SourceLike
         if settings.prometheus_url:
+            from incidentd.sources.batch import BatchedSource
             from incidentd.sources.prometheus import PrometheusSource
-            self.source = PrometheusSource(settings.prometheus_url)
+
+            # One query per signal for all models (issue 16), not one per model and signal.
+            self.source = BatchedSource(PrometheusSource(settings.prometheus_url),
+                                        slack=2 * settings.detect_interval_seconds + 30)
         else:
             max_points = int(settings.retention_seconds / settings.scrape_interval_seconds) + 10
             self.embedded = EmbeddedStore(settings.retention_seconds, max_points=max_points)
             self.scraper = Scraper(self.embedded, settings.scrape_targets)
             self.source = self.embedded
+        self.discovery: TargetDiscovery | None = None
+        if settings.discovery is not None:
+            if self.scraper is None or self.embedded is None:
+                from incidentd.errors import ConfigError
+                raise ConfigError("discovery feeds the embedded store's scraper; with prometheus_url, "
+                                  "Prometheus discovers the sidecars itself")
+            ds = settings.discovery
+            sources: list[TargetSource] = []
+            if ds.prometheus_url:
+                sources.append(PrometheusTargets(ds.prometheus_url, job=ds.job, labels=ds.labels))
+            if ds.file_sd is not None:
+                sources.append(FileSDTargets(ds.file_sd, labels=ds.labels))
+            self.discovery = TargetDiscovery(settings.scrape_targets, sources, self.scraper, self.embedded,
+                                             on_retire=self.retire)
         packs: list[Path | str] = [*([DEFAULT_PACK] if settings.use_default_rules else []), *settings.rules]
         self.engine = RuleEngine.load(packs)
         # per-model SLOs and memory limits from settings.models reach the catalog
@@ -113,12 +133,21 @@ class Runtime:
         ctx = ActionContext(self.admin, self.process or restarter,
                             {"bounds": rs.clamp_bounds, "margin": rs.clamp_margin}, rollout,
                             template) if self.admin else None
+        # Replicas share the models through leases when the state is in PostgreSQL.
+        self.replicas: Replicas | None = None
+        if not self.store.is_sqlite:
+            self.replicas = Replicas(self.store, settings.replica_id or default_replica_id(),
+                                     settings.lease_seconds or 1.5 * settings.detect_interval_seconds)
         self.remediator = ActionRunner(self.store, policy, ctx,
                                        on_outcome=lambda k, o: self.metrics.actions.labels(k, o).inc(),
                                        approval_rules=ApprovalRules(rs.approval_timeout_seconds,
-                                                                    rs.two_person_approval))
+                                                                    rs.two_person_approval),
+                                       guard=self.replicas.may_execute if self.replicas else None)
         self.loop = DetectionLoop(settings, self.source, self.store, self.engine, self.specs, self.remediator,
                                   self.admin, step=settings.scrape_interval_seconds)
+        self._queued: set[str] = set()
+        if self.replicas is not None:
+            self.loop.owned = self._owned
         self.mirror = None
         if settings.elasticsearch_url:
             from collector.elasticsearch import ElasticsearchSink
@@ -163,6 +192,57 @@ class Runtime:
             self.metrics.errors.labels("scrape").inc()
             log.exception("scrape job failed")
 
+    def _owned(self, models: list[str], now: float) -> list[str]:
+        """The models this replica owns this cycle; orphaned and pending actions of them are taken care of."""
+        assert self.replicas is not None
+        before = set(self.replicas.owned)
+        owned = self.replicas.assign(models, now)
+        for model in sorted(before - set(owned)):
+            # the baselines are saved first: the new owner starts from what was learned here
+            self.retire(model, "another replica owns it now", now)
+        orphans, pending = self.replicas.in_flight_elsewhere()
+        if orphans:
+            fixed = self.remediator.reconcile(ids=orphans)
+            log.warning("replica %s reconciled %d actions orphaned by a replica that died: %s", self.replicas.id,
+                        len(fixed), ", ".join(fixed))
+        for action_id in sorted(pending - self._queued):
+            self.remediator.execute_later(action_id)
+        self._queued = pending
+        return owned
+
+    def retire(self, model: str, why: str = "its targets are gone", now: float | None = None) -> None:
+        """A model this process stops watching (sidecars gone, or another replica owns it now): its in-memory
+        detection state goes (the loop's per-model eviction, baselines saved first); its incidents stay."""
+        self.loop.forget(model, time.time() if now is None else now)
+        log.info("model %s retired here: %s", model, why)
+
+    def discover_job(self) -> None:
+        if self.discovery is None:
+            return
+        try:
+            self.discovery.refresh()
+        except Exception:
+            self.metrics.errors.labels("discovery").inc()
+            log.exception("target discovery failed")
+
+    def expire_job(self) -> None:
+        if self.embedded is None:
+            return
+        try:
+            self.embedded.expire()
+        except Exception:
+            self.metrics.errors.labels("expire").inc()
+            log.exception("expiry of the embedded store failed")
+
+    def prune_job(self) -> None:
+        try:
+            report = self.store.prune(time.time(), self.settings.retention_days * 86400.0)
+            if report.total:
+                log.info("retention pruned %d rows (%s)", report.total, report)
+        except Exception:
+            self.metrics.errors.labels("prune").inc()
+            log.exception("retention pruning failed")
+
     def detect_job(self) -> None:
         t0 = time.perf_counter()
         try:
@@ -184,13 +264,22 @@ class Runtime:
             return
         if self.process is not None:
             self.process.start()
-        reconciled = self.remediator.reconcile()
+        # With replicas, orphans are reconciled per model by whoever owns it (see _owned), not all at start.
+        reconciled = self.remediator.reconcile() if self.replicas is None else []
         if reconciled:
             log.warning("reconciled %d actions interrupted by a restart", len(reconciled))
         s = self.settings
+        if self.discovery is not None:
+            self.discover_job()
+            self.scheduler.add_job(self.discover_job, "interval", seconds=s.discovery.refresh_seconds,  # type: ignore[union-attr]
+                                   id="discover")
         if self.scraper is not None:
             self.scheduler.add_job(self.scrape_job, "interval", seconds=s.scrape_interval_seconds, id="scrape")
+            # Expiry walks every series, so it runs on its own timer, not after each scrape.
+            self.scheduler.add_job(self.expire_job, "interval", seconds=max(60.0, s.scrape_interval_seconds),
+                                   id="expire")
         self.scheduler.add_job(self.detect_job, "interval", seconds=s.detect_interval_seconds, id="detect")
+        self.scheduler.add_job(self.prune_job, "interval", seconds=3600.0, id="prune")
         self.scheduler.start()
         self.started = True
 
@@ -203,6 +292,11 @@ class Runtime:
             except Exception:   # boundary: stopping must finish even if the store is unwritable
                 log.exception("could not save learned baselines")
         self.remediator.close()
+        if self.replicas is not None:
+            try:
+                self.replicas.leave()
+            except Exception:   # boundary: stopping must finish; the leases then simply expire
+                log.exception("could not hand back this replica's leases")
         if self.mirror is not None:
             self.mirror.sink.close()
         if self.scraper is not None:

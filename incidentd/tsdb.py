@@ -2,34 +2,148 @@
 
 It implements the same ``Source`` interface as the Prometheus source, so detection code does not know
 which one it reads.
+
+Built to stay linear in the number of models (issue 16): series are indexed model -> metric -> labels,
+so a read for one model touches only that model's series; each series keeps its points in two numpy
+arrays used as a ring (16 bytes a point), and a read bisects them for the window it asks for; expiry
+runs on a timer (``expire``, scheduled by the service), never as a walk of every series after every
+scrape; a scrape reuses the series it resolved on the previous scrape of the same target instead of
+re-parsing every label set.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
 from incidentd.sources.base import Series
 
 log = logging.getLogger(__name__)
 
+Labels = tuple[tuple[str, str], ...]
+NO_MODEL = ""            # index bucket of series without a ``model`` label
+_FIRST_CAPACITY = 16
 
-@dataclass(slots=True)
-class _Buffer:
-    labels: tuple[tuple[str, str], ...]
-    points: deque
+
+class _Ring:
+    """Time-ordered points of one series: two float64 arrays used as a ring of at most ``limit`` points."""
+
+    __slots__ = ("name", "labels", "ts", "vs", "head", "size", "limit")
+
+    def __init__(self, name: str, labels: Labels, limit: int):
+        self.name = name
+        self.labels = labels
+        self.limit = max(1, limit)
+        cap = min(_FIRST_CAPACITY, self.limit)
+        self.ts = np.empty(cap, dtype=np.float64)
+        self.vs = np.empty(cap, dtype=np.float64)
+        self.head = 0      # index of the oldest point
+        self.size = 0
+
+    @property
+    def last_t(self) -> float:
+        return float(self.ts[(self.head + self.size - 1) % len(self.ts)]) if self.size else -np.inf
+
+    def _linear(self) -> tuple[np.ndarray, np.ndarray]:
+        cap = len(self.ts)
+        idx = (self.head + np.arange(self.size)) % cap
+        return self.ts[idx], self.vs[idx]
+
+    def _resize(self, cap: int) -> None:
+        ts, vs = self._linear()
+        self.ts = np.empty(cap, dtype=np.float64)
+        self.vs = np.empty(cap, dtype=np.float64)
+        self.ts[:self.size], self.vs[:self.size] = ts, vs
+        self.head = 0
+
+    def append(self, t: float, v: float) -> None:
+        last = self.last_t
+        if t == last:                   # the same sample scraped twice: keep the newer value
+            self.vs[(self.head + self.size - 1) % len(self.ts)] = v
+            return
+        if t < last:                    # out of order (rare): insert where it belongs
+            ts, vs = self._linear()
+            i = int(np.searchsorted(ts, t))
+            if i < self.size and ts[i] == t:
+                vs[i] = v
+                ts_new, vs_new = ts, vs
+            else:
+                ts_new, vs_new = np.insert(ts, i, t), np.insert(vs, i, v)
+            if len(ts_new) > self.limit:
+                ts_new, vs_new = ts_new[-self.limit:], vs_new[-self.limit:]
+            cap = max(len(self.ts), len(ts_new))
+            self.ts = np.empty(cap, dtype=np.float64)
+            self.vs = np.empty(cap, dtype=np.float64)
+            self.size = len(ts_new)
+            self.ts[:self.size], self.vs[:self.size] = ts_new, vs_new
+            self.head = 0
+            return
+        cap = len(self.ts)
+        if self.size == cap and cap < self.limit:
+            self._resize(min(cap * 2, self.limit))
+            cap = len(self.ts)
+        if self.size == cap:            # full at the limit: overwrite the oldest
+            self.ts[self.head], self.vs[self.head] = t, v
+            self.head = (self.head + 1) % cap
+            return
+        i = (self.head + self.size) % cap
+        self.ts[i], self.vs[i] = t, v
+        self.size += 1
+
+    def _segments(self) -> list[tuple[int, int]]:
+        """The ring as at most two contiguous, time-ordered index ranges [a, b)."""
+        cap = len(self.ts)
+        end = self.head + self.size
+        if end <= cap:
+            return [(self.head, end)]
+        return [(self.head, cap), (0, end - cap)]
+
+    def window(self, start: float, end: float) -> tuple[np.ndarray, np.ndarray]:
+        """Points with start <= t <= end, found by bisection: only the window is copied."""
+        parts_t, parts_v = [], []
+        for a, b in self._segments():
+            seg = self.ts[a:b]
+            lo = int(np.searchsorted(seg, start, side="left"))
+            hi = int(np.searchsorted(seg, end, side="right"))
+            if hi > lo:
+                parts_t.append(seg[lo:hi])
+                parts_v.append(self.vs[a + lo:a + hi])
+        if not parts_t:
+            return np.empty(0), np.empty(0)
+        if len(parts_t) == 1:
+            return parts_t[0], parts_v[0]
+        return np.concatenate(parts_t), np.concatenate(parts_v)
+
+    def drop_before(self, horizon: float) -> None:
+        dropped = 0
+        for a, b in self._segments():
+            seg = self.ts[a:b]
+            k = int(np.searchsorted(seg, horizon, side="left"))
+            dropped += k
+            if k < b - a:
+                break
+        if dropped:
+            self.head = (self.head + dropped) % len(self.ts)
+            self.size -= dropped
+            if self.size == 0:
+                self.head = 0
+
+    def nbytes(self) -> int:
+        return int(self.ts.nbytes + self.vs.nbytes)
 
 
 class EmbeddedStore:
-    """Bounded in-memory series, keyed like Prometheus (name + sorted labels).
+    """Bounded in-memory series, keyed like Prometheus (name + sorted labels), indexed by model.
 
         >>> store = EmbeddedStore(retention_seconds=900, max_points=2000)
         >>> store.ingest_text('model_up{model="m"} 1\\n', at=100.0)
+        1
         >>> store.read("model_up", {"model": "m"}, 0, 200, 1)[0].values
         (1.0,)
     """
@@ -37,80 +151,218 @@ class EmbeddedStore:
     def __init__(self, retention_seconds: float = 1800.0, max_points: int = 4000):
         self.retention = retention_seconds
         self.max_points = max_points
-        self._series: dict[str, dict[tuple, _Buffer]] = {}
+        # model -> metric -> labels -> ring
+        self._index: dict[str, dict[str, dict[Labels, _Ring]]] = {}
+        # per ingest source (a target), the ring each exposition line resolved to last time
+        self._resolved: dict[tuple[str, tuple[tuple[str, str], ...]], dict[str, _Ring]] = {}
         self._lock = threading.Lock()
+        self.out_of_order = 0
+        self.expired_series = 0
 
-    def ingest_text(self, text: str, at: float, extra_labels: dict[str, str] | None = None) -> int:
-        """Parse Prometheus exposition text (with the official parser) and append every sample at ``at``."""
-        n = 0
+    # ------------------------------------------------------------------ ingest
+
+    def _ring(self, name: str, labels: Labels) -> _Ring:
+        model = dict(labels).get("model", NO_MODEL)
+        by_labels = self._index.setdefault(model, {}).setdefault(name, {})
+        ring = by_labels.get(labels)
+        if ring is None:
+            ring = by_labels[labels] = _Ring(name, labels, self.max_points)
+        return ring
+
+    def _resolve(self, key: str, extra: dict[str, str]) -> list[_Ring]:
+        """The rings one exposition series key (``name{labels}``) stands for, parsed by the official parser."""
+        rings = []
+        for family in text_string_to_metric_families(key + " 0\n"):
+            for sample in family.samples:
+                rings.append(self._ring(sample.name, tuple(sorted({**sample.labels, **extra}.items()))))
+        if len(rings) != 1:
+            raise ValueError(f"cannot parse exposition line {key!r}")
+        return rings
+
+    def ingest_text(self, text: str, at: float, extra_labels: dict[str, str] | None = None,
+                    origin: str | None = None) -> int:
+        """Parse Prometheus exposition text and append every sample at ``at`` (or its own timestamp).
+
+        ``origin`` names where the text came from (a target): lines seen in its previous scrape map
+        straight to their series. Raises ``ValueError`` on a line that is not valid exposition format.
+        """
         extra = extra_labels or {}
+        cache_key = (origin, tuple(sorted(extra.items()))) if origin is not None else None
+        n = 0
         with self._lock:
-            for family in text_string_to_metric_families(text):
-                for sample in family.samples:
-                    labels = tuple(sorted({**sample.labels, **extra}.items()))
-                    by_labels = self._series.setdefault(sample.name, {})
-                    buf = by_labels.get(labels)
-                    if buf is None:
-                        buf = by_labels[labels] = _Buffer(labels, deque(maxlen=self.max_points))
-                    ts = sample.timestamp if sample.timestamp is not None else at
-                    buf.points.append((float(ts), float(sample.value)))
-                    n += 1
-            self._expire(at)
+            seen = self._resolved.get(cache_key, {}) if cache_key is not None else {}
+            fresh: dict[str, _Ring] = {}
+            for raw in text.splitlines():
+                line = raw.strip()
+                if not line or line[0] == "#":
+                    continue
+                brace = line.rfind("}")
+                if brace >= 0:
+                    key, rest = line[:brace + 1], line[brace + 1:].split()
+                else:
+                    parts = line.split()
+                    key, rest = parts[0], parts[1:]
+                if not rest or len(rest) > 2:
+                    raise ValueError(f"not an exposition sample line: {line[:200]!r}")
+                try:
+                    value = float(rest[0])
+                    ts = float(rest[1]) / 1000.0 if len(rest) == 2 else at
+                except ValueError:
+                    raise ValueError(f"not an exposition sample line: {line[:200]!r}") from None
+                ring = seen.get(key) or fresh.get(key)
+                if ring is None:
+                    ring = self._resolve(key, extra)[0]
+                fresh[key] = ring
+                if ts < ring.last_t:
+                    self.out_of_order += 1
+                ring.append(ts, value)
+                n += 1
+            if cache_key is not None:
+                self._resolved[cache_key] = fresh
         return n
 
-    def _expire(self, now: float) -> None:
+    # ------------------------------------------------------------------ expiry (on a timer, not per scrape)
+
+    def expire(self, now: float | None = None) -> int:
+        """Drop points older than the retention and series left empty; returns the series removed."""
+        now = time.time() if now is None else now
         horizon = now - self.retention
-        for name, by_labels in list(self._series.items()):
-            for labels, buf in list(by_labels.items()):
-                while buf.points and buf.points[0][0] < horizon:
-                    buf.points.popleft()
-                if not buf.points:
-                    del by_labels[labels]
-            if not by_labels:
-                del self._series[name]
+        removed = 0
+        with self._lock:
+            for model in list(self._index):
+                by_metric = self._index[model]
+                for name in list(by_metric):
+                    by_labels = by_metric[name]
+                    for labels in list(by_labels):
+                        ring = by_labels[labels]
+                        ring.drop_before(horizon)
+                        if ring.size == 0:
+                            del by_labels[labels]
+                            removed += 1
+                    if not by_labels:
+                        del by_metric[name]
+                if not by_metric:
+                    del self._index[model]
+            if removed:
+                live = {id(r) for m in self._index.values() for ls in m.values() for r in ls.values()}
+                for key, lines in list(self._resolved.items()):
+                    self._resolved[key] = {k: r for k, r in lines.items() if id(r) in live}
+            self.expired_series += removed
+        return removed
+
+    def forget_model(self, model: str) -> int:
+        """Remove every series of ``model`` (a retired model); returns how many."""
+        with self._lock:
+            by_metric = self._index.pop(model, {})
+            gone = {id(r) for ls in by_metric.values() for r in ls.values()}
+            for key, lines in list(self._resolved.items()):
+                self._resolved[key] = {k: r for k, r in lines.items() if id(r) not in gone}
+            return len(gone)
+
+    def models_of(self, origin: str) -> set[str]:
+        """The models whose series came from ``origin`` in its last ingest."""
+        with self._lock:
+            return {m for key, lines in self._resolved.items() if key[0] == origin
+                    for r in lines.values() if (m := dict(r.labels).get("model"))}
+
+    def forget_origin(self, origin: str) -> None:
+        """Stop caching the line -> series map of a target that is gone."""
+        with self._lock:
+            for key in [k for k in self._resolved if k[0] == origin]:
+                del self._resolved[key]
+
+    # ------------------------------------------------------------------ reads
+
+    def _buckets(self, metric: str, matchers: dict[str, str]) -> Iterable[dict[Labels, _Ring]]:
+        model = matchers.get("model")
+        if model is not None:
+            b = self._index.get(model, {}).get(metric)
+            return [b] if b else []
+        return [m[metric] for m in self._index.values() if metric in m]
+
+    def _select(self, metric: str, matchers: dict[str, str] | None, start: float, end: float) -> list[Series]:
+        want = (matchers or {}).items()
+        out = []
+        for by_labels in self._buckets(metric, dict(matchers or {})):
+            for labels, ring in by_labels.items():
+                if want:
+                    d = dict(labels)
+                    if any(d.get(k) != v for k, v in want):
+                        continue
+                ts, vs = ring.window(start, end)
+                if len(ts):
+                    out.append(Series(metric, labels, tuple(ts.tolist()), tuple(vs.tolist())))
+        return out
 
     def read(self, metric: str, matchers: dict[str, str] | None, start: float, end: float,
              step: float) -> list[Series]:
-        want = (matchers or {}).items()
-        out = []
         with self._lock:
-            for labels, buf in self._series.get(metric, {}).items():
-                d = dict(labels)
-                if any(d.get(k) != v for k, v in want):
-                    continue
-                pts = [(t, v) for t, v in buf.points if start <= t <= end]
-                if pts:
-                    ts, vs = zip(*pts)
-                    out.append(Series(metric, labels, tuple(ts), tuple(vs)))
+            return self._select(metric, matchers, start, end)
+
+    def read_by_model(self, metric: str, matchers: dict[str, str] | None, start: float, end: float,
+                      step: float) -> dict[str, list[Series]]:
+        """Every model's series of ``metric`` in one call, keyed by the ``model`` label."""
+        out: dict[str, list[Series]] = {}
+        with self._lock:
+            for s in self._select(metric, matchers, start, end):
+                m = s.label("model")
+                if m:
+                    out.setdefault(m, []).append(s)
         return out
+
+    # ------------------------------------------------------------------ introspection
 
     def names(self) -> list[str]:
         with self._lock:
-            return sorted(self._series)
+            return sorted({n for m in self._index.values() for n in m})
+
+    def models(self) -> list[str]:
+        with self._lock:
+            return sorted(m for m in self._index if m != NO_MODEL)
 
     def series_count(self) -> int:
         with self._lock:
-            return sum(len(v) for v in self._series.values())
+            return sum(len(ls) for m in self._index.values() for ls in m.values())
+
+    def point_count(self) -> int:
+        with self._lock:
+            return sum(r.size for m in self._index.values() for ls in m.values() for r in ls.values())
+
+    def array_bytes(self) -> int:
+        """Bytes held by the point arrays (capacity, not just the points stored)."""
+        with self._lock:
+            return sum(r.nbytes() for m in self._index.values() for ls in m.values() for r in ls.values())
 
 
 class Scraper:
-    """Pulls /metrics from each target into the embedded store; a failing target is recorded, not fatal."""
+    """Pulls /metrics from each target into the embedded store; a failing target is recorded, not fatal.
 
-    def __init__(self, store: EmbeddedStore, targets: list[str], timeout: float = 5.0):
+    Targets are fetched by a few threads at once (network waits overlap); parsing happens as each
+    answer arrives. ``targets`` may be replaced between rounds (discovery does).
+    """
+
+    def __init__(self, store: EmbeddedStore, targets: list[str], timeout: float = 5.0,
+                 client: httpx.Client | None = None, workers: int = 8):
         self.store = store
         self.targets = list(targets)
-        self._client = httpx.Client(timeout=timeout)
+        self._client = client or httpx.Client(timeout=timeout)
+        self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="scrape")
         self.failures: dict[str, int] = {t: 0 for t in self.targets}
         self.last_error: dict[str, str] = {}
+
+    def _fetch(self, target: str) -> str:
+        resp = self._client.get(target.rstrip("/") + "/metrics")
+        resp.raise_for_status()
+        return resp.text
 
     def scrape_once(self, now: float | None = None) -> int:
         now = time.time() if now is None else now
         total = 0
-        for target in self.targets:
+        targets = list(self.targets)
+        futures = {t: self._pool.submit(self._fetch, t) for t in targets}
+        for target, fut in futures.items():
             try:
-                resp = self._client.get(target.rstrip("/") + "/metrics")
-                resp.raise_for_status()
-                total += self.store.ingest_text(resp.text, now)
+                total += self.store.ingest_text(fut.result(), now, origin=target)
                 self.last_error.pop(target, None)
             except (httpx.HTTPError, ValueError) as e:
                 self.failures[target] = self.failures.get(target, 0) + 1
@@ -119,6 +371,5 @@ class Scraper:
         return total
 
     def close(self) -> None:
+        self._pool.shutdown(wait=True)
         self._client.close()
-
-

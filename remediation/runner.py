@@ -66,6 +66,13 @@ class ActionStore(Protocol):
     def save_evidence(self, ev: Evidence) -> None: ...
 
 
+class ExecutionGuard(Protocol):
+    """Replicas: may this process run the action now? (It holds the model's lease and won the atomic claim
+    of the action row.) Checked right before an action executes; False means another replica runs it."""
+
+    def __call__(self, rec: ActionRecord) -> bool: ...
+
+
 def _no_outcome(kind: str, outcome: str) -> None:
     return None
 
@@ -75,9 +82,10 @@ class ActionRunner:
 
     def __init__(self, store: ActionStore, policy: Policy, ctx: ActionContext | None,
                  on_outcome: Callable[[str, str], None] | None = None, clock: Callable[[], float] = time.time,
-                 approval_rules: approval.ApprovalRules | None = None):
+                 approval_rules: approval.ApprovalRules | None = None, guard: ExecutionGuard | None = None):
         self.store = store
         self.approval = approval_rules or approval.ApprovalRules()
+        self.guard = guard      # replicas: may this process run the action now (lease held, claim won)?
         self.policy = policy
         self.ctx = ctx
         self.clock = clock
@@ -251,6 +259,8 @@ class ActionRunner:
         rec = self.store.action(action_id)
         if rec.status is not ActionStatus.EXECUTING or rec.executed_at is not None or rec.plan is None:
             return   # idempotent: an action runs once
+        if self.guard is not None and not self.guard(rec):
+            return   # another replica owns the model or already runs this action
         assert self.ctx is not None
         plan = rec.plan
         t0 = self.clock()
@@ -282,11 +292,16 @@ class ActionRunner:
                                                           **{k: v for k, v in result.data.items()
                                                              if isinstance(v, (str, int, float))}}))
 
-    def reconcile(self) -> list[str]:
-        """After a service restart: actions caught mid-execution are verified rather than re-run blindly."""
+    def execute_later(self, action_id: str) -> None:
+        """Run an action recorded as executing (approved on another replica) on this one's action thread."""
+        self._pool.submit(self._execute, action_id)
+
+    def reconcile(self, model: str | None = None, ids: set[str] | None = None) -> list[str]:
+        """After a service restart (or a replica's death, for the models it owned): actions caught
+        mid-execution are verified rather than re-run blindly."""
         fixed = []
-        for rec in self.records():
-            if rec.status is ActionStatus.EXECUTING:
+        for rec in self.records(model=model):
+            if rec.status is ActionStatus.EXECUTING and (ids is None or rec.id in ids):
                 now = self.clock()
                 rec = replace(rec, executed_at=rec.executed_at or now, verify_deadline=now + self.policy.verify_seconds,
                               status=ActionStatus.VERIFYING)

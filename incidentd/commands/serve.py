@@ -14,6 +14,10 @@ def serve(
     prometheus: str | None = typer.Option(None, "--prometheus", help="Read metrics from this Prometheus."),
     model_server: str | None = typer.Option(None, "--model-server", help="Model server admin base URL."),
     database: Path | None = typer.Option(None, help="SQLite file (default incidentd.db)."),
+    database_url: str | None = typer.Option(None, "--database-url",
+                                            help="State database URL, e.g. postgresql+psycopg://u@h/db."),
+    migrate: bool | None = typer.Option(None, "--migrate/--no-migrate",
+                                        help="Run schema migrations at start (default: SQLite only)."),
     log_level: str = typer.Option("INFO", help="Log level."),
     insecure: bool = typer.Option(False, "--insecure",
                                   help="Listen beyond loopback even with no credentials configured (warned at "
@@ -32,16 +36,17 @@ def serve(
     from incidentd.api.app import create_app
     from incidentd.auth.bind import check_bind
     from incidentd.config import Settings
-    from incidentd.errors import ConfigError
+    from incidentd.errors import ConfigError, StorageError
 
     logs.setup(log_level)
     try:
         settings = Settings.load(config, host=host, port=port, scrape_targets=target or None,
-                                 prometheus_url=prometheus, model_server_url=model_server, database=database)
+                                 prometheus_url=prometheus, model_server_url=model_server, database=database,
+                                 database_url=database_url, database_migrate=migrate)
         if insecure:
             settings.security.insecure = True
         app = create_app(settings)
-    except (ConfigError, RuleError) as e:
+    except (ConfigError, RuleError, StorageError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     sec = settings.security

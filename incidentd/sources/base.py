@@ -25,3 +25,9 @@ class Source(Protocol):
         Prometheus evaluates ``query_range`` at that step. Raises ``SourceUnavailable``.
         """
         ...
+
+    def read_by_model(self, metric: str, matchers: dict[str, str] | None, start: float, end: float,
+                      step: float) -> dict[str, list[Series]]:
+        """Every model's series of ``metric`` at once (one query, not one per model), keyed by the
+        ``model`` label; series without one are left out. Raises ``SourceUnavailable``."""
+        ...

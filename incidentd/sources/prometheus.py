@@ -67,6 +67,17 @@ class PrometheusSource:
                                     f"{body.get('errorType', '')} {body.get('error', resp.text[:200])}".strip())
         return self._series(metric, body.get("data", {}).get("result", []))
 
+    def read_by_model(self, metric: str, matchers: dict[str, str] | None, start: float, end: float,
+                      step: float) -> dict[str, list[Series]]:
+        """One ``query_range`` for every model's series of ``metric``, grouped by the ``model`` label."""
+        rest = {k: v for k, v in (matchers or {}).items() if k != "model"}
+        out: dict[str, list[Series]] = {}
+        for s in self.read(metric, rest, start, end, step):
+            m = s.label("model")
+            if m:
+                out.setdefault(m, []).append(s)
+        return out
+
     def _series(self, metric: str, result: list[dict[str, Any]]) -> list[Series]:
         chosen: dict[tuple[tuple[str, str], ...], tuple[bool, Series]] = {}
         for item in result:

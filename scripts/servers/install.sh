@@ -94,6 +94,26 @@ elif is_root; then
   stop_debian_daemons
 fi
 
+# --- PostgreSQL (tests/postgres.py starts its own server: initdb in a temp dir, loopback port) ---
+pg_bindir() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
+if [[ -z "$(pg_bindir)" || ! -x "$(pg_bindir)/initdb" ]]; then
+  if is_root; then
+    log "installing postgresql from Debian"
+    apt_install postgresql
+    for unit in postgresql; do
+      if command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
+        systemctl disable --now "$unit" >/dev/null 2>&1 || true
+      elif [[ -x /etc/init.d/$unit ]]; then
+        /etc/init.d/"$unit" stop >/dev/null 2>&1 || true
+      fi
+    done
+  else
+    log "postgresql missing and not root: install the Debian package 'postgresql' first"
+    exit 1
+  fi
+fi
+PG_BINDIR=$(pg_bindir)
+
 # --- tools the Elasticsearch install needs -------------------------------------------------
 need_pkgs=()
 command -v curl >/dev/null || need_pkgs+=(curl ca-certificates)
@@ -209,6 +229,7 @@ INCIDENTD_ES_HOME=$ES_HOME
 INCIDENTD_ES_VERSION=$ES_VERSION
 INCIDENTD_ES_JAVA_HOME=$ES_JAVA
 INCIDENTD_ES_USER=$ES_USER
+INCIDENTD_PG_BINDIR=$PG_BINDIR
 EOF
 mv "$ENV_FILE.tmp" "$ENV_FILE"
 chmod 644 "$ENV_FILE"

@@ -17,7 +17,7 @@ from .conftest import DASHBOARDS, REPO
 
 COMPOSE = REPO / "docker-compose.yml"
 EXPECTED = {"prometheus", "alertmanager", "elasticsearch", "kibana", "kibana-setup", "grafana", "incidentd",
-            "model-server", "sidecar"}
+            "model-server", "sidecar", "postgres", "incidentd-2"}
 ONE_SHOT = {"kibana-setup"}
 
 

@@ -78,7 +78,8 @@ def test_service_detection_cycle_runs_on_prometheus(two_targets, tmp_path):
     settings = config.Settings(prometheus_url=two_targets.url, database=tmp_path / "incidentd.db")
     rt = runtime_mod.Runtime(settings)
     try:
-        assert isinstance(rt.source, PrometheusSource)
+        # One query per signal for all models (issue 16): a BatchedSource over PrometheusSource.
+        assert isinstance(rt.source.inner, PrometheusSource)
         rt.detect_job()
         rt.detect_job()
         assert rt.metrics.errors.labels("detect")._value.get() == 0

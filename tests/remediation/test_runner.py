@@ -212,3 +212,40 @@ def test_a_blocked_action_is_noted_once_per_reason_until_the_model_is_forgotten(
     assert blocked() == 2, "a forgotten model starts afresh"
     rem.close()
     store.close()
+
+
+def test_a_guard_that_refuses_keeps_the_action_from_running_and_another_runner_runs_it_later(tmp_path, server):
+    store, rem, inc = setup(tmp_path, server, default_mode=ActionMode.APPROVE)
+    asked = []
+
+    def elsewhere(rec):   # as a replica that does not hold the model's lease
+        asked.append(rec.id)
+        return False
+
+    rem.guard = elsewhere
+    inc, rec = rem.consider(inc, BAD_VERSION, ["accuracy"], time.time())
+    rem.approve(rec.id, actor="alice")
+    rem.close()   # waits for the attempt
+    assert asked == [rec.id]
+    assert store.action(rec.id).status is ActionStatus.EXECUTING and current(server) == "v2"
+
+    owner = ActionRunner(store, Policy(verify_seconds=1.0), ActionContext(ModelServerAdmin(server.url)),
+                         guard=lambda r: r.model == "digits")
+    owner.execute_later(rec.id)   # the replica that owns the model picks the approved action up
+    done = wait_status(owner, rec.id, {ActionStatus.VERIFYING, ActionStatus.FAILED})
+    assert done.status is ActionStatus.VERIFYING and current(server) == "v1"
+    owner.execute_later(rec.id)   # once only: an executed action is not run again
+    owner.close()
+    assert [a.event for a in store.action(rec.id).audit].count("executed") == 1
+
+
+def test_reconcile_takes_only_the_named_actions_or_model(tmp_path, server):
+    store, rem, inc = setup(tmp_path, server, default_mode=ActionMode.APPROVE)
+    inc, rec = rem.consider(inc, BAD_VERSION, ["accuracy"], time.time())
+    store.save_action(replace(store.action(rec.id), status=ActionStatus.EXECUTING))
+    rem.close()
+    assert rem.reconcile(ids={"act-someone-else"}) == []
+    assert rem.reconcile(model="another-model") == []
+    assert store.action(rec.id).status is ActionStatus.EXECUTING
+    assert rem.reconcile(model="digits", ids={rec.id}) == [rec.id]
+    assert store.action(rec.id).status is ActionStatus.VERIFYING and current(server) == "v2"

@@ -1,0 +1,15 @@
+"""Durable state behind one repository interface: SQLite (embedded default) or PostgreSQL (replicas).
+
+SQLAlchemy 2 Core tables (``tables``), Alembic migrations (``migrations/``, ``incidentd db upgrade``),
+the repository (``repository``) with the methods the service calls.
+"""
+from incidentd.storage.repository import (
+    ConcurrentUpdate,
+    DuplicateAction,
+    PruneReport,
+    Repository,
+    SchemaOutdated,
+    database_url,
+)
+
+__all__ = ["ConcurrentUpdate", "DuplicateAction", "PruneReport", "Repository", "SchemaOutdated", "database_url"]

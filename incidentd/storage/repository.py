@@ -1,0 +1,576 @@
+"""The repository: durable state of the service on SQLite (embedded default) or PostgreSQL (replicas).
+
+Same public methods as the SQLite-only store it replaces, so callers do not change. Every method is one
+transaction that commits before it returns (a 2xx means the data is durable).
+
+Concurrency: an incident row carries a version; a save of an incident read at version *n* succeeds only
+if the row is still at *n* (optimistic concurrency), else it raises ``ConcurrentUpdate`` and the caller
+re-reads. At most one unresolved incident per dedup key (partial UNIQUE index) and one action per
+idempotency key (UNIQUE) hold across any number of replicas.
+
+    >>> repo = Repository(":memory:")
+    >>> repo.put("k", {"a": 1}); repo.get("k")
+    {'a': 1}
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter
+from sqlalchemy import Connection, Engine, and_, create_engine, delete, event, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.pool import StaticPool
+
+from diagnosis.types import Evidence, Incident, IncidentStatus, TimelineEntry, TimelineKind
+from incidentd.errors import Conflict, NotFound, StorageError
+from incidentd.storage import migrate, tables
+from incidentd.storage.tables import (
+    actions,
+    alert_notifications,
+    api_keys,
+    evidence,
+    incidents,
+    kv,
+    metadata,
+    model_leases,
+    replicas,
+    timeline,
+)
+from remediation.types import ActionRecord, ActionStatus
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RETENTION_SECONDS = 90 * 24 * 3600.0
+_TRACKED = 4096          # incident objects whose read version is remembered
+_CHUNK = 500
+
+
+class ConcurrentUpdate(Conflict):
+    """Someone else changed the row since it was read (another replica, the API): re-read and re-apply."""
+
+
+class DuplicateAction(Conflict):
+    """An action with this idempotency key is already recorded: it must not run again."""
+
+
+class SchemaOutdated(StorageError):
+    """The database is not at the schema revision this code needs; run ``incidentd db upgrade``."""
+
+
+@dataclass(frozen=True, slots=True)
+class PruneReport:
+    """Rows removed by one ``prune``, by table."""
+
+    incidents: int = 0
+    timeline: int = 0
+    evidence: int = 0
+    actions: int = 0
+    notifications: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.incidents + self.timeline + self.evidence + self.actions + self.notifications
+
+
+def database_url(target: Path | str) -> str:
+    """A SQLAlchemy URL: URLs pass through (``postgresql+psycopg://…``), a path becomes a SQLite file."""
+    s = str(target)
+    if "://" in s:
+        if s.startswith(("postgresql://", "postgres://")):
+            s = "postgresql+psycopg://" + s.split("://", 1)[1]     # psycopg 3, not the psycopg2 default
+        return s
+    if s == ":memory:":
+        return "sqlite://"
+    return "sqlite:///" + str(Path(s).resolve())
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        # One connection, serialised by the repository's lock: SQLite has one writer anyway.
+        engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False,
+                                                                          "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            if url != "sqlite://":
+                cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, default=str)
+
+
+class Repository:
+    """Durable state of the service (incidents, timeline, evidence, actions, alert dedup, kv, leases).
+
+        >>> repo = Repository(":memory:")
+        >>> repo.incidents()
+        []
+
+    ``target`` is a SQLite path or a database URL (``postgresql+psycopg://user@host/db``). ``migrate``:
+    bring the schema to the newest revision on open; by default yes for SQLite (embedded, nothing to
+    administer) and no for PostgreSQL, where ``incidentd db upgrade`` (or the ``database_migrate``
+    setting) does it and an outdated schema is a ``SchemaOutdated`` error at start.
+    """
+
+    def __init__(self, target: Path | str, *, migrate_schema: bool | None = None,
+                 registry: CollectorRegistry | None = None):
+        self.url = database_url(target)
+        self.path = str(target)
+        self.is_sqlite = self.url.startswith("sqlite")
+        self._insert = sqlite.insert if self.is_sqlite else postgresql.insert
+        self._lock: threading.RLock | None = threading.RLock() if self.is_sqlite else None
+        # incident id -> row version last read or written here (incidents are frozen values: a change is a
+        # new object, so the version follows the incident's id, not the object)
+        self._versions: OrderedDict[str, int] = OrderedDict()
+        self._vlock = threading.Lock()
+        if self.is_sqlite and self.url != "sqlite://":
+            Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.engine = make_engine(self.url)
+            if migrate_schema if migrate_schema is not None else self.is_sqlite:
+                migrate.upgrade(self.engine)
+            self._check_schema()
+        except SQLAlchemyError as e:
+            raise StorageError(f"cannot open the database {self._safe_url()}: {e.__class__.__name__}: "
+                               f"{str(e).splitlines()[0]}") from e
+        self.pruned = Counter("incidentd_storage_pruned_rows_total",
+                              "Rows removed by retention (resolved incidents and their evidence), by table.",
+                              ["table"], registry=registry if registry is not None else CollectorRegistry())
+
+    def _safe_url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True) if hasattr(self, "engine") else self.url
+
+    def _check_schema(self) -> None:
+        with self.engine.connect() as conn:
+            at, want = migrate.current(conn), migrate.head()
+        if at != want:
+            raise SchemaOutdated(f"database {self._safe_url()} is at schema revision {at or 'none'}, this "
+                                 f"incidentd needs {want}: run `incidentd db upgrade` (or set database_migrate)")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------ plumbing
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        """One transaction; IntegrityError passes through for the caller, other failures are StorageError."""
+        if self._lock is not None:
+            self._lock.acquire()
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except IntegrityError:
+            raise
+        except (DBAPIError, SQLAlchemyError) as e:
+            raise StorageError(f"database write failed: {e.__class__.__name__}: {str(e).splitlines()[0]}") from e
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+
+    def _rows(self, stmt: Any) -> Sequence[Any]:
+        if self._lock is not None:
+            self._lock.acquire()
+        try:
+            with self.engine.connect() as conn:
+                return conn.execute(stmt).all()
+        except (DBAPIError, SQLAlchemyError) as e:
+            raise StorageError(f"database read failed: {e.__class__.__name__}: {str(e).splitlines()[0]}") from e
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+
+    def _upsert(self, conn: Connection, table: Any, values: dict[str, Any], keys: list[str]) -> None:
+        stmt = self._insert(table).values(**values)
+        stmt = stmt.on_conflict_do_update(index_elements=keys,
+                                          set_={k: v for k, v in values.items() if k not in keys})
+        conn.execute(stmt)
+
+    # ------------------------------------------------------------ incident versions (optimistic concurrency)
+
+    def _track(self, inc: Incident, version: int) -> None:
+        with self._vlock:
+            self._versions[inc.id] = version
+            self._versions.move_to_end(inc.id)
+            while len(self._versions) > _TRACKED:
+                self._versions.popitem(last=False)
+
+    def _version_of(self, inc: Incident) -> int | None:
+        with self._vlock:
+            return self._versions.get(inc.id)
+
+    def _incident(self, doc: str, version: int) -> Incident:
+        inc = Incident.from_dict(json.loads(doc))
+        self._track(inc, version)
+        return inc
+
+    # ------------------------------------------------------------ incidents
+
+    def save_incident(self, inc: Incident, timeline: Sequence[TimelineEntry] | None = None) -> None:
+        """Insert a new incident or update one read from here; ``ConcurrentUpdate`` if it changed meanwhile."""
+        values = {"model": inc.model, "dedup_key": inc.dedup_key, "status": inc.status.value,
+                  "opened_at": inc.opened_at, "updated_at": inc.updated_at, "resolved_at": inc.resolved_at,
+                  "doc": _dump(inc.to_dict())}
+        seen = self._version_of(inc)
+        try:
+            with self._tx() as conn:
+                if seen is None:
+                    conn.execute(incidents.insert().values(id=inc.id, row_version=1, **values))
+                    new = 1
+                else:
+                    res = conn.execute(update(incidents)
+                                       .where(incidents.c.id == inc.id, incidents.c.row_version == seen)
+                                       .values(row_version=seen + 1, **values))
+                    if res.rowcount != 1:
+                        raise ConcurrentUpdate(f"incident {inc.id} changed since it was read (version {seen}); "
+                                               f"re-read it")
+                    new = seen + 1
+                for entry in timeline or ():
+                    self._append(conn, inc.id, entry)
+        except IntegrityError as e:
+            raise ConcurrentUpdate(f"incident {inc.id} ({inc.dedup_key}) already exists or another active "
+                                   f"incident has the same key") from e
+        self._track(inc, new)
+
+    def append_timeline(self, incident_id: str, entry: TimelineEntry) -> None:
+        for attempt in range(3):     # two writers may pick the same next seq; the loser tries again
+            try:
+                with self._tx() as conn:
+                    self._append(conn, incident_id, entry)
+                return
+            except IntegrityError as e:
+                if attempt == 2:
+                    raise StorageError(f"could not append to the timeline of {incident_id}: {e.orig}") from e
+
+    @staticmethod
+    def _append(conn: Connection, incident_id: str, entry: TimelineEntry) -> None:
+        seq = conn.execute(select(func.coalesce(func.max(timeline.c.seq), 0) + 1)
+                           .where(timeline.c.incident_id == incident_id)).scalar_one()
+        conn.execute(timeline.insert().values(incident_id=incident_id, seq=seq, at=entry.at, kind=entry.kind.value,
+                                              message=entry.message, data=_dump(entry.data)))
+
+    def incident(self, incident_id: str) -> Incident:
+        rows = self._rows(select(incidents.c.doc, incidents.c.row_version).where(incidents.c.id == incident_id))
+        if not rows:
+            raise NotFound(f"no incident {incident_id!r}")
+        return self._incident(rows[0][0], rows[0][1])
+
+    def incidents(self, status: IncidentStatus | None = None, model: str | None = None,
+                  limit: int = 100) -> list[Incident]:
+        q = select(incidents.c.doc, incidents.c.row_version)
+        if status is not None:
+            q = q.where(incidents.c.status == status.value)
+        if model is not None:
+            q = q.where(incidents.c.model == model)
+        q = q.order_by(incidents.c.opened_at.desc()).limit(limit)
+        return [self._incident(d, v) for d, v in self._rows(q)]
+
+    def active_incident(self, dedup_key: str) -> Incident | None:
+        rows = self._rows(select(incidents.c.doc, incidents.c.row_version)
+                          .where(incidents.c.dedup_key == dedup_key,
+                                 incidents.c.status != IncidentStatus.RESOLVED.value)
+                          .order_by(incidents.c.opened_at.desc()).limit(1))
+        return self._incident(rows[0][0], rows[0][1]) if rows else None
+
+    def timeline(self, incident_id: str) -> list[TimelineEntry]:
+        rows = self._rows(select(timeline.c.at, timeline.c.kind, timeline.c.message, timeline.c.data)
+                          .where(timeline.c.incident_id == incident_id).order_by(timeline.c.seq))
+        return [TimelineEntry(at, TimelineKind(kind), msg, json.loads(data)) for at, kind, msg, data in rows]
+
+    # ------------------------------------------------------------ evidence
+
+    def _evidence_values(self, ev: Evidence) -> dict[str, Any]:
+        return {"id": ev.id, "model": ev.model, "kind": ev.kind.value, "name": ev.name, "at": ev.at,
+                "ended_at": ev.ended_at, "doc": _dump(ev.to_dict())}
+
+    def save_evidence(self, ev: Evidence) -> None:
+        with self._tx() as conn:
+            self._upsert(conn, evidence, self._evidence_values(ev), ["id"])
+
+    def evidence(self, ids: Sequence[str]) -> list[Evidence]:
+        if not ids:
+            return []
+        out: list[Evidence] = []
+        for i in range(0, len(ids), _CHUNK):
+            rows = self._rows(select(evidence.c.doc, evidence.c.at).where(evidence.c.id.in_(list(ids[i:i + _CHUNK]))))
+            out.extend(Evidence.from_dict(json.loads(r[0])) for r in rows)
+        return sorted(out, key=lambda e: e.at)
+
+    def recent_evidence(self, model: str, since: float, kind: str | None = None) -> list[Evidence]:
+        q = select(evidence.c.doc).where(evidence.c.model == model, evidence.c.at >= since)
+        if kind:
+            q = q.where(evidence.c.kind == kind)
+        return [Evidence.from_dict(json.loads(r[0])) for r in self._rows(q.order_by(evidence.c.at))]
+
+    def open_alerts(self, model: str) -> list[Evidence]:
+        """Every alert of the model that is still firing, however long ago it started."""
+        rows = self._rows(select(evidence.c.doc)
+                          .where(evidence.c.model == model, evidence.c.kind == "alert",
+                                 evidence.c.ended_at.is_(None)).order_by(evidence.c.at))
+        return [Evidence.from_dict(json.loads(r[0])) for r in rows]
+
+    def models_with_active_incidents(self) -> list[str]:
+        rows = self._rows(select(incidents.c.model).distinct()
+                          .where(incidents.c.status != IncidentStatus.RESOLVED.value))
+        return [r[0] for r in rows]
+
+    def models_with_open_alerts(self) -> list[str]:
+        rows = self._rows(select(evidence.c.model).distinct()
+                          .where(evidence.c.kind == "alert", evidence.c.ended_at.is_(None)))
+        return [r[0] for r in rows]
+
+    # ------------------------------------------------------------ actions
+
+    def save_action(self, rec: ActionRecord) -> None:
+        """Insert or update an action record; ``DuplicateAction`` when another record already holds its
+        idempotency key."""
+        doc = rec.to_dict()
+        values = {"incident_id": rec.incident_id, "model": rec.model, "kind": rec.kind.value,
+                  "status": rec.status.value, "idempotency_key": rec.idempotency_key or rec.id,
+                  "created_at": rec.created_at, "doc": _dump(doc)}
+        try:
+            with self._tx() as conn:
+                res = conn.execute(update(actions).where(actions.c.id == rec.id).values(**values))
+                if res.rowcount == 0:
+                    conn.execute(actions.insert().values(id=rec.id, **values))
+        except IntegrityError as e:
+            raise DuplicateAction(f"an action with idempotency key {values['idempotency_key']!r} is already "
+                                  f"recorded") from e
+
+    def action(self, action_id: str) -> ActionRecord:
+        rows = self._rows(select(actions.c.doc).where(actions.c.id == action_id))
+        if not rows:
+            raise NotFound(f"no action {action_id!r}")
+        return ActionRecord.from_dict(json.loads(rows[0][0]))
+
+    def actions(self, incident_id: str | None = None, model: str | None = None,
+                statuses: tuple[ActionStatus, ...] = ()) -> list[ActionRecord]:
+        q = select(actions.c.doc)
+        if incident_id:
+            q = q.where(actions.c.incident_id == incident_id)
+        if model:
+            q = q.where(actions.c.model == model)
+        if statuses:
+            q = q.where(actions.c.status.in_([s.value for s in statuses]))
+        return [ActionRecord.from_dict(json.loads(r[0])) for r in self._rows(q.order_by(actions.c.created_at))]
+
+    # ------------------------------------------------------------ alert notifications (webhook dedup)
+
+    def record_notification(self, fingerprint: str, starts_at: str, status: str,
+                            evidence: Evidence | None, received_at: float | None = None) -> bool:
+        """Store one alert notification; False when (fingerprint, startsAt, status) was seen already."""
+        try:
+            with self._tx() as conn:
+                seen = conn.execute(select(alert_notifications.c.fingerprint).where(
+                    alert_notifications.c.fingerprint == fingerprint, alert_notifications.c.starts_at == starts_at,
+                    alert_notifications.c.status == status)).first()
+                if seen:
+                    return False
+                conn.execute(alert_notifications.insert().values(
+                    fingerprint=fingerprint, starts_at=starts_at, status=status,
+                    received_at=time.time() if received_at is None else received_at,
+                    evidence_id=evidence.id if evidence else None))
+                if evidence is not None:
+                    self._upsert(conn, tables.evidence, self._evidence_values(evidence), ["id"])
+                return True
+        except IntegrityError:
+            return False        # another replica stored the same notification a moment ago
+
+    def notification_status(self, fingerprint: str, starts_at: str) -> set[str]:
+        rows = self._rows(select(alert_notifications.c.status).where(
+            alert_notifications.c.fingerprint == fingerprint, alert_notifications.c.starts_at == starts_at))
+        return {r[0] for r in rows}
+
+    # ------------------------------------------------------------ small key/value state (checkpoints)
+
+    def put(self, key: str, value: Any) -> None:
+        with self._tx() as conn:
+            self._upsert(conn, kv, {"key": key, "value": _dump(value)}, ["key"])
+
+    def get(self, key: str, default: Any = None) -> Any:
+        rows = self._rows(select(kv.c.value).where(kv.c.key == key))
+        return json.loads(rows[0][0]) if rows else default
+
+    def record_notifications(self, items: Sequence[tuple[str, str, str, Evidence | None]]) -> list[bool]:
+        """``record_notification`` for a whole delivery in one transaction; True where it was new."""
+        out: list[bool] = []
+        now = time.time()
+        with self._tx() as conn:
+            for fingerprint, starts_at, status, ev in items:
+                stmt = self._insert(alert_notifications).values(
+                    fingerprint=fingerprint, starts_at=starts_at, status=status, received_at=now,
+                    evidence_id=ev.id if ev else None).on_conflict_do_nothing()
+                new = conn.execute(stmt).rowcount == 1
+                out.append(new)
+                if new and ev is not None:
+                    self._upsert(conn, tables.evidence, self._evidence_values(ev), ["id"])
+        return out
+
+    # ------------------------------------------------------------ API keys (hashed; see incidentd/auth/keys.py)
+
+    def add_key(self, key_id: str, name: str, scopes: list[str], salt: bytes, digest: bytes, at: float) -> None:
+        """Store a new key's hash; a second active key of the same name is a Conflict."""
+        try:
+            with self._tx() as conn:
+                if conn.execute(select(api_keys.c.id).where(api_keys.c.name == name,
+                                                            api_keys.c.revoked_at.is_(None))).first():
+                    raise Conflict(f"an active key named {name!r} exists; revoke it first or pick another name")
+                conn.execute(api_keys.insert().values(id=key_id, name=name, scopes=",".join(scopes), salt=salt,
+                                                      hash=digest, created_at=at, revoked_at=None))
+        except IntegrityError as e:    # the same name created at once elsewhere
+            raise Conflict(f"an active key named {name!r} exists; revoke it first or pick another name") from e
+
+    def key(self, key_id: str) -> dict[str, Any] | None:
+        rows = self._rows(select(*_KEY_COLUMNS).where(api_keys.c.id == key_id))
+        return _key_row(rows[0]) if rows else None
+
+    def keys(self, include_revoked: bool = False) -> list[dict[str, Any]]:
+        stmt = select(*_KEY_COLUMNS)
+        if not include_revoked:
+            stmt = stmt.where(api_keys.c.revoked_at.is_(None))
+        return [_key_row(r) for r in self._rows(stmt.order_by(api_keys.c.created_at))]
+
+    def revoke_key(self, name_or_id: str, at: float) -> int:
+        """Revoke the active key with this name or id; returns how many were revoked (0 or 1)."""
+        with self._tx() as conn:
+            res = conn.execute(update(api_keys).where(
+                or_(api_keys.c.name == name_or_id, api_keys.c.id == name_or_id),
+                api_keys.c.revoked_at.is_(None)).values(revoked_at=at))
+            return int(res.rowcount)
+
+    def active_key_count(self) -> int:
+        return int(self._rows(select(func.count()).select_from(api_keys).where(
+            api_keys.c.revoked_at.is_(None)))[0][0])
+
+    # ------------------------------------------------------------ retention
+
+    def prune(self, now: float, max_age_seconds: float = DEFAULT_RETENTION_SECONDS) -> PruneReport:
+        """Remove incidents resolved more than ``max_age_seconds`` before ``now``, with their timeline,
+        evidence and actions, and alert notifications received before then. Counted in
+        ``incidentd_storage_pruned_rows_total``."""
+        horizon = now - max_age_seconds
+        old = self._rows(select(incidents.c.id, incidents.c.doc).where(
+            incidents.c.status == IncidentStatus.RESOLVED.value,
+            func.coalesce(incidents.c.resolved_at, incidents.c.updated_at) < horizon))
+        ids = [r[0] for r in old]
+        ev_ids = sorted({e for r in old for e in json.loads(r[1]).get("evidence_ids", [])})
+        n = {"incidents": 0, "timeline": 0, "evidence": 0, "actions": 0, "notifications": 0}
+        with self._tx() as conn:
+            for i in range(0, len(ids), _CHUNK):
+                chunk = ids[i:i + _CHUNK]
+                n["timeline"] += conn.execute(delete(timeline).where(timeline.c.incident_id.in_(chunk))).rowcount
+                n["actions"] += conn.execute(delete(actions).where(actions.c.incident_id.in_(chunk))).rowcount
+                n["incidents"] += conn.execute(delete(incidents).where(
+                    incidents.c.id.in_(chunk), incidents.c.status == IncidentStatus.RESOLVED.value)).rowcount
+            for i in range(0, len(ev_ids), _CHUNK):
+                # Only evidence that is itself old and over: a firing alert is kept whatever cited it.
+                n["evidence"] += conn.execute(delete(evidence).where(
+                    evidence.c.id.in_(ev_ids[i:i + _CHUNK]), evidence.c.at < horizon,
+                    evidence.c.ended_at.is_not(None) | (evidence.c.kind != "alert"))).rowcount
+            n["notifications"] += conn.execute(delete(alert_notifications).where(
+                alert_notifications.c.received_at < horizon)).rowcount
+        for table, count in n.items():
+            if count:
+                self.pruned.labels(table).inc(count)
+        return PruneReport(**n)
+
+    # ------------------------------------------------------------ replicas and model leases
+
+    def heartbeat(self, replica: str, now: float) -> None:
+        with self._tx() as conn:
+            stmt = self._insert(replicas).values(id=replica, heartbeat_at=now, started_at=now)
+            conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_={"heartbeat_at": now}))
+
+    def live_replicas(self, now: float, ttl: float) -> list[str]:
+        rows = self._rows(select(replicas.c.id).where(replicas.c.heartbeat_at >= now - ttl).order_by(replicas.c.id))
+        return [r[0] for r in rows]
+
+    def leave(self, replica: str) -> None:
+        """A replica stopping cleanly: its leases and heartbeat go at once, so others take over next cycle."""
+        with self._tx() as conn:
+            conn.execute(delete(model_leases).where(model_leases.c.owner == replica))
+            conn.execute(delete(replicas).where(replicas.c.id == replica))
+
+    def claim(self, replica: str, models: Sequence[str], now: float, ttl: float) -> set[str]:
+        """Take or renew the lease of each model that is free, expired or already ours; returns ours."""
+        if not models:
+            return set()
+        with self._tx() as conn:
+            for model in models:
+                stmt = self._insert(model_leases).values(model=model, owner=replica, expires_at=now + ttl, epoch=1)
+                taken = stmt.excluded
+                conn.execute(stmt.on_conflict_do_update(
+                    index_elements=["model"],
+                    set_={"owner": taken.owner, "expires_at": taken.expires_at,
+                          "epoch": model_leases.c.epoch + (model_leases.c.owner != taken.owner).cast(
+                              model_leases.c.epoch.type)},
+                    where=or_(model_leases.c.owner == taken.owner, model_leases.c.expires_at < now)))
+        return self.owned(replica, now, models)
+
+    def owned(self, replica: str, now: float, models: Sequence[str] | None = None) -> set[str]:
+        q = select(model_leases.c.model).where(model_leases.c.owner == replica, model_leases.c.expires_at >= now)
+        if models is not None:
+            q = q.where(model_leases.c.model.in_(list(models)))
+        return {r[0] for r in self._rows(q)}
+
+    def holds(self, replica: str, model: str, now: float) -> bool:
+        """Whether ``replica`` holds an unexpired lease on ``model`` (checked right before an action runs)."""
+        rows = self._rows(select(model_leases.c.model).where(
+            and_(model_leases.c.model == model, model_leases.c.owner == replica, model_leases.c.expires_at >= now)))
+        return bool(rows)
+
+    def release(self, replica: str, models: Sequence[str]) -> None:
+        if not models:
+            return
+        with self._tx() as conn:
+            conn.execute(delete(model_leases).where(model_leases.c.owner == replica,
+                                                    model_leases.c.model.in_(list(models))))
+
+    def claim_action(self, action_id: str, replica: str) -> bool:
+        """Atomically make ``replica`` the one that runs the action; False if any replica already is."""
+        with self._tx() as conn:
+            res = conn.execute(update(actions).where(actions.c.id == action_id, actions.c.claimed_by.is_(None))
+                               .values(claimed_by=replica))
+            return res.rowcount == 1
+
+    def action_claims(self, models: Sequence[str], status: str) -> list[tuple[str, str, str | None]]:
+        """(action id, model, claimed_by) of the models' actions in ``status``."""
+        if not models:
+            return []
+        rows = self._rows(select(actions.c.id, actions.c.model, actions.c.claimed_by).where(
+            actions.c.model.in_(list(models)), actions.c.status == status).order_by(actions.c.created_at))
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    def lease_owners(self, now: float) -> dict[str, str]:
+        rows = self._rows(select(model_leases.c.model, model_leases.c.owner).where(model_leases.c.expires_at >= now))
+        return {m: o for m, o in rows}
+
+
+__all__ = ["ConcurrentUpdate", "DuplicateAction", "PruneReport", "Repository", "SchemaOutdated", "database_url",
+           "metadata"]
+
+
+_KEY_COLUMNS = (api_keys.c.id, api_keys.c.name, api_keys.c.scopes, api_keys.c.salt, api_keys.c.hash,
+                api_keys.c.created_at, api_keys.c.revoked_at)
+
+
+def _key_row(r: Any) -> dict[str, Any]:
+    return {"id": r[0], "name": r[1], "scopes": [s for s in r[2].split(",") if s], "salt": bytes(r[3]),
+            "hash": bytes(r[4]), "created_at": r[5], "revoked_at": r[6]}

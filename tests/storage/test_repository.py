@@ -1,0 +1,147 @@
+"""The repository behaves the same on SQLite and PostgreSQL, and holds under concurrent writers."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from diagnosis import lifecycle
+from diagnosis.types import Evidence, EvidenceKind, Incident, IncidentStatus, TimelineEntry, TimelineKind
+from incidentd.errors import NotFound
+from incidentd.storage import ConcurrentUpdate, DuplicateAction, Repository
+from remediation.types import ActionKind, ActionMode, ActionRecord, ActionStatus
+
+DAY = 86400.0
+
+
+def open_one(repo: Repository, model: str = "m", now: float = 1000.0):
+    inc, entries = lifecycle.open_incident(model, [], ["ev1"], now, ["x"], alerts=["HighLatency"])
+    repo.save_incident(inc, entries)
+    return inc
+
+
+def _one(changed: tuple[Incident, TimelineEntry]) -> tuple[Incident, list[TimelineEntry]]:
+    return changed[0], [changed[1]]
+
+
+def action(inc, kind: ActionKind = ActionKind.RESTART, id: str = "act-1") -> ActionRecord:
+    return ActionRecord(id=id, incident_id=inc.id, model=inc.model, kind=kind, mode=ActionMode.AUTO,
+                        status=ActionStatus.EXECUTING, reason="r",
+                        idempotency_key=f"{inc.id}:{kind.value}", created_at=1000.0)
+
+
+def test_incidents_round_trip_with_their_timeline(repo: Repository) -> None:
+    inc = open_one(repo)
+    repo.append_timeline(inc.id, TimelineEntry(1001.0, TimelineKind.ACKNOWLEDGED, "hello", {"k": 1}))
+    assert repo.incident(inc.id).to_dict() == inc.to_dict()
+    active = repo.active_incident(inc.dedup_key)
+    assert active is not None and active.id == inc.id
+    assert [i.id for i in repo.incidents(status=IncidentStatus.OPEN, model="m")] == [inc.id]
+    assert repo.incidents(model="other") == []
+    assert [e.kind for e in repo.timeline(inc.id)][-1] is TimelineKind.ACKNOWLEDGED
+    assert repo.models_with_active_incidents() == ["m"]
+    with pytest.raises(NotFound):
+        repo.incident("nope")
+
+
+def test_a_save_over_a_newer_version_is_refused(db_url: str) -> None:
+    a, b = Repository(db_url), Repository(db_url)        # two replicas
+    try:
+        inc = open_one(a)
+        mine, theirs = a.incident(inc.id), b.incident(inc.id)
+        b.save_incident(replace(theirs, title="changed by the other replica"))
+        with pytest.raises(ConcurrentUpdate):
+            a.save_incident(replace(mine, title="changed here"))
+        again = a.incident(inc.id)                         # re-read, re-apply: accepted
+        assert again.title == "changed by the other replica"
+        a.save_incident(replace(again, title="changed here"))
+        assert b.incident(inc.id).title == "changed here"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_two_replicas_cannot_both_open_an_incident_for_one_model(db_url: str) -> None:
+    a, b = Repository(db_url), Repository(db_url)
+    try:
+        first = open_one(a)
+        with pytest.raises(ConcurrentUpdate):
+            open_one(b)
+        assert [i.id for i in a.incidents()] == [first.id]
+        a.save_incident(*_one(lifecycle.resolve(first, 2000.0, "quiet")))
+        open_one(b, now=3000.0)                            # after resolution a new one may open
+        assert len(a.incidents()) == 2
+    finally:
+        a.close()
+        b.close()
+
+
+def test_an_action_is_recorded_once_per_idempotency_key(repo: Repository) -> None:
+    inc = open_one(repo)
+    rec = action(inc)
+    repo.save_action(rec)
+    repo.save_action(replace(rec, status=ActionStatus.VERIFIED))     # an update of the same record
+    assert repo.action(rec.id).status is ActionStatus.VERIFIED
+    with pytest.raises(DuplicateAction):
+        repo.save_action(action(inc, id="act-2"))          # another record, the same key
+    assert [a.id for a in repo.actions(incident_id=inc.id)] == ["act-1"]
+    assert repo.actions(model="m", statuses=(ActionStatus.EXECUTING,)) == []
+    assert repo.action(rec.id) == replace(rec, status=ActionStatus.VERIFIED)
+
+
+def test_alert_notifications_are_stored_once(repo: Repository) -> None:
+    ev = Evidence("al1", EvidenceKind.ALERT, "m", "HighLatency", 1000.0, "latency high")
+    assert repo.record_notification("fp", "2026-01-01T00:00:00Z", "firing", ev) is True
+    assert repo.record_notification("fp", "2026-01-01T00:00:00Z", "firing", ev) is False
+    assert repo.notification_status("fp", "2026-01-01T00:00:00Z") == {"firing"}
+    assert [a.id for a in repo.open_alerts("m")] == ["al1"]
+    assert repo.models_with_open_alerts() == ["m"]
+    repo.save_evidence(Evidence("al1", EvidenceKind.ALERT, "m", "HighLatency", 1000.0, "over", ended_at=1100.0))
+    assert repo.open_alerts("m") == []
+    assert [e.id for e in repo.recent_evidence("m", 900.0, kind="alert")] == ["al1"]
+
+
+def test_key_values_round_trip(repo: Repository) -> None:
+    assert repo.get("baselines:m", "missing") == "missing"
+    repo.put("baselines:m", {"at": 1.0, "signals": {"latency": [1, 2]}})
+    repo.put("baselines:m", {"at": 2.0})
+    assert repo.get("baselines:m") == {"at": 2.0}
+
+
+def test_retention_prunes_old_resolved_incidents_and_counts_the_rows(db_url: str) -> None:
+    registry = CollectorRegistry()
+    repo = Repository(db_url, registry=registry)
+    try:
+        repo.save_evidence(Evidence("ev1", EvidenceKind.ANOMALY, "old", "latency", 1000.0, "s", ended_at=1500.0))
+        old = open_one(repo, "old", now=1000.0)
+        repo.save_action(action(old))
+        repo.save_incident(*_one(lifecycle.resolve(old, 2000.0, "quiet")))
+        recent = open_one(repo, "recent", now=100 * DAY)
+        repo.save_incident(*_one(lifecycle.resolve(recent, 100 * DAY, "quiet")))
+        active = open_one(repo, "active", now=1000.0)
+        old_entries = len(repo.timeline(old.id))
+        report = repo.prune(now=100 * DAY, max_age_seconds=90 * DAY)
+        assert (report.incidents, report.evidence, report.actions) == (1, 1, 1)
+        assert report.timeline == old_entries > 0
+        assert repo.timeline(old.id) == []
+        assert {i.id for i in repo.incidents()} == {recent.id, active.id}
+        assert repo.evidence(["ev1"]) == []
+        assert registry.get_sample_value("incidentd_storage_pruned_rows_total", {"table": "incidents"}) == 1
+        assert repo.prune(now=100 * DAY, max_age_seconds=90 * DAY).total == 0
+    finally:
+        repo.close()
+
+
+def test_leases_give_each_model_one_owner_and_expire(repo: Repository) -> None:
+    assert repo.claim("r1", ["a", "b"], now=100.0, ttl=15.0) == {"a", "b"}
+    assert repo.claim("r2", ["a", "c"], now=101.0, ttl=15.0) == {"c"}      # a is r1's until it expires
+    assert repo.claim("r1", ["a"], now=110.0, ttl=15.0) == {"a"}           # renewed
+    assert repo.holds("r1", "a", 120.0) and not repo.holds("r2", "a", 120.0)
+    assert repo.claim("r2", ["a"], now=126.0, ttl=15.0) == {"a"}           # r1 stopped renewing: taken over
+    assert repo.lease_owners(126.0) == {"a": "r2"}                    # c was not renewed either
+    repo.heartbeat("r1", 100.0)
+    repo.heartbeat("r2", 126.0)
+    assert repo.live_replicas(126.0, ttl=15.0) == ["r2"]
+    repo.leave("r2")
+    assert repo.lease_owners(126.0) == {}
