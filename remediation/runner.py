@@ -153,7 +153,7 @@ class ActionRunner:
         rec = ActionRecord(id=new_id("act"), incident_id=inc.id, model=inc.model, kind=kind, mode=decision.mode,
                            status=ActionStatus.EXECUTING,
                            reason=f"{top.root_cause} (confidence {top.confidence:.2f}, rules {', '.join(top.rules)})",
-                           idempotency_key=f"{inc.id}:{kind.value}", created_at=now,
+                           idempotency_key=_idempotency_key(inc.id, kind, incident_actions), created_at=now,
                            verify_signals=tuple(signals), root_cause=top.root_cause,
                            shared_signals=tuple(shared))
         inc = inc.with_action(rec.id)
@@ -411,3 +411,9 @@ def _describe(result: Mapping[str, Any]) -> str:
     if "previous" in result and "current" in result:
         return f"{result['previous']} -> {result['current']}"
     return ", ".join(f"{k}={v}" for k, v in list(result.items())[:3])
+
+
+def _idempotency_key(incident_id: str, kind: ActionKind, incident_actions: list[ActionRecord]) -> str:
+    """One action of a kind per incident; a plan that expired unanswered may be planned again, under a new key."""
+    expired = sum(a.kind is kind and a.status is ActionStatus.EXPIRED for a in incident_actions)
+    return f"{incident_id}:{kind.value}" + (f":{expired}" if expired else "")

@@ -176,8 +176,8 @@ def test_approve_reruns_the_policy_on_the_current_diagnosis(tmp_path, server, ch
         cause = "model.bad_version" if change == "flapping" else "model.nonfinite_weights"
         for i, kind in enumerate(kinds):
             store.save_action(replace(store.action(rec.id), id=f"act-other-{i}", incident_id="inc-other",
-                                      kind=ActionKind(kind), status=ActionStatus.VERIFIED, executed_at=now - 10,
-                                      root_cause=cause))
+                                      idempotency_key=f"inc-other:{kind}", kind=ActionKind(kind),
+                                      status=ActionStatus.VERIFIED, executed_at=now - 10, root_cause=cause))
     with pytest.raises(ApprovalRefused, match=reason):
         rem.approve(rec.id, "key:alice")
     refused = rem.records(incident_id=inc.id)[0]
