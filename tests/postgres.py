@@ -1,7 +1,7 @@
 """A real PostgreSQL for tests: Debian's server binaries, initdb in a temporary directory, a free loopback
 port, run as the ``postgres`` user when the tests run as root; started once per session, stopped after.
 
-Import the fixtures into a conftest or test module (``from tests.postgres import postgres, pg_url``).
+tests/conftest.py registers the fixtures once for the whole session, so every test shares one server.
 ``INCIDENTD_PG_BINDIR`` (written to servers.env by scripts/servers/install.sh) names the bin directory;
 otherwise the newest /usr/lib/postgresql/<version>/bin. With ``CI=true`` a server that cannot start fails
 the test; elsewhere it skips with the reason.
@@ -63,8 +63,11 @@ class PostgresServer:
     def _ready(self) -> bool:
         import psycopg
 
-        with psycopg.connect(self.dsn("postgres"), connect_timeout=2):
-            return True
+        try:
+            with psycopg.connect(self.dsn("postgres"), connect_timeout=2):
+                return True
+        except psycopg.OperationalError:    # still starting: not listening yet
+            return False
 
     def dsn(self, db: str) -> str:
         return f"postgresql://{PG_USER}@127.0.0.1:{self.port}/{db}"

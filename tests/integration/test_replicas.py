@@ -26,11 +26,12 @@ from sqlalchemy import create_engine, func, select
 
 from incidentd.auth.keys import create_key
 from incidentd.auth.scopes import Scope
+from incidentd.replicas import preferred
 from incidentd.storage import Repository
 from incidentd.storage.tables import actions, alert_notifications, incidents, model_leases, timeline
 from tests.integration.conftest import REPO, free_port, wait_until
 from tests.model_server.conftest import template_registry  # noqa: F401  (session fixture)
-from tests.postgres import PostgresServer, postgres  # noqa: F401  (session fixture)
+from tests.postgres import PostgresServer
 
 MODEL = "digits"
 
@@ -133,9 +134,12 @@ def test_three_replicas_one_killed_mid_action(postgres: PostgresServer, model_se
             with engine.connect() as conn:
                 return conn.execute(stmt).scalar()
 
-        # One replica owns the model.
-        assert wait_until(lambda: scalar(select(model_leases.c.owner).where(model_leases.c.model == MODEL)), 20)
-        owner = by_name[scalar(select(model_leases.c.owner).where(model_leases.c.model == MODEL))]
+        # One replica owns the model: the one rendezvous hashing picks among the three live replicas (until
+        # all three have joined, an earlier one may hold it for a moment).
+        expected_owner = preferred(MODEL, [r.name for r in reps])
+        assert wait_until(lambda: scalar(select(model_leases.c.owner).where(model_leases.c.model == MODEL))
+                          == expected_owner, 30)
+        owner = by_name[expected_owner]
         others = [r for r in reps if r is not owner]
 
         # The deploy event, then alerts, arrive at every replica; every 2xx must be stored.

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from incidentd.storage import Repository
-from tests.postgres import PostgresServer, postgres  # noqa: F401  (session fixture)
+from tests.postgres import PostgresServer
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
