@@ -82,15 +82,18 @@ def forecast_exhaustion(at: float, level: float, slope: float, limit: float, lim
     return Forecast(at, level, slope, limit, limit_source, tte, lead_seconds)
 
 
-def sustained_growth(tr: Trend, z_alarm: float, min_persistence: float, min_segment_z: float = 2.0) -> bool:
-    """Significant growth over the window, in every quarter of it, and not slowing down.
+def sustained_growth(tr: Trend, z_alarm: float, min_persistence: float, min_segment_z: float = 2.0,
+                     min_evenness: float = 0.1) -> bool:
+    """Significant growth over the window, in every quarter of it, not slowing down, and even.
 
-    Every quarter must grow (so growth that started late in the window waits for a full window), and the
+    Every quarter must grow (so growth that started late in the window waits for a full window), the
     newest quarter must grow at least ``min_persistence`` times as fast as the steepest one (so growth
-    that levels off, a cache warming up, never counts).
+    that levels off, a cache warming up, never counts), and the slowest quarter at least ``min_evenness``
+    times as fast as the steepest (a block of memory taken at once on top of slow drift is a step, which
+    the memory-pressure signal judges, not a leak).
     """
     return (tr.z >= z_alarm and tr.slope > 0.0 and tr.grows_throughout(min_segment_z)
-            and tr.persistence >= min_persistence)
+            and tr.persistence >= min_persistence and tr.evenness >= min_evenness)
 
 
 def _clock(t: float) -> str:

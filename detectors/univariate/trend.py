@@ -88,6 +88,15 @@ class Trend:
             return math.nan
         return self.segment_slopes[-1] / steepest
 
+    @property
+    def evenness(self) -> float:
+        """The slowest segment's slope over the steepest one's: near 1 for a steady leak, near 0 when one
+        segment holds a jump (memory allocated at once on top of slow drift), NaN when nothing grows."""
+        steepest = max(self.segment_slopes, default=math.nan)
+        if not steepest > 0.0:
+            return math.nan
+        return min(self.segment_slopes) / steepest
+
     def grows_throughout(self, min_z: float = 1.0) -> bool:
         """Every segment grows (positive slope, Mann-Kendall z at least ``min_z``)."""
         return bool(self.segment_slopes) and all(

@@ -129,3 +129,19 @@ def test_a_forgotten_model_starts_over_and_others_keep_their_episode():
     again = sp.observe(store, "m", 1e6 + 150, 1.0)
     assert again is not None and again.active and again.onset == 1e6 + 150
     assert sp.observe(store, "n", 1e6 + 150, 1.0).onset < 1e6 + 150
+
+
+def test_a_burst_of_memory_on_slow_drift_is_not_sustained_growth_but_a_steady_leak_is() -> None:
+    """The memory-pressure fault allocates hundreds of MB within seconds while RSS drifts up slowly: every
+    quarter of the window grows, but one holds a jump, so it is a step for the pressure signal, not a leak."""
+    from detectors.univariate.trend import trend
+    from diagnosis.forecast import sustained_growth
+
+    mb = 2.0**20
+    rng = np.random.default_rng(7)
+    for end in (44.0, 48.0, 52.0, 60.0, 70.0):
+        t = np.arange(end - 32.0, end, 1.0)
+        drift = 300 * mb + 1.0 * mb * t + rng.normal(0, 0.2 * mb, t.size)
+        burst = drift + np.clip(t - 40.0, 0.0, 6.0) * 128 * mb
+        assert sustained_growth(trend(t, drift), z_alarm=3.0, min_persistence=0.5)
+        assert not sustained_growth(trend(t, burst), z_alarm=3.0, min_persistence=0.5), end

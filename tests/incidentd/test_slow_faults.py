@@ -198,3 +198,4 @@ def test_a_step_up_then_flat_is_not_a_leak(make):
         r = s.loop.last_readings["digits"].get("memory_leak")
         active.append(r is not None and r.active)
     assert not any(active)
+
