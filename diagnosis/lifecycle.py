@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from diagnosis.types import (
     Evidence,
@@ -121,6 +122,16 @@ def should_resolve(inc: Incident, quiet_since: float | None, now: float, resolve
     """Resolve once every signal has been quiet for ``resolve_after`` and no action is still being verified."""
     return (inc.active and quiet_since is not None and now - quiet_since >= resolve_after
             and not actions_in_flight)
+
+
+class _Observed(Protocol):
+    @property
+    def has_data(self) -> bool: ...
+
+
+def unobserved(signals: Collection[str], readings: Mapping[str, _Observed]) -> list[str]:
+    """The incident's ``signals`` that have no fresh reading: missing data is never quiet, never recovery."""
+    return sorted(n for n in signals if (r := readings.get(n)) is None or not r.has_data)
 
 
 def quiet_since(previous: float | None, busy: bool, now: float) -> float | None:

@@ -35,6 +35,7 @@ from remediation.types import ActionFailed
 log = logging.getLogger(__name__)
 
 HOST_SIGNALS = frozenset({"host_cpu", "host_memory"})
+MONITORING_SIGNAL = "monitoring_down"   # the scrape target failing: evidence about monitoring, not the model
 BASELINE_SAVE_SECONDS = 60.0            # how often learned baselines are written to the store
 BASELINE_MAX_AGE_SECONDS = 24 * 3600.0  # an older saved baseline is relearned rather than trusted
 
@@ -49,6 +50,20 @@ class _ModelState:
     context_at: float = 0.0
     context: dict[str, Any] = field(default_factory=dict)
     seen_at: float = 0.0                                          # when the model was last seen
+
+
+def _blind_while_monitoring_down(readings: dict[str, SignalReading]) -> dict[str, SignalReading]:
+    """While the model's metrics target failed its latest scrape, every other signal has no data.
+
+    The last samples it exported before failing are not the model's current state (a dead sidecar
+    must never read as a healthy model), whatever each signal's own staleness window says.
+    """
+    mon = readings.get(MONITORING_SIGNAL)
+    if mon is None or not mon.has_data or not mon.value < 1:
+        return readings
+    why = f"the metrics target does not answer ({mon.summary})"
+    return {n: r if n == MONITORING_SIGNAL or not r.has_data
+            else SignalReading.no_data(n, r.model, r.at, r.detector, why) for n, r in readings.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +98,12 @@ class DetectionLoop:
     def models(self, now: float) -> list[str]:
         seen = (set(self.settings.models) | set(self.store.models_with_open_alerts())
                 | set(self.store.models_with_active_incidents()))
-        for s in self.source.read("model_up", None, now - 5 * self.step - 30, now, self.step):
-            m = s.label("model")
-            if m:
-                seen.add(m)
+        # A model whose sidecar stopped answering is still watched: the scrape's own `up` names it.
+        for metric in ("model_up", "up"):
+            for s in self.source.read(metric, None, now - 5 * self.step - 30, now, self.step):
+                m = s.label("model")
+                if m:
+                    seen.add(m)
         return sorted(seen)
 
     def _context(self, model: str, st: _ModelState, now: float) -> dict[str, Any]:
@@ -211,9 +228,8 @@ class DetectionLoop:
         st.seen_at = now
         readings: dict[str, SignalReading] = {}
         for name, spec in self.specs.items():
-            r = spec.observe(self.source, model, now, self.step)
-            if r is not None:
-                readings[name] = r
+            readings[name] = spec.observe(self.source, model, now, self.step)
+        readings = _blind_while_monitoring_down(readings)
         self.last_readings[model] = readings
         self._save_baselines(model, now)
         ctx = self._context(model, st, now)
@@ -222,8 +238,10 @@ class DetectionLoop:
         hyps = self.engine.evaluate(facts)
         top = hyps[0] if hyps else None
         inc = self.store.active_incident(lifecycle.dedup_key(model))
-        # Quiet means nothing that any rule explains is going on; a busy host alone is no incident.
-        st.quiet_since = lifecycle.quiet_since(st.quiet_since, bool(hyps or facts.alerts), now)
+        # Quiet means nothing that any rule explains is going on; a busy host alone is no incident. Quiet is
+        # seen on fresh data only: while a signal behind the open incident has no data, nothing is quiet.
+        blind = lifecycle.unobserved(self._incident_signals(inc), readings) if inc is not None else []
+        st.quiet_since = lifecycle.quiet_since(st.quiet_since, bool(hyps or facts.alerts or blind), now)
         evidence_ids = sorted({e for h in hyps for e in h.evidence_ids} | set(facts.alerts.values()))
         onsets = lifecycle.onsets({f.evidence_id: f.onset for f in facts.signals.values()},
                                   {c.evidence_id: c.at for c in facts.changes})
@@ -262,6 +280,11 @@ class DetectionLoop:
             return None
         return inc
 
+    def _incident_signals(self, inc: Incident) -> set[str]:
+        """The signals whose anomalies the incident rests on: what must be seen healthy before it resolves."""
+        return {e.name for e in self.store.evidence(list(inc.evidence_ids))
+                if e.kind is EvidenceKind.ANOMALY and e.name in self.specs}
+
     def _facts(self, model: str, st: _ModelState, readings: dict[str, SignalReading], ctx: dict[str, Any],
                now: float) -> tuple[Facts, list[str]]:
         facts = Facts(model=model, context={k: v for k, v in ctx.items() if k != "model"})
@@ -271,7 +294,7 @@ class DetectionLoop:
         last_restart = max((c.at for c in changes if c.name == ChangeKind.RESTART.value), default=None)
         firing = [n for n, r in readings.items()
                   if r.active and not lifecycle.restart_suppressed(n, last_restart, now, grace)]
-        episodes = lifecycle.track_episodes(st.episodes, firing, set(readings))
+        episodes = lifecycle.track_episodes(st.episodes, firing, {n for n, r in readings.items() if r.has_data})
         st.episodes = episodes.open
         for name in firing:
             r, episode = readings[name], episodes.open[name]

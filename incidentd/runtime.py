@@ -74,7 +74,7 @@ class Runtime:
         else:
             max_points = int(settings.retention_seconds / settings.scrape_interval_seconds) + 10
             self.embedded = EmbeddedStore(settings.retention_seconds, max_points=max_points)
-            self.scraper = Scraper(self.embedded, settings.scrape_targets)
+            self.scraper = Scraper(self.embedded, settings.scrape_targets, models=settings.models)
             self.source = self.embedded
         packs = ([DEFAULT_PACK] if settings.use_default_rules else []) + list(settings.rules)
         self.engine = RuleEngine.load(packs)

@@ -40,8 +40,12 @@ class EmbeddedStore:
         self._series: dict[str, dict[tuple, _Buffer]] = {}
         self._lock = threading.Lock()
 
-    def ingest_text(self, text: str, at: float, extra_labels: dict[str, str] | None = None) -> int:
-        """Parse Prometheus exposition text (with the official parser) and append every sample at ``at``."""
+    def ingest_text(self, text: str, at: float, extra_labels: dict[str, str] | None = None,
+                    models: set[str] | None = None) -> int:
+        """Parse Prometheus exposition text (with the official parser) and append every sample at ``at``.
+
+        ``models``, when given, collects the ``model`` label values met in the text.
+        """
         n = 0
         extra = extra_labels or {}
         with self._lock:
@@ -55,6 +59,8 @@ class EmbeddedStore:
                     ts = sample.timestamp if sample.timestamp is not None else at
                     buf.points.append((float(ts), float(sample.value)))
                     n += 1
+                    if models is not None and "model" in sample.labels:
+                        models.add(sample.labels["model"])
             self._expire(at)
         return n
 
@@ -84,6 +90,16 @@ class EmbeddedStore:
                     out.append(Series(metric, labels, tuple(ts), tuple(vs)))
         return out
 
+    def add(self, metric: str, labels: dict[str, str], at: float, value: float) -> None:
+        """Append one sample (the scraper's own ``up`` series)."""
+        key = tuple(sorted(labels.items()))
+        with self._lock:
+            by_labels = self._series.setdefault(metric, {})
+            buf = by_labels.get(key)
+            if buf is None:
+                buf = by_labels[key] = _Buffer(key, deque(maxlen=self.max_points))
+            buf.points.append((float(at), float(value)))
+
     def names(self) -> list[str]:
         with self._lock:
             return sorted(self._series)
@@ -94,11 +110,20 @@ class EmbeddedStore:
 
 
 class Scraper:
-    """Pulls /metrics from each target into the embedded store; a failing target is recorded, not fatal."""
+    """Pulls /metrics from each target into the embedded store; a failing target is recorded, not fatal.
 
-    def __init__(self, store: EmbeddedStore, targets: list[str], timeout: float = 5.0):
+    Like Prometheus, every scrape also writes ``up{instance=<target>, model=<m>}``: 1 when the target
+    answered, 0 when it did not, for each model the target last exported (or the configured ``models``
+    when it never answered). A failing sidecar is thus evidence (the ``monitoring_down`` signal), never
+    just missing data.
+    """
+
+    def __init__(self, store: EmbeddedStore, targets: list[str], timeout: float = 5.0,
+                 models: list[str] | None = None):
         self.store = store
         self.targets = list(targets)
+        self.configured_models = list(models or [])
+        self.models: dict[str, set[str]] = {}   # target -> the model label values it exported last
         self._client = httpx.Client(timeout=timeout)
         self.failures: dict[str, int] = {t: 0 for t in self.targets}
         self.last_error: dict[str, str] = {}
@@ -107,15 +132,22 @@ class Scraper:
         now = time.time() if now is None else now
         total = 0
         for target in self.targets:
+            up = 0.0
             try:
                 resp = self._client.get(target.rstrip("/") + "/metrics")
                 resp.raise_for_status()
-                total += self.store.ingest_text(resp.text, now)
+                seen: set[str] = set()
+                total += self.store.ingest_text(resp.text, now, models=seen)
+                if seen:
+                    self.models[target] = seen
                 self.last_error.pop(target, None)
+                up = 1.0
             except (httpx.HTTPError, ValueError) as e:
                 self.failures[target] = self.failures.get(target, 0) + 1
                 self.last_error[target] = str(e)
                 log.warning("scrape of %s failed: %s", target, e)
+            for model in sorted(self.models.get(target) or self.configured_models):
+                self.store.add("up", {"instance": target, "model": model}, now, up)
         return total
 
     def close(self) -> None:
