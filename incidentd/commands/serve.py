@@ -24,6 +24,7 @@ def serve(
     from incidentd.api.app import create_app
     from incidentd.config import Settings
     from incidentd.errors import ConfigError
+    from incidentd.graceful_server import GracefulServer
 
     logs.setup(log_level)
     try:
@@ -34,7 +35,11 @@ def serve(
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"incidentd serving on http://{settings.host}:{settings.port}", err=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level.lower(), access_log=False)
+    server = GracefulServer(uvicorn.Config(app, host=settings.host, port=settings.port,
+                                           log_level=log_level.lower(), access_log=False))
+    server.run()
+    if server.stopped_by is not None:
+        typer.echo(f"incidentd stopped on {server.stopped_by.name}: cycle finished, baselines saved", err=True)
 
 
 def register(app: typer.Typer) -> None:
