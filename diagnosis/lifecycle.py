@@ -117,6 +117,34 @@ def acknowledge(inc: Incident, now: float, message: str, actor: str) -> tuple[In
             TimelineEntry(now, TimelineKind.ACKNOWLEDGED, message, {"actor": actor}))
 
 
+_STATUS_RANK = {IncidentStatus.OPEN: 0, IncidentStatus.ACKNOWLEDGED: 1, IncidentStatus.MITIGATED: 2,
+                IncidentStatus.RESOLVED: 3}
+
+
+def merge_concurrent(stored: Incident, incoming: Incident) -> Incident:
+    """What to store when ``incoming`` is written over ``stored`` (field-level writes, issue 11).
+
+    A resolved incident stays resolved (a returning fault opens a new one). A writer that worked from an
+    older copy (``incoming.updated_at`` before ``stored.updated_at``: a detection cycle while a person
+    acknowledged) keeps the stored diagnosis and the further of the two statuses, so an ack or resolve
+    made during a cycle stays. Actions, evidence and escalation only ever accumulate.
+    """
+    if stored.status is IncidentStatus.RESOLVED:
+        out = replace(stored, updated_at=max(stored.updated_at, incoming.updated_at))
+    elif incoming.updated_at < stored.updated_at:
+        status = max(stored.status, incoming.status, key=_STATUS_RANK.__getitem__)
+        out = replace(stored, status=status,
+                      mitigated_at=stored.mitigated_at if stored.mitigated_at is not None else incoming.mitigated_at,
+                      resolved_at=incoming.resolved_at if status is IncidentStatus.RESOLVED else None)
+    else:
+        out = incoming
+    return replace(out,
+                   action_ids=tuple(dict.fromkeys((*out.action_ids, *stored.action_ids, *incoming.action_ids))),
+                   evidence_ids=tuple(dict.fromkeys((*out.evidence_ids, *stored.evidence_ids,
+                                                     *incoming.evidence_ids))),
+                   escalated=stored.escalated or incoming.escalated)
+
+
 def should_resolve(inc: Incident, quiet_since: float | None, now: float, resolve_after: float,
                    actions_in_flight: bool) -> bool:
     """Resolve once every signal has been quiet for ``resolve_after`` and no action is still being verified."""

@@ -255,18 +255,17 @@ class DetectionLoop:
             if inc is None:
                 inc, entries = lifecycle.open_incident(model, hyps, evidence_ids, now, summaries,
                                                        alerts=list(facts.alerts))
-                self.store.save_incident(inc, entries)
+                inc = self.store.save_incident(inc, entries)
                 log.warning("incident %s opened: %s", inc.id, inc.title, extra={"incident": inc.id, "model": model})
                 st.tops.clear()
             elif not lifecycle.fading(inc, top, onsets,
                                       self.store.evidence(list(inc.top.evidence_ids)) if inc.top else []):
                 upd = lifecycle.update_incident(inc, hyps, evidence_ids, now)
                 if upd.changed:
-                    inc = upd.incident
-                    self.store.save_incident(inc, upd.entries)
+                    inc = self.store.save_incident(upd.incident, upd.entries)
             if top is not None:
                 st.tops.append(top.root_cause)
-        if inc is None:
+        if inc is None or not inc.active:   # resolved by a person meanwhile: nothing more to do on it
             return None
         if self.remediator is not None:
             inc = self._remediate(inc, st, hyps, facts, now, ctx)
@@ -322,7 +321,7 @@ class DetectionLoop:
         inc, entries = self.remediator.verify(inc, self.specs, self.source, now, ctx.get("running_version"),
                                               grace=self.step, active={n: f.onset for n, f in facts.signals.items()})
         if entries:
-            self.store.save_incident(inc, entries)
+            inc = self.store.save_incident(inc, entries)
         if not hyps or inc.escalated or inc.status is IncidentStatus.RESOLVED:
             return inc
         top = hyps[0]

@@ -6,18 +6,24 @@ means the data is on disk.
 """
 from __future__ import annotations
 
+import enum
 import json
+import logging
 import sqlite3
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from diagnosis import lifecycle
 from diagnosis.types import Evidence, Incident, IncidentStatus, TimelineEntry, TimelineKind
 from incidentd.errors import NotFound, StorageError
 from remediation.types import ActionRecord, ActionStatus
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS incidents (
@@ -41,20 +47,66 @@ CREATE TABLE IF NOT EXISTS alert_notifications (
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
+# ---- issue 11 (writers that cannot race): row version on incidents, unique action idempotency key.
+# Columns added to databases created before them; the unique index is partial so rows written before
+# the column existed (NULL) do not collide.
+MIGRATIONS = (
+    ("incidents", "version", "ALTER TABLE incidents ADD COLUMN version INTEGER NOT NULL DEFAULT 1"),
+    ("actions", "idempotency_key", "ALTER TABLE actions ADD COLUMN idempotency_key TEXT"),
+)
+INDEXES = """
+CREATE UNIQUE INDEX IF NOT EXISTS actions_by_idempotency_key ON actions(idempotency_key)
+  WHERE idempotency_key IS NOT NULL;
+"""
+
+
+class NotificationOutcome(enum.StrEnum):
+    ACCEPTED = "accepted"     # stored; the evidence reflects it
+    DUPLICATE = "duplicate"   # this (fingerprint, startsAt, status) was applied already
+    STALE = "stale"           # a firing notification for an episode already resolved: recorded, ignored
+
+
+# A locked database fails fast: a short busy wait (held under the store's lock) instead of sqlite's 5 s, so
+# queued requests answer 503 with Retry-After at once and the sender retries (issue 11).
+BUSY_TIMEOUT_SECONDS = 0.25
+
+
+def fault_kind(e: sqlite3.Error) -> str:
+    """The storage fault behind a sqlite error, in words an operator acts on."""
+    msg = str(e).lower()
+    if "full" in msg:
+        return "disk full"
+    if "locked" in msg or "busy" in msg:
+        return "database locked"
+    if "i/o" in msg or "readonly" in msg or "read-only" in msg or "unable to open" in msg:
+        return "I/O error"
+    return "database error"
+
+
+class DuplicateAction(StorageError):
+    """An action with the same idempotency key exists already (one action per key, ever)."""
+# ---- end issue 11
+
 
 class Store:
     """Durable state of the service. Thread-safe; every method is one transaction."""
 
-    def __init__(self, path: Path | str):
+    def __init__(self, path: Path | str, busy_timeout: float = BUSY_TIMEOUT_SECONDS):
         self.path = str(path)
+        self._fault: str | None = None   # the storage fault logged last (logged once until writes succeed)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
+                                       timeout=busy_timeout)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
+            for table, column, ddl in MIGRATIONS:
+                if column not in {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}:
+                    self._db.execute(ddl)
+            self._db.executescript(INDEXES)
         except sqlite3.Error as e:
             raise StorageError(f"cannot open the database {self.path}: {e}") from e
 
@@ -76,13 +128,34 @@ class Store:
 
     # ------------------------------------------------------------ incidents
 
-    def save_incident(self, inc: Incident, timeline: Sequence[TimelineEntry] | None = None) -> None:
+    def save_incident(self, inc: Incident, timeline: Sequence[TimelineEntry] | None = None) -> Incident:
+        """Write ``inc`` and its new timeline entries in one transaction; returns what was stored.
+
+        Writers do not race (issue 11): the row is read back inside the transaction and a writer working
+        from an older copy (a detection cycle while a person acknowledged or resolved) is merged with it
+        by :func:`diagnosis.lifecycle.merge_concurrent` instead of overwriting it; ``version`` counts writes.
+        """
         with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO incidents VALUES (?,?,?,?,?,?,?)",
-                       (inc.id, inc.model, inc.dedup_key, inc.status.value, inc.opened_at, inc.updated_at,
-                        json.dumps(inc.to_dict())))
+            row = db.execute("SELECT doc, version FROM incidents WHERE id=?", (inc.id,)).fetchone()
+            out, version = inc, 1
+            if row is not None:
+                out = lifecycle.merge_concurrent(Incident.from_dict(json.loads(row[0])), inc)
+                version = int(row[1]) + 1
+            db.execute("INSERT INTO incidents (id, model, dedup_key, status, opened_at, updated_at, doc, version) "
+                       "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET status=excluded.status, "
+                       "updated_at=excluded.updated_at, doc=excluded.doc, version=excluded.version",
+                       (out.id, out.model, out.dedup_key, out.status.value, out.opened_at, out.updated_at,
+                        json.dumps(out.to_dict()), version))
             for entry in timeline or ():
                 self._append(db, inc.id, entry)
+        return out
+
+    def incident_version(self, incident_id: str) -> int:
+        """How many times the incident was written (its row version)."""
+        rows = self._query("SELECT version FROM incidents WHERE id=?", (incident_id,))
+        if not rows:
+            raise NotFound(f"no incident {incident_id!r}")
+        return int(rows[0][0])
 
     def append_timeline(self, incident_id: str, entry: TimelineEntry) -> None:
         with self._tx() as db:
@@ -165,10 +238,18 @@ class Store:
 
     def save_action(self, rec: ActionRecord) -> None:
         doc = rec.to_dict()
-        with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO actions VALUES (?,?,?,?,?,?,?)",
-                       (rec.id, rec.incident_id, rec.model, rec.kind.value, rec.status.value,
-                        rec.created_at, json.dumps(doc, default=str)))
+        try:
+            with self._tx() as db:
+                db.execute("INSERT INTO actions (id, incident_id, model, kind, status, created_at, doc, "
+                           "idempotency_key) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
+                           "status=excluded.status, doc=excluded.doc",
+                           (rec.id, rec.incident_id, rec.model, rec.kind.value, rec.status.value,
+                            rec.created_at, json.dumps(doc, default=str), rec.idempotency_key or None))
+        except StorageError as e:
+            if isinstance(e.__cause__, sqlite3.IntegrityError):
+                raise DuplicateAction(f"action {rec.id}: idempotency key {rec.idempotency_key!r} is taken by "
+                                      f"another action") from e
+            raise
 
     def action(self, action_id: str) -> ActionRecord:
         rows = self._query("SELECT doc FROM actions WHERE id=?", (action_id,))
@@ -209,6 +290,33 @@ class Store:
                             json.dumps(evidence.to_dict(), default=str)))
             return True
 
+    def apply_notification(self, fingerprint: str, starts_at: str, status: str, firing: Evidence,
+                           ended_at: float | None, received_at: float) -> NotificationOutcome:
+        """Apply one alert notification in one transaction (issue 11: no check-then-write race).
+
+        The order on (startsAt, endsAt, status): for one episode (fingerprint, startsAt), resolved wins over
+        firing whatever the arrival order. A firing notification never reopens a resolved episode (it is
+        recorded as stale); a resolved one ends the episode's evidence, keeping what firing stored. Each
+        (fingerprint, startsAt, status) is applied once; a repeat is a duplicate.
+        """
+        with self._tx() as db:
+            seen = {r[0] for r in db.execute("SELECT status FROM alert_notifications WHERE fingerprint=? "
+                                             "AND starts_at=?", (fingerprint, starts_at))}
+            if status in seen:
+                return NotificationOutcome.DUPLICATE
+            db.execute("INSERT INTO alert_notifications VALUES (?,?,?,?,?)",
+                       (fingerprint, starts_at, status, received_at, firing.id))
+            if status == "firing" and "resolved" in seen:
+                return NotificationOutcome.STALE
+            prior = db.execute("SELECT doc FROM evidence WHERE id=?", (firing.id,)).fetchone()
+            ev = firing
+            if status == "resolved":
+                base = Evidence.from_dict(json.loads(prior[0])) if prior else firing
+                ev = replace(base, ended_at=ended_at if ended_at is not None else received_at)
+            db.execute("INSERT OR REPLACE INTO evidence VALUES (?,?,?,?,?,?)",
+                       (ev.id, ev.model, ev.kind.value, ev.name, ev.at, json.dumps(ev.to_dict(), default=str)))
+            return NotificationOutcome.ACCEPTED
+
     def notification_status(self, fingerprint: str, starts_at: str) -> set[str]:
         rows = self._query("SELECT status FROM alert_notifications WHERE fingerprint=? AND starts_at=?",
                            (fingerprint, starts_at))
@@ -235,8 +343,24 @@ class _Tx:
             self.store._db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as e:
             self.store._lock.release()
-            raise StorageError(f"database unavailable: {e}") from e
+            raise self._failed("database unavailable", e) from e
         return self.store._db
+
+    def _failed(self, what: str, e: sqlite3.Error) -> StorageError:
+        """The StorageError for ``e``; the fault is logged once (with its cause) until writes succeed again."""
+        kind = fault_kind(e)
+        if self.store._fault != kind and not isinstance(e, sqlite3.IntegrityError):
+            log.error("storage fault (%s) on %s: %s; writes answer 503 until it clears", kind, self.store.path, e)
+            self.store._fault = kind
+        return StorageError(f"{what} ({kind}): {e}")
+
+    def _rollback(self) -> None:
+        # After a failed COMMIT (disk full, I/O error) sqlite may have rolled back already, and the
+        # ROLLBACK then fails too; the transaction is gone either way, which is what matters.
+        try:
+            self.store._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
@@ -245,12 +369,15 @@ class _Tx:
                 try:
                     self.store._db.execute("COMMIT")
                 except sqlite3.Error as e:
-                    self.store._db.execute("ROLLBACK")
-                    raise StorageError(f"database write failed: {e}") from e
+                    self._rollback()
+                    raise self._failed("database write failed", e) from e
+                if self.store._fault is not None:
+                    log.warning("storage recovered (%s cleared) on %s", self.store._fault, self.store.path)
+                    self.store._fault = None
             else:
-                self.store._db.execute("ROLLBACK")
+                self._rollback()
                 if isinstance(exc, sqlite3.Error):
-                    raise StorageError(f"database write failed: {exc}") from exc
+                    raise self._failed("database write failed", exc) from exc
         finally:
             self.store._lock.release()
 

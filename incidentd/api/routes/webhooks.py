@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from diagnosis.types import ChangeKind, Evidence, EvidenceKind
 from diagnosis.vocabulary import SIGNALS
 from incidentd.api.deps import RuntimeDep, WebhookAuth
+from incidentd.store import NotificationOutcome
 
 router = APIRouter(tags=["webhooks"])
 
@@ -86,29 +87,21 @@ def _ingest(alerts: list[AlertmanagerAlert], receiver: str, truncated: int, sour
         eid = _evidence_id(alert.fingerprint, alert.startsAt)
         name = alert.labels.get("alertname", "unnamed")
         model = _model_of(alert.labels)
-        if alert.status == "firing":
-            if "resolved" in store.notification_status(alert.fingerprint, starts):
-                # A late firing message for an alert already resolved must never reopen it.
-                store.record_notification(alert.fingerprint, starts, "firing", None)
-                stale += 1
-                continue
-            signal = alert.labels.get("signal")
-            ev = Evidence(eid, EvidenceKind.ALERT, model, name, alert.startsAt.timestamp(),
-                          alert.annotations.get("summary") or alert.annotations.get("description") or name,
-                          attributes={"labels": alert.labels, "fingerprint": alert.fingerprint,
-                                      "signal": signal if signal in SIGNALS else None,
-                                      "generator_url": alert.generatorURL, "receiver": receiver,
-                                      "source": source})
-        else:
-            prior = store.evidence([eid])
-            base = prior[0] if prior else Evidence(eid, EvidenceKind.ALERT, model, name, alert.startsAt.timestamp(),
-                                                   name, attributes={"labels": alert.labels,
-                                                                     "fingerprint": alert.fingerprint})
-            ended = alert.endsAt.timestamp() if alert.endsAt else time.time()
-            ev = Evidence(base.id, base.kind, base.model, base.name, base.at, base.summary, base.score,
-                          ended_at=ended, attributes=base.attributes)
-        if store.record_notification(alert.fingerprint, starts, alert.status, ev):
+        signal = alert.labels.get("signal")
+        ev = Evidence(eid, EvidenceKind.ALERT, model, name, alert.startsAt.timestamp(),
+                      alert.annotations.get("summary") or alert.annotations.get("description") or name,
+                      attributes={"labels": alert.labels, "fingerprint": alert.fingerprint,
+                                  "signal": signal if signal in SIGNALS else None,
+                                  "generator_url": alert.generatorURL, "receiver": receiver,
+                                  "source": source})
+        # One transaction per notification: resolved wins over firing for the same episode, whatever the
+        # arrival order (Alertmanager run as an HA pair sends both, concurrently).
+        outcome = store.apply_notification(alert.fingerprint, starts, alert.status, ev,
+                                           alert.endsAt.timestamp() if alert.endsAt else None, time.time())
+        if outcome is NotificationOutcome.ACCEPTED:
             accepted += 1
+        elif outcome is NotificationOutcome.STALE:
+            stale += 1
         else:
             duplicates += 1
     runtime.metrics.webhooks.labels(source, "accepted").inc(accepted)
