@@ -97,6 +97,9 @@ class DetectionSettings(BaseModel):
     # A model not seen for this long (no metrics, no alerts, no active incident) is forgotten: its learned
     # baselines are saved to the store first, and restored if it comes back.
     evict_after_seconds: float = Field(3600.0, gt=0)
+    # Alerts naming a model that no target exports and `models` does not list are stored as evidence, but
+    # open incidents for at most this many such models (one each); the rest are refused and counted.
+    max_unknown_models: int = Field(20, ge=0)
 
 
 class Settings(BaseSettings):

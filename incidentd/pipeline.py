@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -92,19 +92,46 @@ class DetectionLoop:
         self.last_readings: dict[str, dict[str, SignalReading]] = {}
         self.cycles = 0
         self._saved_at: dict[str, float] = {}
+        self._refused: set[str] = set()           # unknown models refused (each counted once)
+        self.refused_unknown = 0
+        self.on_refused: Callable[[str], None] | None = None
 
     # ------------------------------------------------------------------ discovery and context
 
     def models(self, now: float) -> list[str]:
-        seen = (set(self.settings.models) | set(self.store.models_with_open_alerts())
-                | set(self.store.models_with_active_incidents()))
+        configured = set(self.settings.models)
         # A model whose sidecar stopped answering is still watched: the scrape's own `up` names it.
+        discovered: set[str] = set()
         for metric in ("model_up", "up"):
             for s in self.source.read(metric, None, now - 5 * self.step - 30, now, self.step):
                 m = s.label("model")
                 if m:
-                    seen.add(m)
-        return sorted(seen)
+                    discovered.add(m)
+        with_incident = set(self.store.models_with_active_incidents())
+        watched = configured | discovered | with_incident
+        return sorted(watched | self._admit_unknown(watched, len(with_incident - configured - discovered)))
+
+    def _admit_unknown(self, watched: set[str], admitted_before: int) -> set[str]:
+        """Models named only by alerts: at most ``detection.max_unknown_models`` of them are watched
+        (bounded cardinality; one incident each); the alerts of the rest stay stored as evidence only.
+        ``admitted_before`` unknown models hold an active incident already. Each refused value counts once."""
+        from_alerts = set(self.store.models_with_open_alerts()) - watched
+        if not from_alerts:
+            return set()
+        cap = self.settings.detection.max_unknown_models
+        room = max(0, cap - admitted_before)
+        admitted = set(sorted(from_alerts)[:room])
+        for model in sorted(from_alerts - admitted):
+            if model not in self._refused and len(self._refused) < 100_000:
+                self._refused.add(model)
+                self.refused_unknown += 1
+                if self.on_refused is not None:
+                    self.on_refused(model)
+                log.log(logging.WARNING if self.refused_unknown == 1 else logging.DEBUG,
+                        "alert for unknown model %r stored as evidence only: %d unknown models are watched "
+                        "already (detection.max_unknown_models; incidentd_unknown_models_refused_total counts "
+                        "the others)", model, cap)
+        return admitted
 
     def _context(self, model: str, st: _ModelState, now: float) -> dict[str, Any]:
         if now - st.context_at < max(1.0, self.step) and st.context:

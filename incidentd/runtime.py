@@ -48,6 +48,10 @@ class ServiceMetrics:
         self.incidents_open = Gauge("incidentd_incidents_open", "Incidents not yet resolved.", registry=r)
         self.actions = Counter("incidentd_actions_total", "Remediation outcomes by action kind.",
                                ["kind", "outcome"], registry=r)
+        self.unknown_models_refused = Counter(
+            "incidentd_unknown_models_refused_total",
+            "Model label values named only by alerts and refused an incident (detection.max_unknown_models).",
+            registry=r)
         self.webhooks = Counter("incidentd_webhook_notifications_total",
                                 "Webhook notifications by source and outcome.", ["source", "outcome"], registry=r)
 
@@ -97,6 +101,7 @@ class Runtime:
                                      on_outcome=lambda k, o: self.metrics.actions.labels(k, o).inc())
         self.loop = DetectionLoop(settings, self.source, self.store, self.engine, self.specs, self.remediator,
                                   self.admin, step=settings.scrape_interval_seconds)
+        self.loop.on_refused = lambda _model: self.metrics.unknown_models_refused.inc()
         self.mirror = None
         if settings.elasticsearch_url:
             from collector.elasticsearch import ElasticsearchSink
