@@ -15,6 +15,7 @@ from diagnosis.catalog import CatalogSettings, default_catalog
 from diagnosis.rules import DEFAULT_PACK, RuleEngine
 from diagnosis.types import IncidentStatus
 from incidentd.config import Settings
+from incidentd.notify import Notifier
 from incidentd.pipeline import DetectionLoop
 from incidentd.store import Store
 from incidentd.tsdb import EmbeddedStore, Scraper
@@ -23,6 +24,7 @@ from remediation.executors import LocalProcess, ModelServerAdmin
 from remediation.executors_systemd import RestartExecutor, RollbackExecutor
 from remediation.policy import Policy
 from remediation.runner import ActionRunner
+from remediation.types import ActionStatus
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -110,6 +112,11 @@ class Runtime:
             spool = Path(settings.database).resolve().parent / "es-spool"
             self.mirror = Mirror(self.store, ElasticsearchSink(settings.elasticsearch_url, spool_dir=spool,
                                                                registry=self.metrics.registry))
+        self.notifier: Notifier | None = None
+        if settings.notify.alertmanager_url or settings.notify.webhook_url:
+            self.notifier = Notifier(settings.notify.alertmanager_url, settings.notify.external_url,
+                                     settings.notify.webhook_url,
+                                     ends_in=4 * max(settings.detect_interval_seconds, 15.0))
         self.scheduler = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1,
                                                            "misfire_grace_time": 30})
         self.started = False
@@ -153,6 +160,7 @@ class Runtime:
             self.metrics.cycles.inc()
             if self.mirror is not None:
                 self.mirror.sync()
+            self.notify_job()
             self.metrics.incidents_open.set(sum(1 for i in self.store.incidents(limit=1000)
                                                 if i.status is not IncidentStatus.RESOLVED))
         except Exception:
@@ -160,6 +168,17 @@ class Runtime:
             log.exception("detection job failed")
         finally:
             self.metrics.cycle_seconds.observe(time.perf_counter() - t0)
+
+    def notify_job(self, now: float | None = None) -> None:
+        """Tell people about incidents that need them (incidentd.notify); a failure is logged, never fatal."""
+        if self.notifier is None:
+            return
+        try:
+            awaiting = {a.incident_id for a in self.store.actions(statuses=(ActionStatus.AWAITING_APPROVAL,))}
+            self.notifier.sync(self.store.incidents(limit=1000), awaiting, time.time() if now is None else now)
+        except Exception:
+            self.metrics.errors.labels("notify").inc()
+            log.exception("notify job failed")
 
     def start(self) -> None:
         if self.started:
@@ -185,6 +204,8 @@ class Runtime:
             except Exception:   # boundary: stopping must finish even if the store is unwritable
                 log.exception("could not save learned baselines")
         self.remediator.close()
+        if self.notifier is not None:
+            self.notifier.close()
         if self.mirror is not None:
             self.mirror.sink.close()
         if self.scraper is not None:
