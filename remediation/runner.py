@@ -112,8 +112,10 @@ class ActionRunner:
         if not kind.changes_model or self.ctx is None:
             return inc, None
         incident_actions = self.records(incident_id=inc.id)
-        if any(a.kind is kind for a in incident_actions):
-            return inc, None   # one action of a kind per incident; a failed one escalates instead of repeating
+        # One action of a kind per incident. A transient failure (timeout, 5xx) may be retried, under the
+        # policy's cooldown; any other failure escalated when it was judged (see ``verify``).
+        if any(a.kind is kind and not _retryable_failure(a) for a in incident_actions):
+            return inc, None
         decision = self.policy.decide(kind, top.confidence, incident_actions, self.records(model=inc.model),
                                       inc.escalated, now, root_cause=top.root_cause)
         if not decision.allowed and decision.escalate and not inc.escalated:
@@ -132,7 +134,7 @@ class ActionRunner:
         rec = ActionRecord(id=new_id("act"), incident_id=inc.id, model=inc.model, kind=kind, mode=decision.mode,
                            status=ActionStatus.EXECUTING,
                            reason=f"{top.root_cause} (confidence {top.confidence:.2f}, rules {', '.join(top.rules)})",
-                           idempotency_key=f"{inc.id}:{kind.value}", created_at=now,
+                           idempotency_key=_idempotency_key(inc.id, kind, incident_actions), created_at=now,
                            verify_signals=tuple(signals), root_cause=top.root_cause)
         inc = inc.with_action(rec.id)
         try:
@@ -260,6 +262,13 @@ class ActionRunner:
             return specs[name].recovered(source, inc.model, since, now, version=version)
 
         for rec in self.records(incident_id=inc.id):
+            if rec.status is ActionStatus.FAILED and not _retryable_failure(rec) and not inc.escalated:
+                # Retrying cannot fix it (corrupt or missing checkpoint, refused, permission): say so at once.
+                error = rec.result.error if rec.result is not None else "no result recorded"
+                inc, entry = lifecycle.escalate(inc, now, f"{rec.kind.value} failed and retrying cannot fix it: "
+                                                          f"{error}; a person decides")
+                entries.append(entry)
+                continue
             executed_at = rec.executed_at
             if rec.status is not ActionStatus.VERIFYING or executed_at is None:
                 continue
@@ -280,9 +289,14 @@ class ActionRunner:
             elif v.outcome is Outcome.NOT_RECOVERED:
                 rec = replace(rec, status=ActionStatus.NOT_RECOVERED)
                 self._save(rec.logged(self.clock(), "not_recovered", signals=dict(v.signals)))
+                blind = sorted(n for n, ok in v.signals.items() if ok is None)
+                what = (f"could not be verified: no fresh data for {', '.join(blind)} within "
+                        f"{self.policy.verify_seconds:g}s (missing data is never recovery)"
+                        if blind and len(blind) == len(v.signals) else
+                        f"did not bring {', '.join(v.signals) or 'the signals'} back within "
+                        f"{self.policy.verify_seconds:g}s")
                 inc, entry = lifecycle.escalate(
-                    inc, now, f"{rec.kind.value} did not bring {', '.join(v.signals) or 'the signals'} back within "
-                              f"{self.policy.verify_seconds:g}s; the change is left in place and incidentd stops "
+                    inc, now, f"{rec.kind.value} {what}; the change is left in place and incidentd stops "
                               "acting on this incident: a person decides")
                 entries.append(entry)
                 self.on_outcome(rec.kind.value, "not_recovered")
@@ -320,3 +334,15 @@ def _describe(result: Mapping[str, Any]) -> str:
     if "previous" in result and "current" in result:
         return f"{result['previous']} -> {result['current']}"
     return ", ".join(f"{k}={v}" for k, v in list(result.items())[:3])
+
+
+def _retryable_failure(rec: ActionRecord) -> bool:
+    """A failed action whose error is transient (a timeout, a 5xx): it may run again under the cooldown."""
+    return rec.status is ActionStatus.FAILED and rec.result is not None and rec.result.retryable
+
+
+def _idempotency_key(incident_id: str, kind: ActionKind, incident_actions: Sequence[ActionRecord]) -> str:
+    """One key per action attempt: the first of a kind on an incident is ``<incident>:<kind>``; a retry after a
+    transient failure adds its attempt number. The store keeps keys unique."""
+    attempt = sum(1 for a in incident_actions if a.kind is kind)
+    return f"{incident_id}:{kind.value}" + (f":{attempt + 1}" if attempt else "")
