@@ -192,6 +192,21 @@ def fading(inc: Incident, top: Hypothesis | None, onsets: Mapping[str, float],
     return all(onsets.get(e, float("inf")) <= supported_until for e in top.evidence_ids)
 
 
+def returned(inc: Incident, top: Hypothesis, onsets: Mapping[str, float]) -> bool:
+    """The fault of a mitigated incident is back: the same diagnosis on evidence that started after the fix
+    was verified (lingering symptoms of the fixed fault started before it and do not count)."""
+    if inc.status is not IncidentStatus.MITIGATED or inc.top is None or inc.mitigated_at is None:
+        return False
+    return top.root_cause == inc.top.root_cause and any(onsets.get(e, 0.0) > inc.mitigated_at
+                                                        for e in top.evidence_ids)
+
+
+def reopen(inc: Incident, now: float, message: str) -> tuple[Incident, TimelineEntry]:
+    """A mitigated incident whose fault returned is open again (and acted on again under the policy)."""
+    return (replace(inc, status=IncidentStatus.OPEN, updated_at=now),
+            TimelineEntry(now, TimelineKind.REOPENED, message))
+
+
 def superseded(inc: Incident, top: Hypothesis, onsets: Mapping[str, float], min_confidence: float) -> bool:
     """A mitigated incident whose fix held does not absorb a new, different fault."""
     if inc.status is not IncidentStatus.MITIGATED or inc.top is None or inc.mitigated_at is None:

@@ -71,6 +71,7 @@ class TimelineKind(enum.StrEnum):
     ACTION_DENIED = "action_denied"
     ACTION_EXECUTED = "action_executed"
     ACTION_RECONCILED = "action_reconciled"
+    REOPENED = "reopened"             # a mitigated incident's fault came back after its fix was verified
 
 
 def new_id(prefix: str) -> str:

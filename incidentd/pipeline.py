@@ -278,6 +278,12 @@ class DetectionLoop:
                                                      f"follows in a new incident")
             self.store.save_incident(inc, [entry])
             inc = None
+        if inc is not None and top is not None and lifecycle.returned(inc, top, onsets):
+            inc, entry = lifecycle.reopen(inc, now, f"{top.root_cause} is back after its fix was verified: "
+                                                    f"reopened, and acted on again under the policy")
+            inc = self.store.save_incident(inc, [entry])
+            log.warning("incident %s reopened: %s returned", inc.id, top.root_cause,
+                        extra={"incident": inc.id, "model": model})
         if hyps or facts.alerts:
             if inc is None:
                 inc, entries = lifecycle.open_incident(model, hyps, evidence_ids, now, summaries,

@@ -23,6 +23,7 @@ from diagnosis.types import (
     EvidenceKind,
     Hypothesis,
     Incident,
+    IncidentStatus,
     TimelineEntry,
     TimelineKind,
     new_id,
@@ -114,7 +115,10 @@ class ActionRunner:
         incident_actions = self.records(incident_id=inc.id)
         # One action of a kind per incident. A transient failure (timeout, 5xx) may be retried, under the
         # policy's cooldown; any other failure escalated when it was judged (see ``verify``).
-        if any(a.kind is kind and not _retryable_failure(a) for a in incident_actions):
+        # A verified one does not block either once the incident is open again: its fault came back (reopened).
+        reopened = inc.status is not IncidentStatus.MITIGATED
+        if any(a.kind is kind and not _retryable_failure(a) and not (reopened and a.status is ActionStatus.VERIFIED)
+               for a in incident_actions):
             return inc, None
         decision = self.policy.decide(kind, top.confidence, incident_actions, self.records(model=inc.model),
                                       inc.escalated, now, root_cause=top.root_cause)

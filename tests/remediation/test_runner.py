@@ -243,3 +243,17 @@ def test_a_transient_failure_is_retried_under_the_cooldown_not_escalated(tmp_pat
     assert not inc.escalated and entries == []
     inc, retry = rem.consider(inc, BAD_VERSION, ["accuracy"], time.time())
     assert retry is not None and retry.idempotency_key == f"{inc.id}:rollback:2"
+
+
+def test_a_fault_back_after_a_verified_fix_is_acted_on_again_under_the_policy(tmp_path, server):
+    from diagnosis.lifecycle import reopen
+
+    store, rem, inc = setup(tmp_path, server, cooldown_seconds=0)
+    inc, rec = rem.consider(inc, BAD_VERSION, ["accuracy"], time.time())
+    wait_status(rem, rec.id, {ActionStatus.VERIFYING})
+    inc, _ = rem.verify(inc, {"accuracy": Verdict(True)}, None, time.time() + 1, "v1", grace=0.0)
+    assert inc.status.value == "mitigated"
+    assert rem.consider(inc, BAD_VERSION, ["accuracy"], time.time())[1] is None, "mitigated: nothing to do"
+    inc, _ = reopen(inc, time.time(), "back")
+    inc, again = rem.consider(inc, BAD_VERSION, ["accuracy"], time.time())
+    assert again is not None and again.idempotency_key == f"{inc.id}:rollback:2"
