@@ -45,18 +45,22 @@ def test_incidents_round_trip_with_their_timeline(repo: Repository) -> None:
         repo.incident("nope")
 
 
-def test_a_save_over_a_newer_version_is_refused(db_url: str) -> None:
+def test_a_save_over_a_newer_version_is_merged_not_lost(db_url: str) -> None:
     a, b = Repository(db_url), Repository(db_url)        # two replicas
     try:
         inc = open_one(a)
         mine, theirs = a.incident(inc.id), b.incident(inc.id)
-        b.save_incident(replace(theirs, title="changed by the other replica"))
-        with pytest.raises(ConcurrentUpdate):
-            a.save_incident(replace(mine, title="changed here"))
-        again = a.incident(inc.id)                         # re-read, re-apply: accepted
-        assert again.title == "changed by the other replica"
-        a.save_incident(replace(again, title="changed here"))
-        assert b.incident(inc.id).title == "changed here"
+        b.save_incident(*_one(lifecycle.acknowledge(theirs, 1010.0, "looking", "alice")))   # a person acks
+        # ... while this replica's cycle saves what it found from its older copy: both are kept
+        stored = a.save_incident(replace(mine, evidence_ids=(*mine.evidence_ids, "ev-new")))
+        assert stored.status is IncidentStatus.ACKNOWLEDGED and "ev-new" in stored.evidence_ids
+        seen = b.incident(inc.id)
+        assert seen.status is IncidentStatus.ACKNOWLEDGED and "ev-new" in seen.evidence_ids
+        assert a.incident_version(inc.id) == 3
+        resolved = b.save_incident(*_one(lifecycle.resolve(seen, 1020.0, "fixed")))
+        assert a.save_incident(replace(mine, title="late")).status is IncidentStatus.RESOLVED, \
+            "a resolved incident stays resolved"
+        assert resolved.status is IncidentStatus.RESOLVED
     finally:
         a.close()
         b.close()
