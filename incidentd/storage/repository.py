@@ -3,9 +3,9 @@
 Same public methods as the SQLite-only store it replaces, so callers do not change. Every method is one
 transaction that commits before it returns (a 2xx means the data is durable).
 
-Concurrency: an incident row carries a version; a save of an incident read at version *n* succeeds only
-if the row is still at *n* (optimistic concurrency), else it raises ``ConcurrentUpdate`` and the caller
-re-reads. At most one unresolved incident per dedup key (partial UNIQUE index) and one action per
+Concurrency: an incident row carries a version; a save reads the row in its transaction, merges a writer
+that worked from an older copy with it (``lifecycle.merge_concurrent``: an ack or resolve made meanwhile
+stays) and updates only at the version read (optimistic concurrency), reading again if it moved. At most one unresolved incident per dedup key (partial UNIQUE index) and one action per
 idempotency key (UNIQUE) hold across any number of replicas.
 
     >>> repo = Repository(":memory:")
