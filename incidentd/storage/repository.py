@@ -492,12 +492,15 @@ class Repository:
                ended_at: float | None, now: float) -> NotificationOutcome:
         if not self.is_sqlite:   # one episode at a time across replicas (SQLite has one writer anyway)
             conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"{fingerprint}|{starts_at}"})
+        # Write first, then read: the write takes the database's write lock (SQLite: another process on the
+        # same file waits), so the statuses read below cannot change before this transaction commits.
+        new = conn.execute(self._insert(alert_notifications).values(
+            fingerprint=fingerprint, starts_at=starts_at, status=status, received_at=now,
+            evidence_id=firing.id).on_conflict_do_nothing().returning(alert_notifications.c.status)).first() is not None
+        if not new:
+            return NotificationOutcome.DUPLICATE
         seen = {r[0] for r in conn.execute(select(alert_notifications.c.status).where(
             alert_notifications.c.fingerprint == fingerprint, alert_notifications.c.starts_at == starts_at))}
-        if status in seen:
-            return NotificationOutcome.DUPLICATE
-        conn.execute(alert_notifications.insert().values(fingerprint=fingerprint, starts_at=starts_at, status=status,
-                                                         received_at=now, evidence_id=firing.id))
         if status == "firing" and "resolved" in seen:
             return NotificationOutcome.STALE
         ev = firing

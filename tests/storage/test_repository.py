@@ -149,3 +149,34 @@ def test_leases_give_each_model_one_owner_and_expire(repo: Repository) -> None:
     assert repo.live_replicas(126.0, ttl=15.0) == ["r2"]
     repo.leave("r2")
     assert repo.lease_owners(126.0) == {}
+
+
+def _alert_ev(fp: str) -> Evidence:
+    return Evidence(f"alert-{fp}", EvidenceKind.ALERT, "m", "HighLatency", 1000.0, "latency high",
+                    attributes={"fingerprint": fp})
+
+
+def test_resolved_wins_over_firing_whatever_the_order_and_across_replicas(db_url: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from incidentd.storage import NotificationOutcome
+
+    a, b = Repository(db_url), Repository(db_url)        # two replicas behind an Alertmanager HA pair
+    try:
+        assert a.apply_notification("late", "t0", "resolved", _alert_ev("late"), 1100.0, 1100.0) \
+            is NotificationOutcome.ACCEPTED
+        assert b.apply_notification("late", "t0", "firing", _alert_ev("late"), None, 1101.0) \
+            is NotificationOutcome.STALE
+        assert b.apply_notification("late", "t0", "firing", _alert_ev("late"), None, 1102.0) \
+            is NotificationOutcome.DUPLICATE
+        pairs = [f"fp{i}" for i in range(20)]
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            for fp in pairs:
+                list(pool.map(lambda job, fp=fp: job[0].apply_notification(fp, "t0", job[1], _alert_ev(fp), 1100.0,
+                                                                           1100.0),
+                              [(a, "firing"), (b, "resolved")]))
+        assert a.open_alerts("m") == [], "no episode is left firing"
+        assert [e.ended_at for e in b.evidence([f"alert-{fp}" for fp in pairs])] == [1100.0] * len(pairs)
+    finally:
+        a.close()
+        b.close()
