@@ -534,8 +534,10 @@ class Repository:
             for fingerprint, starts_at, status, ev in items:
                 stmt = self._insert(alert_notifications).values(
                     fingerprint=fingerprint, starts_at=starts_at, status=status, received_at=now,
-                    evidence_id=ev.id if ev else None).on_conflict_do_nothing()
-                new = conn.execute(stmt).rowcount == 1
+                    evidence_id=ev.id if ev else None).on_conflict_do_nothing().returning(
+                    alert_notifications.c.fingerprint)
+                # a row comes back only when it was inserted (rowcount is not reliable here on PostgreSQL)
+                new = conn.execute(stmt).first() is not None
                 out.append(new)
                 if new and ev is not None:
                     self._upsert(conn, tables.evidence, self._evidence_values(ev), ["id"])

@@ -24,6 +24,8 @@ import pytest
 import yaml
 from sqlalchemy import create_engine, func, select
 
+from incidentd.auth.keys import create_key
+from incidentd.auth.scopes import Scope
 from incidentd.storage import Repository
 from incidentd.storage.tables import actions, alert_notifications, incidents, model_leases, timeline
 from tests.integration.conftest import REPO, free_port, wait_until
@@ -112,7 +114,11 @@ def model_server(template_registry: Path, tmp_path: Path):  # noqa: F811
 def test_three_replicas_one_killed_mid_action(postgres: PostgresServer, model_server, tmp_path: Path) -> None:  # noqa: F811
     ms_url, ms_proc, ms_log = model_server
     db_url = postgres.create_database()
-    Repository(db_url, migrate_schema=True).close()                   # `incidentd db upgrade`
+    repo = Repository(db_url, migrate_schema=True)                    # `incidentd db upgrade`
+    # One key for the on-call engineer and Alertmanager alike; every replica reads it from the database.
+    key = create_key(repo, "oncall", frozenset({Scope.READ, Scope.RESPOND, Scope.APPROVE, Scope.INGEST})).key
+    repo.close()
+    auth = {"Authorization": f"Bearer {key}"}
     engine = create_engine(db_url)
     httpx.post(ms_url + "/admin/load", json={"version": "v2"}, timeout=30).raise_for_status()   # the bad deploy
     loads_before = ms_log.read_text().count("model load:")
@@ -134,10 +140,11 @@ def test_three_replicas_one_killed_mid_action(postgres: PostgresServer, model_se
 
         # The deploy event, then alerts, arrive at every replica; every 2xx must be stored.
         httpx.post(others[0].url + "/events", json={"model": MODEL, "kind": "deploy", "version": "v2",
-                                                    "previous_version": "v1", "at": time.time() - 600}, timeout=10).raise_for_status()
+                                                    "previous_version": "v1", "at": time.time() - 600},
+                   headers=auth, timeout=10).raise_for_status()
         sent: set[str] = set()
         for i, r in enumerate(reps * 3):
-            resp = httpx.post(r.url + "/webhooks/alertmanager", json=alert(i % 4), timeout=10)
+            resp = httpx.post(r.url + "/webhooks/alertmanager", json=alert(i % 4), headers=auth, timeout=10)
             assert resp.status_code == 200, resp.text
             sent.add(f"fp{i % 4:04d}")
 
@@ -152,7 +159,7 @@ def test_three_replicas_one_killed_mid_action(postgres: PostgresServer, model_se
         # Pause the model server, approve through a replica that does not own the model.
         os.kill(ms_proc.pid, signal.SIGSTOP)
         resp = httpx.post(f"{others[1].url}/incidents/{incident_id}/actions/{action_id}/approve",
-                          json={"actor": "oncall"}, timeout=10)
+                          headers=auth, timeout=10)
         assert resp.status_code == 200, resp.text
         claimed = select(actions.c.claimed_by).where(actions.c.id == action_id)
         assert wait_until(lambda: scalar(claimed) is not None, 20)
@@ -165,7 +172,7 @@ def test_three_replicas_one_killed_mid_action(postgres: PostgresServer, model_se
 
         # Alerts keep arriving at the survivors.
         for i, r in enumerate(others * 2):
-            resp = httpx.post(r.url + "/webhooks/alertmanager", json=alert(10 + i), timeout=10)
+            resp = httpx.post(r.url + "/webhooks/alertmanager", json=alert(10 + i), headers=auth, timeout=10)
             assert resp.status_code == 200, resp.text
             sent.add(f"fp{10 + i:04d}")
 
@@ -192,7 +199,7 @@ def test_three_replicas_one_killed_mid_action(postgres: PostgresServer, model_se
             stored = {r[0] for r in conn.execute(select(alert_notifications.c.fingerprint))}
         assert stored == sent
         # Any replica answers the API with the same state.
-        views = [httpx.get(f"{r.url}/incidents/{incident_id}", timeout=10).json() for r in others]
+        views = [httpx.get(f"{r.url}/incidents/{incident_id}", headers=auth, timeout=10).json() for r in others]
         assert views[0]["actions"] == views[1]["actions"]
     finally:
         for r in reps:
