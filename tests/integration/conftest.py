@@ -23,6 +23,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -251,9 +252,17 @@ class PrometheusServer(Server):
         return body["data"]["result"]
 
     def scraped_since(self, at: float) -> bool:
-        """Every target has been scraped (its ``up`` sample stamped) after the wall-clock time ``at``."""
-        ups = self.query("timestamp(up)")
-        return bool(ups) and min(float(r["value"][1]) for r in ups) > at
+        """Every target has been scraped after the wall-clock time ``at``.
+
+        Asks the targets API, not ``timestamp(up)``: a config reload that removes a job writes no
+        staleness markers, so the ``up`` series of earlier tests' jobs stay visible (with their old
+        timestamps) for the 5-minute lookback and would hold this false that long.
+        """
+        status, body = http("GET", f"{self.url}/api/v1/targets?state=active")
+        if status != 200 or body.get("status") != "success":
+            raise RuntimeError(f"targets failed: {status} {body}")
+        targets = body["data"]["activeTargets"]
+        return bool(targets) and min(datetime.fromisoformat(t["lastScrape"]).timestamp() for t in targets) > at
 
     def samples_of(self, selector: str, window: str = "1m") -> int:
         """The fewest samples any series of ``selector`` has in the last ``window`` (0 when none exists)."""

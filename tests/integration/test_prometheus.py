@@ -69,11 +69,14 @@ def test_every_alert_routes_to_incidentd(amtool):
 def test_alertmanager_webhook_uses_bearer_auth():
     cfg = yaml.safe_load(AM_CONFIG.read_text())
     (receiver,) = [r for r in cfg["receivers"] if r["name"] == "incidentd"]
-    (hook,) = receiver["webhook_configs"]
-    assert hook["url"] == "http://incidentd:8080/webhooks/alertmanager"
-    assert hook["send_resolved"] is True
-    assert hook["http_config"]["authorization"]["type"] == "Bearer"
-    assert hook["http_config"]["authorization"]["credentials_file"]
+    # Every incidentd replica of docker-compose.yml gets every notification, each authenticated.
+    hooks = receiver["webhook_configs"]
+    assert sorted(h["url"] for h in hooks) == ["http://incidentd-2:8080/webhooks/alertmanager",
+                                               "http://incidentd:8080/webhooks/alertmanager"]
+    for hook in hooks:
+        assert hook["send_resolved"] is True
+        assert hook["http_config"]["authorization"]["type"] == "Bearer"
+        assert hook["http_config"]["authorization"]["credentials_file"]
 
 
 # --- Prometheus scraping for real -----------------------------------------------------------
