@@ -207,11 +207,12 @@ def torchserve() -> Iterator[tuple[str, str]]:
     inf, mgmt, metrics = launch.free_port(), launch.free_port(), launch.free_port()
     cfg = work / "config.properties"
     cfg.write_text("\n".join([f"inference_address=http://127.0.0.1:{inf}", f"management_address=http://127.0.0.1:{mgmt}",
-                              f"metrics_address=http://127.0.0.1:{metrics}", "disable_token_authorization=true",
+                              f"metrics_address=http://127.0.0.1:{metrics}", *launch.torchserve_grpc_config(),
+                              "disable_token_authorization=true",
                               "enable_envvars_config=false", "default_workers_per_model=1", f"model_store={store}",
                               "load_models=tiny.mar", "install_py_dep_per_model=false",
                               "enable_model_api=true"]) + "\n")
-    env = {"PATH": f"{py}/bin:{os.environ.get('PATH', '')}", "TS_CONFIG_FILE": str(cfg)}
+    env = {"PATH": f"{py}/bin:{os.environ.get('PATH', '')}", "TS_CONFIG_FILE": str(cfg), **launch.torchserve_tmp_env(work)}
     proc, log = launch._spawn([str(py / "bin/torchserve"), "--start", "--foreground", "--ncs", "--ts-config", str(cfg),
                                "--model-store", str(store), "--disable-token-auth"], work, env)
     s = launch.Served("torchserve", f"http://127.0.0.1:{inf}", "", "torchserve", "tiny", proc, work, log,

@@ -120,8 +120,28 @@ def stop(s: Served) -> None:
     if s.kind == "torchserve":
         stop_cmd = s.extra.get("stop")
         if stop_cmd:
-            subprocess.run(stop_cmd.split(), cwd=s.workdir, capture_output=True, timeout=60, check=False)
+            env = {**os.environ, **torchserve_tmp_env(s.workdir)}
+            subprocess.run(stop_cmd.split(), cwd=s.workdir, env=env, capture_output=True, timeout=60, check=False)
     shutil.rmtree(s.workdir, ignore_errors=True)
+
+
+def torchserve_tmp_env(workdir: Path) -> dict[str, str]:
+    """A temp dir of this instance's own: ``torchserve`` keeps its ``.model_server.pid`` in
+    ``tempfile.gettempdir()`` and refuses to start while another live instance's pid is there, so two
+    instances in one pytest session (test_model_servers.py and test_server_executors.py) need separate ones."""
+    tmp = workdir / "tmp"
+    tmp.mkdir(exist_ok=True)
+    return {"TMPDIR": str(tmp), "TEMP": str(tmp)}
+
+
+def torchserve_grpc_config() -> list[str]:
+    """Free loopback gRPC ports: TorchServe's defaults (7070/7071) clash when two instances run at once."""
+    return [
+        "grpc_inference_address=127.0.0.1",
+        f"grpc_inference_port={free_port()}",
+        "grpc_management_address=127.0.0.1",
+        f"grpc_management_port={free_port()}",
+    ]
 
 
 def _copy_model_files(dest: Path) -> None:
@@ -212,6 +232,7 @@ def start_torchserve(workdir: Path) -> Served:
                 f"inference_address=http://127.0.0.1:{inf}",
                 f"management_address=http://127.0.0.1:{mgmt}",
                 f"metrics_address=http://127.0.0.1:{metrics}",
+                *torchserve_grpc_config(),
                 "metrics_mode=prometheus",
                 "disable_token_authorization=true",
                 "enable_envvars_config=false",
@@ -223,7 +244,8 @@ def start_torchserve(workdir: Path) -> Served:
         )
         + "\n"
     )
-    env = {"PATH": f"{py}/bin:{os.environ.get('PATH', '')}", "TS_CONFIG_FILE": str(workdir / "config.properties")}
+    env = {"PATH": f"{py}/bin:{os.environ.get('PATH', '')}", "TS_CONFIG_FILE": str(workdir / "config.properties"),
+           **torchserve_tmp_env(workdir)}
     cmd = [str(py / "bin/torchserve"), "--start", "--foreground", "--ncs", "--ts-config", str(workdir / "config.properties"),
            "--model-store", str(store), "--disable-token-auth"]
     proc, log = _spawn(cmd, workdir, env)
