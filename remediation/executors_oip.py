@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+from abc import ABC, abstractmethod
 from functools import cmp_to_key
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,7 @@ def newest(versions: list[str]) -> str | None:
     return max(versions, key=cmp_to_key(_newer)) if versions else None
 
 
-class OIPRepository(HttpControl):
+class OIPRepository(HttpControl, ABC):
     """The model-repository calls MLServer and Triton share, for one model."""
 
     kind = "oip"
@@ -143,8 +144,9 @@ class OIPRepository(HttpControl):
         out = self.rollback_to(to)
         return out.before, out.after
 
+    @abstractmethod
     def rollback_to(self, to: str, dry_run: bool = False) -> ServerOutcome:
-        raise NotImplementedError
+        """Serve ``to`` instead of the current version; each server's repository does it its own way."""
 
 
 class TritonRepository(OIPRepository):
