@@ -125,7 +125,8 @@ def _model_families(snap: SidecarSnapshot) -> Iterator[Metric]:
         w.input_missing_ratio,
     )
     yield from gauge(
-        "model_window_predictions", "Predictions of the running version in the recent window.", float(w.rows)
+        "model_window_predictions", "Predictions of the running version in the recent window.",
+        float(w.rows) if snap.up else None,   # unknown, not 0, while the model server cannot be read
     )
 
     # Passed-through series keep the model server's labels (model, version, reason).
@@ -178,7 +179,7 @@ def _model_families(snap: SidecarSnapshot) -> Iterator[Metric]:
         "model_drift_window_rows",
         "Complete input rows of the running version available for "
         "drift tests (drift is computed at the minimum configured rows or more).",
-        float(snap.drift_window_rows),
+        float(snap.drift_window_rows) if snap.up else None,
     )
     d = snap.drift
     if d is not None:

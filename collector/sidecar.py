@@ -30,7 +30,7 @@ from collector.hardware import HostSampler, ProcessReading, ProcessSampler
 from collector.scrape import ModelServerClient, ScrapeError
 from collector.sinks import EventSink, EventType, NullSink, make_event
 from collector.snapshot import PASSTHROUGH, SidecarSnapshot
-from collector.windows import CounterRate, LabelJoin, PredictionWindow, error_ratio
+from collector.windows import CounterRate, LabelJoin, PredictionWindow, WindowStats, error_ratio
 from detectors.changes import RuntimeChangeKind, RuntimeObservation, runtime_changes
 from detectors.errors import IncidentdError
 from detectors.types import Sample
@@ -329,7 +329,10 @@ class Sidecar:
         version = self._version
         self._window.prune(now)
         self._join.prune(now)
-        stats = self._window.stats(version)
+        # While the model server cannot be read, nothing derived from its answers is current: latency,
+        # throughput, error ratio, accuracy and drift are left out (absent, as Prometheus staleness has it)
+        # rather than exported at their last values. The window is kept for when the server is back.
+        stats = self._window.stats(version) if up else WindowStats(rows=0)
 
         throughput = self._requests_rate.rate() if up else None
         if throughput is None:
@@ -339,7 +342,7 @@ class Sidecar:
         drift: DriftResult | None = None
         drift_rows = 0
         width = self._drift.width(version) if version is not None else None
-        if version is not None and width is not None:
+        if up and version is not None and width is not None:
             records = self._window.records(version)
             key = (version, len(records), records[-1].request_id if records else "")
             if key == self._drift_key:  # nothing new in the window: the tests would say the same
@@ -377,7 +380,7 @@ class Sidecar:
                     self._pred_drift = pd
 
         by_version = {v: self._join.accuracy(v) for v in self._join.versions()}
-        accuracy = by_version.get(version) if version is not None else None
+        accuracy = by_version.get(version) if version is not None and up else None
         lag = None if self._join.newest_label_ts is None else max(0.0, now - self._join.newest_label_ts)
 
         host = self._host.sample()

@@ -99,6 +99,10 @@ def default_catalog(cfg: CatalogSettings | None = None) -> list[SignalSpec]:
                            confirm=c, describe="host memory at {value}"),
         GaugeThresholdSpec("target_down", "model_up", op="lt", threshold=1, confirm=c + 1, clear=2,
                            describe="model_up = {value}"),
+        # The sidecar (or any scrape target of the model) fails: `up` as Prometheus writes it, or the
+        # embedded scraper's own `up`. Two failed scrapes in a row, so it shows within two cycles.
+        GaugeThresholdSpec("monitoring_down", "up", op="lt", threshold=1, confirm=2, clear=2,
+                           describe="up = {value}: the metrics target does not answer"),
         GaugeThresholdSpec("request_stall", "model_oldest_request_age_seconds", op="gt",
                            threshold=cfg.request_stall_seconds, confirm=c,
                            describe="oldest predict request in flight for {value}s (threshold {threshold}s)"),

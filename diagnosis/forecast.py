@@ -198,7 +198,7 @@ class ExhaustionSpec(SignalSpec):
                 out[key] = (vals[-1], dict(s.labels).get("source", self.limit_name))
         return out
 
-    def observe(self, source: SourceLike, model: str, now: float, step: float) -> SignalReading | None:
+    def observe(self, source: SourceLike, model: str, now: float, step: float) -> SignalReading:
         st = self._state.get(model) or self._state.setdefault(model, _ExhaustionState(cursor=now - self.window))
         limits = self._limits(source, model, now, step)
         for s in source.read(self.metric, {"model": model, **self.matchers}, st.cursor, now, step):
@@ -220,12 +220,14 @@ class ExhaustionSpec(SignalSpec):
                 ser.last = v
         st.cursor = now
         if not st.series:
-            return None
+            return SignalReading.no_data(self.name, model, now, "theil_sen",
+                                         f"no {self.metric} sample yet" + (f" with its limit {self.limit_metric}"
+                                                                          if self.free else ""))
         best: tuple[Forecast, Trend, SeriesKey] | None = None
         newest = max((ser.detector.points()[0][-1] for ser in st.series.values() if ser.detector.points()[0].size),
                      default=None)
         if newest is None:
-            return None
+            return SignalReading.no_data(self.name, model, now, "theil_sen", f"no finite {self.metric} sample yet")
         missing_limit = False
         growing_any = False
         for key, ser in st.series.items():

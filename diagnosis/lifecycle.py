@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from diagnosis.types import (
     Evidence,
@@ -152,11 +153,49 @@ def acknowledge(inc: Incident, now: float, message: str, actor: str) -> tuple[In
             TimelineEntry(now, TimelineKind.ACKNOWLEDGED, message, {"actor": actor}))
 
 
+_STATUS_RANK = {IncidentStatus.OPEN: 0, IncidentStatus.ACKNOWLEDGED: 1, IncidentStatus.MITIGATED: 2,
+                IncidentStatus.RESOLVED: 3}
+
+
+def merge_concurrent(stored: Incident, incoming: Incident) -> Incident:
+    """What to store when ``incoming`` is written over ``stored`` (field-level writes, issue 11).
+
+    A resolved incident stays resolved (a returning fault opens a new one). A writer that worked from an
+    older copy (``incoming.updated_at`` before ``stored.updated_at``: a detection cycle while a person
+    acknowledged) keeps the stored diagnosis and the further of the two statuses, so an ack or resolve
+    made during a cycle stays. Actions, evidence and escalation only ever accumulate.
+    """
+    if stored.status is IncidentStatus.RESOLVED:
+        out = replace(stored, updated_at=max(stored.updated_at, incoming.updated_at))
+    elif incoming.updated_at < stored.updated_at:
+        status = max(stored.status, incoming.status, key=_STATUS_RANK.__getitem__)
+        out = replace(stored, status=status,
+                      mitigated_at=stored.mitigated_at if stored.mitigated_at is not None else incoming.mitigated_at,
+                      resolved_at=incoming.resolved_at if status is IncidentStatus.RESOLVED else None)
+    else:
+        out = incoming
+    return replace(out,
+                   action_ids=tuple(dict.fromkeys((*out.action_ids, *stored.action_ids, *incoming.action_ids))),
+                   evidence_ids=tuple(dict.fromkeys((*out.evidence_ids, *stored.evidence_ids,
+                                                     *incoming.evidence_ids))),
+                   escalated=stored.escalated or incoming.escalated)
+
+
 def should_resolve(inc: Incident, quiet_since: float | None, now: float, resolve_after: float,
                    actions_in_flight: bool) -> bool:
     """Resolve once every signal has been quiet for ``resolve_after`` and no action is still being verified."""
     return (inc.active and quiet_since is not None and now - quiet_since >= resolve_after
             and not actions_in_flight)
+
+
+class _Observed(Protocol):
+    @property
+    def has_data(self) -> bool: ...
+
+
+def unobserved(signals: Collection[str], readings: Mapping[str, _Observed]) -> list[str]:
+    """The incident's ``signals`` that have no fresh reading: missing data is never quiet, never recovery."""
+    return sorted(n for n in signals if (r := readings.get(n)) is None or not r.has_data)
 
 
 def quiet_since(previous: float | None, busy: bool, now: float) -> float | None:
@@ -187,6 +226,21 @@ def fading(inc: Incident, top: Hypothesis | None, onsets: Mapping[str, float],
     # While any evidence of the current diagnosis was still there, or up to when the last of it ended.
     supported_until = max(e.ended_at if e.ended_at is not None else float("inf") for e in support)
     return all(onsets.get(e, float("inf")) <= supported_until for e in top.evidence_ids)
+
+
+def returned(inc: Incident, top: Hypothesis, onsets: Mapping[str, float]) -> bool:
+    """The fault of a mitigated incident is back: the same diagnosis on evidence that started after the fix
+    was verified (lingering symptoms of the fixed fault started before it and do not count)."""
+    if inc.status is not IncidentStatus.MITIGATED or inc.top is None or inc.mitigated_at is None:
+        return False
+    return top.root_cause == inc.top.root_cause and any(onsets.get(e, 0.0) > inc.mitigated_at
+                                                        for e in top.evidence_ids)
+
+
+def reopen(inc: Incident, now: float, message: str) -> tuple[Incident, TimelineEntry]:
+    """A mitigated incident whose fault returned is open again (and acted on again under the policy)."""
+    return (replace(inc, status=IncidentStatus.OPEN, updated_at=now),
+            TimelineEntry(now, TimelineKind.REOPENED, message))
 
 
 def superseded(inc: Incident, top: Hypothesis, onsets: Mapping[str, float], min_confidence: float) -> bool:

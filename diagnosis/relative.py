@@ -83,7 +83,7 @@ class RelativeLevelSpec(LevelSpec):
             st.baseline.append(v)
         return anomalous, max(score, trend_score) if (relative or slo is not None) else score
 
-    def observe(self, source: SourceLike, model: str, now: float, step: float) -> SignalReading | None:
+    def observe(self, source: SourceLike, model: str, now: float, step: float) -> SignalReading:
         st = self._state.get(model) or self._state.setdefault(model, self._new_state(now))
         assert isinstance(st, _RelativeState)
         series = source.read(self.metric, {"model": model, **self.matchers}, st.cursor, now, step)
@@ -112,8 +112,13 @@ class RelativeLevelSpec(LevelSpec):
                 st.run.clear()
                 st.active_since = None
         if st.last[0] == 0.0:
-            return None
+            return SignalReading.no_data(self.name, model, now, self.detector_name,
+                                         f"no finite {self.metric}{self._sel()} sample yet")
         t, v, score = st.last
+        if now - t > self.stale:
+            # The series stopped (target down, scrape failing): the last value is not the current state.
+            return SignalReading.no_data(self.name, model, now, self.detector_name,
+                                         f"newest {self.metric}{self._sel()} sample is {now - t:.0f}s old")
         base = self._baseline_median(st)
         slo = self.slos.get(model)
         parts = [f"{self.metric}{self._sel()} = {_fmt(v)}{self.unit} vs baseline {_fmt(base)}{self.unit}"]

@@ -8,6 +8,7 @@ judged anomalous are not learned, so a long fault does not become the new normal
 """
 from __future__ import annotations
 
+import enum
 import math
 from abc import ABC, abstractmethod
 from collections import deque
@@ -30,6 +31,14 @@ class SourceLike(Protocol):
              step: float) -> list[Any]: ...
 
 
+class SignalState(enum.StrEnum):
+    """What a signal says now. ``no_data`` is a state of its own: missing or stale inputs are never healthy."""
+
+    ACTIVE = "active"        # an anomaly episode is going on
+    INACTIVE = "inactive"    # fresh data shows the signal healthy
+    NO_DATA = "no_data"      # the inputs are missing, stale or too few to judge
+
+
 @dataclass(frozen=True, slots=True)
 class SignalReading:
     signal: str
@@ -43,6 +52,18 @@ class SignalReading:
     detector: str
     statistic: float | None = None
     p_value: float | None = None
+    has_data: bool = True     # False: the reading says only that there is nothing fresh to judge
+
+    @property
+    def state(self) -> SignalState:
+        if not self.has_data:
+            return SignalState.NO_DATA
+        return SignalState.ACTIVE if self.active else SignalState.INACTIVE
+
+    @classmethod
+    def no_data(cls, signal: str, model: str, at: float, detector: str, why: str) -> SignalReading:
+        """A reading that reports missing inputs (never active, never healthy)."""
+        return cls(signal, model, at, False, 0.0, math.nan, None, f"no data: {why}", detector, has_data=False)
 
 
 def _points(series: list[SeriesLike], after: float, version: str | None = None) -> list[tuple[float, float]]:
@@ -71,8 +92,9 @@ class SignalSpec(ABC):
         self.name = name
 
     @abstractmethod
-    def observe(self, source: SourceLike, model: str, now: float, step: float) -> SignalReading | None:
-        """Read what is new for ``model`` and return the current reading (None: no data yet)."""
+    def observe(self, source: SourceLike, model: str, now: float, step: float) -> SignalReading:
+        """Read what is new for ``model`` and return the current reading; ``SignalState.NO_DATA`` when its
+        inputs are missing, stale or too few to judge (never a healthy reading)."""
 
     @abstractmethod
     def recovered(self, source: SourceLike, model: str, since: float, now: float,
@@ -121,8 +143,9 @@ class LevelSpec(SignalSpec):
     def __init__(self, name: str, metric: str, matchers: dict[str, str] | None = None, *,
                  detector: str = "robust_z", detector_params: dict[str, Any] | None = None,
                  min_ratio: float = 2.0, min_delta: float = 0.0, confirm: int = 2, clear: int = 3,
-                 relearn_after: float = 900.0, unit: str = ""):
+                 relearn_after: float = 900.0, unit: str = "", stale_seconds: float = 30.0):
         super().__init__(name)
+        self.stale = stale_seconds
         self.metric = metric
         self.matchers = dict(matchers or {})
         self.detector_name = detector
@@ -163,7 +186,7 @@ class LevelSpec(SignalSpec):
             st.baseline.append(v)
         return anomalous, score
 
-    def observe(self, source: SourceLike, model: str, now: float, step: float) -> SignalReading | None:
+    def observe(self, source: SourceLike, model: str, now: float, step: float) -> SignalReading:
         st = self._state.get(model) or self._state.setdefault(model, self._new_state(now))
         series = source.read(self.metric, {"model": model, **self.matchers}, st.cursor, now, step)
         pts = _points(series, st.cursor)
@@ -192,8 +215,13 @@ class LevelSpec(SignalSpec):
                 st.run.clear()
                 st.active_since = None
         if st.last[0] == 0.0:
-            return None
+            return SignalReading.no_data(self.name, model, now, self.detector_name,
+                                         f"no finite {self.metric}{self._sel()} sample yet")
         t, v, score = st.last
+        if now - t > self.stale:
+            # The series stopped (target down, scrape failing): the last value is not the current state.
+            return SignalReading.no_data(self.name, model, now, self.detector_name,
+                                         f"newest {self.metric}{self._sel()} sample is {now - t:.0f}s old")
         base = self._baseline_median(st)
         active = st.active_since is not None
         summary = (f"{self.metric}{self._sel()} = {_fmt(v)}{self.unit} vs baseline {_fmt(base)}{self.unit}"
@@ -234,9 +262,12 @@ class CounterIncreaseSpec(SignalSpec):
     """Active while a counter that should stay flat (non-finite outputs, GPU errors) increased recently."""
 
     def __init__(self, name: str, metric: str, matchers: dict[str, str] | None = None, *,
-                 window_seconds: float = 30.0, what: str = "events", quiet_seconds: float = 5.0):
+                 window_seconds: float = 30.0, what: str = "events", quiet_seconds: float = 5.0,
+                 stale_seconds: float = 30.0):
         super().__init__(name)
         self.quiet_seconds = quiet_seconds
+        self.stale = stale_seconds
+        self._sampled: dict[str, float] = {}   # model -> time of its newest sample (fresh data or not)
         self.metric = metric
         self.matchers = dict(matchers or {})
         self.window = window_seconds
@@ -249,7 +280,7 @@ class CounterIncreaseSpec(SignalSpec):
     def forget_model(self, model: str) -> None:
         for key in [k for k in self._last if k[0] == model]:
             del self._last[key]
-        for held in (self._increments, self._cursor, self._onset):
+        for held in (self._increments, self._cursor, self._onset, self._sampled):
             held.pop(model, None)
 
     def models(self) -> set[str]:
@@ -264,6 +295,7 @@ class CounterIncreaseSpec(SignalSpec):
             for t, v in zip(s.timestamps, s.values):
                 if t <= cursor or not math.isfinite(v):
                     continue
+                self._sampled[model] = max(t, self._sampled.get(model, t))
                 prev = self._last.get(key)
                 if prev is None:
                     d = 0.0 if first_cycle else v      # a series born after we started counted from 0
@@ -275,8 +307,14 @@ class CounterIncreaseSpec(SignalSpec):
         self._cursor[model] = now
         return inc
 
-    def observe(self, source: SourceLike, model: str, now: float, step: float) -> SignalReading | None:
+    def observe(self, source: SourceLike, model: str, now: float, step: float) -> SignalReading:
         inc = self._ingest(source, model, now, step)
+        sampled = self._sampled.get(model)
+        if sampled is None or now - sampled > self.stale:
+            self._onset[model] = None
+            why = (f"no {self.metric} sample yet" if sampled is None
+                   else f"newest {self.metric} sample is {now - sampled:.0f}s old")
+            return SignalReading.no_data(self.name, model, now, "counter_increase", why)
         recent = [(t, d) for t, d in inc if t > now - self.window]
         total = sum(d for _, d in recent)
         active = total > 0
@@ -293,7 +331,11 @@ class CounterIncreaseSpec(SignalSpec):
         # Increments keep arriving for a few scrapes after a fix (requests served before it, scrape lag),
         # so recovery means: no increase for ``quiet_seconds`` after the action.
         inc = self._increments.get(model, ())
-        if now - since < self.quiet_seconds:
+        sampled = self._sampled.get(model)
+        # Quiet counts only on samples: no increase is recovery when the counter was read after the quiet
+        # period, never when it simply stopped arriving.
+        if now - since < self.quiet_seconds or sampled is None or sampled - since < self.quiet_seconds \
+                or now - sampled > self.stale:
             return None
         last = max((t for t, _ in inc), default=None)
         if last is None or last <= since:
@@ -337,7 +379,7 @@ class GaugeThresholdSpec(SignalSpec):
         th = self.threshold
         return {"gt": v > th, "gte": v >= th, "lt": v < th, "lte": v <= th}[self.op]
 
-    def observe(self, source: SourceLike, model: str, now: float, step: float) -> SignalReading | None:
+    def observe(self, source: SourceLike, model: str, now: float, step: float) -> SignalReading:
         cursor = self._cursor.get(model, now - self.stale)
         hist = self._hist.setdefault(model, deque(maxlen=600))
         by_time: dict[float, list[float]] = {}
@@ -353,7 +395,9 @@ class GaugeThresholdSpec(SignalSpec):
             self._cursor[model] = t
         if not hist or now - hist[-1][0] > self.stale:
             self._onset[model] = None
-            return None
+            why = (f"no {self.metric} sample yet" if not hist
+                   else f"newest {self.metric} sample is {now - hist[-1][0]:.0f}s old")
+            return SignalReading.no_data(self.name, model, now, "threshold", why)
         tail = list(hist)
         breaches = [b for _, _, b in tail[-self.confirm:]]
         normals = [not b for _, _, b in tail[-self.clear:]]
@@ -473,7 +517,7 @@ class ProportionSpec(SignalSpec):
             return proportion_drop_test(k, n, max(base - self.margin, 1e-6), alpha=self.alpha)
         return proportion_rise_test(k, n, min(base + self.margin, 1 - 1e-6), alpha=self.alpha)
 
-    def observe(self, source: SourceLike, model: str, now: float, step: float) -> SignalReading | None:
+    def observe(self, source: SourceLike, model: str, now: float, step: float) -> SignalReading:
         new_num, new_den = self._ingest(source, model, now, step)
         st = self._state[model]
         base = self._baseline(st)
@@ -484,7 +528,9 @@ class ProportionSpec(SignalSpec):
             if st.onset is None:
                 st.base_num = st.base_num * self.forget + new_num
                 st.base_den = st.base_den * self.forget + new_den
-            return None
+            why = (f"{n} counted in the last {self.window:g}s (needs {self.min_count})" if base is not None
+                   else f"baseline still learning ({st.base_den:.0f} of {self.min_baseline} counted)")
+            return SignalReading.no_data(self.name, model, now, "binomial", why)
         res = self._test(k, n, base)
         observed = k / n if n else math.nan
         if res.significant:

@@ -27,6 +27,7 @@ SIGNALS: dict[str, str] = {
     "host_cpu": "host CPU above its baseline",
     "host_memory": "host memory usage high",
     "target_down": "the model server does not answer",
+    "monitoring_down": "the metrics target (sidecar) does not answer: every other signal of the model has no data",
     "request_stall": "a predict request has been in flight far longer than any answer takes (a hang)",
     "gpu_thermal": "a GPU is throttling or running hot",
     "gpu_errors": "a GPU reported ECC or Xid errors",

@@ -155,6 +155,9 @@ class DetectionSettings(BaseModel):
     exhaustion_horizon_seconds: float = Field(86_400.0, gt=0)
     exhaustion_lead_seconds: float = Field(1800.0, ge=0)
     disk_horizon_seconds: float = Field(86_400.0, gt=0)
+    # Alerts naming a model that no target exports and `models` does not list are stored as evidence, but
+    # open incidents for at most this many such models (one each); the rest are refused and counted.
+    max_unknown_models: int = Field(20, ge=0)
 
 
 class OidcSettings(BaseModel):
@@ -228,6 +231,29 @@ class DiscoverySettings(BaseModel):
         return self
 
 
+class NotifySettings(BaseModel):
+    """Where escalations, notify recommendations and approval requests go (incidentd.notify)."""
+
+    model_config = ConfigDict(extra="forbid")
+    # The team's Alertmanager(s): each URL (both of an HA pair) gets every alert via POST /api/v2/alerts.
+    alertmanager_url: list[str] = Field(default_factory=list)
+    webhook_url: str | None = None            # optional generic outbound webhook (the same JSON list)
+    external_url: str = "http://127.0.0.1:8080"   # how people reach this incidentd (the incident link)
+
+    @field_validator("alertmanager_url", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("alertmanager_url", "webhook_url", "external_url")
+    @classmethod
+    def _http(cls, v: Any) -> Any:
+        for u in ([v] if isinstance(v, str) else v or []):
+            if not str(u).startswith(("http://", "https://")):
+                raise ValueError(f"{u!r} is not an http(s) URL")
+        return v
+
+
 class Settings(BaseSettings):
     """Everything the service needs to run. Unknown keys are errors, not silently ignored."""
 
@@ -262,6 +288,7 @@ class Settings(BaseSettings):
     supervise_log: Path = Path("model-server.log")
     detection: DetectionSettings = Field(default_factory=DetectionSettings)
     remediation: RemediationSettings = Field(default_factory=RemediationSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
 
     @field_validator("models", mode="before")
     @classmethod

@@ -37,6 +37,7 @@ from remediation.verify import own_symptoms
 log = logging.getLogger(__name__)
 
 HOST_SIGNALS = frozenset({"host_cpu", "host_memory"})
+MONITORING_SIGNAL = "monitoring_down"   # the scrape target failing: evidence about monitoring, not the model
 BASELINE_SAVE_SECONDS = 60.0            # how often learned baselines are written to the store
 BASELINE_MAX_AGE_SECONDS = 24 * 3600.0  # an older saved baseline is relearned rather than trusted
 
@@ -52,6 +53,20 @@ class _ModelState:
     context_at: float = 0.0
     context: dict[str, Any] = field(default_factory=dict)
     seen_at: float = 0.0                                          # when the model was last seen
+
+
+def _blind_while_monitoring_down(readings: dict[str, SignalReading]) -> dict[str, SignalReading]:
+    """While the model's metrics target failed its latest scrape, every other signal has no data.
+
+    The last samples it exported before failing are not the model's current state (a dead sidecar
+    must never read as a healthy model), whatever each signal's own staleness window says.
+    """
+    mon = readings.get(MONITORING_SIGNAL)
+    if mon is None or not mon.has_data or not mon.value < 1:
+        return readings
+    why = f"the metrics target does not answer ({mon.summary})"
+    return {n: r if n == MONITORING_SIGNAL or not r.has_data
+            else SignalReading.no_data(n, r.model, r.at, r.detector, why) for n, r in readings.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,17 +97,46 @@ class DetectionLoop:
         self._saved_at: dict[str, float] = {}
         # Replicas: narrows the models seen to those this process owns (a lease in the database).
         self.owned: Callable[[list[str], float], list[str]] | None = None
+        self._refused: set[str] = set()           # unknown models refused (each counted once)
+        self.refused_unknown = 0
+        self.on_refused: Callable[[str], None] | None = None
 
     # ------------------------------------------------------------------ discovery and context
 
     def models(self, now: float) -> list[str]:
-        seen = (set(self.settings.models) | set(self.store.models_with_open_alerts())
-                | set(self.store.models_with_active_incidents()))
-        for s in self.source.read("model_up", None, now - 5 * self.step - 30, now, self.step):
-            m = s.label("model")
-            if m:
-                seen.add(m)
-        return sorted(seen)
+        configured = set(self.settings.models)
+        # A model whose sidecar stopped answering is still watched: the scrape's own `up` names it.
+        discovered: set[str] = set()
+        for metric in ("model_up", "up"):
+            for s in self.source.read(metric, None, now - 5 * self.step - 30, now, self.step):
+                m = s.label("model")
+                if m:
+                    discovered.add(m)
+        with_incident = set(self.store.models_with_active_incidents())
+        watched = configured | discovered | with_incident
+        return sorted(watched | self._admit_unknown(watched, len(with_incident - configured - discovered)))
+
+    def _admit_unknown(self, watched: set[str], admitted_before: int) -> set[str]:
+        """Models named only by alerts: at most ``detection.max_unknown_models`` of them are watched
+        (bounded cardinality; one incident each); the alerts of the rest stay stored as evidence only.
+        ``admitted_before`` unknown models hold an active incident already. Each refused value counts once."""
+        from_alerts = set(self.store.models_with_open_alerts()) - watched
+        if not from_alerts:
+            return set()
+        cap = self.settings.detection.max_unknown_models
+        room = max(0, cap - admitted_before)
+        admitted = set(sorted(from_alerts)[:room])
+        for model in sorted(from_alerts - admitted):
+            if model not in self._refused and len(self._refused) < 100_000:
+                self._refused.add(model)
+                self.refused_unknown += 1
+                if self.on_refused is not None:
+                    self.on_refused(model)
+                log.log(logging.WARNING if self.refused_unknown == 1 else logging.DEBUG,
+                        "alert for unknown model %r stored as evidence only: %d unknown models are watched "
+                        "already (detection.max_unknown_models; incidentd_unknown_models_refused_total counts "
+                        "the others)", model, cap)
+        return admitted
 
     def _context(self, model: str, st: _ModelState, now: float) -> dict[str, Any]:
         if now - st.context_at < max(1.0, self.step) and st.context:
@@ -227,9 +271,8 @@ class DetectionLoop:
         st.seen_at = now
         readings: dict[str, SignalReading] = {}
         for name, spec in self.specs.items():
-            r = spec.observe(self.source, model, now, self.step)
-            if r is not None:
-                readings[name] = r
+            readings[name] = spec.observe(self.source, model, now, self.step)
+        readings = _blind_while_monitoring_down(readings)
         self.last_readings[model] = readings
         self._save_baselines(model, now)
         ctx = self._context(model, st, now)
@@ -238,8 +281,10 @@ class DetectionLoop:
         hyps = self.engine.evaluate(facts)
         top = hyps[0] if hyps else None
         inc = self.store.active_incident(lifecycle.dedup_key(model))
-        # Quiet means nothing that any rule explains is going on; a busy host alone is no incident.
-        st.quiet_since = lifecycle.quiet_since(st.quiet_since, bool(hyps or facts.alerts), now)
+        # Quiet means nothing that any rule explains is going on; a busy host alone is no incident. Quiet is
+        # seen on fresh data only: while a signal behind the open incident has no data, nothing is quiet.
+        blind = lifecycle.unobserved(self._incident_signals(inc), readings) if inc is not None else []
+        st.quiet_since = lifecycle.quiet_since(st.quiet_since, bool(hyps or facts.alerts or blind), now)
         evidence_ids = sorted({e for h in hyps for e in h.evidence_ids} | set(facts.alerts.values()))
         onsets = lifecycle.onsets({f.evidence_id: f.onset for f in facts.signals.values()},
                                   {c.evidence_id: c.at for c in facts.changes})
@@ -249,11 +294,17 @@ class DetectionLoop:
                                                      f"follows in a new incident")
             self.store.save_incident(inc, [entry])
             inc = None
+        if inc is not None and top is not None and lifecycle.returned(inc, top, onsets):
+            inc, entry = lifecycle.reopen(inc, now, f"{top.root_cause} is back after its fix was verified: "
+                                                    f"reopened, and acted on again under the policy")
+            inc = self.store.save_incident(inc, [entry])
+            log.warning("incident %s reopened: %s returned", inc.id, top.root_cause,
+                        extra={"incident": inc.id, "model": model})
         if hyps or facts.alerts:
             if inc is None:
                 inc, entries = lifecycle.open_incident(model, hyps, evidence_ids, now, summaries,
                                                        alerts=list(facts.alerts))
-                self.store.save_incident(inc, entries)
+                inc = self.store.save_incident(inc, entries)
                 log.warning("incident %s opened: %s", inc.id, inc.title, extra={"incident": inc.id, "model": model})
                 st.tops.clear()
                 st.causes.clear()
@@ -261,12 +312,11 @@ class DetectionLoop:
                                       self.store.evidence(list(inc.top.evidence_ids)) if inc.top else []):
                 upd = lifecycle.update_incident(inc, hyps, evidence_ids, now)
                 if upd.changed:
-                    inc = upd.incident
-                    self.store.save_incident(inc, upd.entries)
+                    inc = self.store.save_incident(upd.incident, upd.entries)
             if top is not None:
                 st.tops.append(top.root_cause)
                 st.causes.append(frozenset(h.root_cause for h in hyps if h.simultaneous))
-        if inc is None:
+        if inc is None or not inc.active:   # resolved by a person meanwhile: nothing more to do on it
             return None
         if self.remediator is not None:
             inc = self._remediate(inc, st, hyps, facts, now, ctx)
@@ -280,6 +330,11 @@ class DetectionLoop:
             return None
         return inc
 
+    def _incident_signals(self, inc: Incident) -> set[str]:
+        """The signals whose anomalies the incident rests on: what must be seen healthy before it resolves."""
+        return {e.name for e in self.store.evidence(list(inc.evidence_ids))
+                if e.kind is EvidenceKind.ANOMALY and e.name in self.specs}
+
     def _facts(self, model: str, st: _ModelState, readings: dict[str, SignalReading], ctx: dict[str, Any],
                now: float) -> tuple[Facts, list[str]]:
         facts = Facts(model=model, context={k: v for k, v in ctx.items() if k != "model"})
@@ -289,7 +344,7 @@ class DetectionLoop:
         last_restart = max((c.at for c in changes if c.name == ChangeKind.RESTART.value), default=None)
         firing = [n for n, r in readings.items()
                   if r.active and not lifecycle.restart_suppressed(n, last_restart, now, grace)]
-        episodes = lifecycle.track_episodes(st.episodes, firing, set(readings))
+        episodes = lifecycle.track_episodes(st.episodes, firing, {n for n, r in readings.items() if r.has_data})
         st.episodes = episodes.open
         for name in firing:
             r, episode = readings[name], episodes.open[name]
@@ -322,7 +377,7 @@ class DetectionLoop:
         inc, entries = self.remediator.verify(inc, self.specs, self.source, now, ctx.get("running_version"),
                                               grace=self.step, active={n: f.onset for n, f in facts.signals.items()})
         if entries:
-            self.store.save_incident(inc, entries)
+            inc = self.store.save_incident(inc, entries)
         if not hyps or inc.escalated or inc.status is IncidentStatus.RESOLVED:
             return inc
         # Every simultaneous cause of the incident gets its own action, in rank order, once its place among

@@ -17,6 +17,7 @@ from diagnosis.signals import SourceLike
 from diagnosis.types import IncidentStatus
 from incidentd.config import Settings
 from incidentd.discovery import FileSDTargets, PrometheusTargets, TargetDiscovery, TargetSource
+from incidentd.notify import Notifier
 from incidentd.pipeline import DetectionLoop
 from incidentd.replicas import Replicas, default_replica_id
 from incidentd.server_control import THIRD_PARTY, server_control
@@ -28,6 +29,7 @@ from remediation.executors import LocalProcess, ModelServerAdmin
 from remediation.executors_systemd import RestartExecutor, RollbackExecutor
 from remediation.policy import Policy
 from remediation.runner import ActionRunner
+from remediation.types import ActionStatus
 
 log = logging.getLogger(__name__)
 if TYPE_CHECKING:
@@ -56,6 +58,10 @@ class ServiceMetrics:
         self.incidents_open = Gauge("incidentd_incidents_open", "Incidents not yet resolved.", registry=r)
         self.actions = Counter("incidentd_actions_total", "Remediation outcomes by action kind.",
                                ["kind", "outcome"], registry=r)
+        self.unknown_models_refused = Counter(
+            "incidentd_unknown_models_refused_total",
+            "Model label values named only by alerts and refused an incident (detection.max_unknown_models).",
+            registry=r)
         self.webhooks = Counter("incidentd_webhook_notifications_total",
                                 "Webhook notifications by source and outcome.", ["source", "outcome"], registry=r)
 
@@ -88,7 +94,7 @@ class Runtime:
         else:
             max_points = int(settings.retention_seconds / settings.scrape_interval_seconds) + 10
             self.embedded = EmbeddedStore(settings.retention_seconds, max_points=max_points)
-            self.scraper = Scraper(self.embedded, settings.scrape_targets)
+            self.scraper = Scraper(self.embedded, settings.scrape_targets, models=settings.models)
             self.source = self.embedded
         self.discovery: TargetDiscovery | None = None
         if settings.discovery is not None:
@@ -148,6 +154,7 @@ class Runtime:
         self._queued: set[str] = set()
         if self.replicas is not None:
             self.loop.owned = self._owned
+        self.loop.on_refused = lambda _model: self.metrics.unknown_models_refused.inc()
         self.mirror = None
         if settings.elasticsearch_url:
             from collector.elasticsearch import ElasticsearchSink
@@ -156,6 +163,11 @@ class Runtime:
             spool = Path(settings.database).resolve().parent / "es-spool"
             self.mirror = Mirror(self.store, ElasticsearchSink(settings.elasticsearch_url, spool_dir=spool,
                                                                registry=self.metrics.registry))
+        self.notifier: Notifier | None = None
+        if settings.notify.alertmanager_url or settings.notify.webhook_url:
+            self.notifier = Notifier(settings.notify.alertmanager_url, settings.notify.external_url,
+                                     settings.notify.webhook_url,
+                                     ends_in=4 * max(settings.detect_interval_seconds, 15.0))
         self.scheduler = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1,
                                                            "misfire_grace_time": 30})
         self.started = False
@@ -251,6 +263,7 @@ class Runtime:
             self.metrics.cycles.inc()
             if self.mirror is not None:
                 self.mirror.sync()
+            self.notify_job()
             self.metrics.incidents_open.set(sum(1 for i in self.store.incidents(limit=1000)
                                                 if i.status is not IncidentStatus.RESOLVED))
         except Exception:
@@ -258,6 +271,17 @@ class Runtime:
             log.exception("detection job failed")
         finally:
             self.metrics.cycle_seconds.observe(time.perf_counter() - t0)
+
+    def notify_job(self, now: float | None = None) -> None:
+        """Tell people about incidents that need them (incidentd.notify); a failure is logged, never fatal."""
+        if self.notifier is None:
+            return
+        try:
+            awaiting = {a.incident_id for a in self.store.actions(statuses=(ActionStatus.AWAITING_APPROVAL,))}
+            self.notifier.sync(self.store.incidents(limit=1000), awaiting, time.time() if now is None else now)
+        except Exception:
+            self.metrics.errors.labels("notify").inc()
+            log.exception("notify job failed")
 
     def start(self) -> None:
         if self.started:
@@ -297,6 +321,8 @@ class Runtime:
                 self.replicas.leave()
             except Exception:   # boundary: stopping must finish; the leases then simply expire
                 log.exception("could not hand back this replica's leases")
+        if self.notifier is not None:
+            self.notifier.close()
         if self.mirror is not None:
             self.mirror.sink.close()
         if self.scraper is not None:

@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+from incidentd.storage.repository import DuplicateAction, NotificationOutcome
 from incidentd.storage.repository import Repository as Store
 
-__all__ = ["Store"]
+__all__ = ["DuplicateAction", "NotificationOutcome", "Store"]

@@ -310,6 +310,14 @@ class EmbeddedStore:
                     out.setdefault(m, []).append(s)
         return out
 
+    def add(self, metric: str, labels: dict[str, str], at: float, value: float) -> None:
+        """Append one sample (the scraper's own ``up`` series)."""
+        with self._lock:
+            ring = self._ring(metric, tuple(sorted(labels.items())))
+            if at < ring.last_t:
+                self.out_of_order += 1
+            ring.append(at, value)
+
     # ------------------------------------------------------------------ introspection
 
     def names(self) -> list[str]:
@@ -339,12 +347,19 @@ class Scraper:
 
     Targets are fetched by a few threads at once (network waits overlap); parsing happens as each
     answer arrives. ``targets`` may be replaced between rounds (discovery does).
+
+    Like Prometheus, every scrape also writes ``up{instance=<target>, model=<m>}``: 1 when the target
+    answered, 0 when it did not, for each model the target last exported (or the configured ``models``
+    when it never answered). A failing sidecar is thus evidence (the ``monitoring_down`` signal), never
+    just missing data.
     """
 
     def __init__(self, store: EmbeddedStore, targets: list[str], timeout: float = 5.0,
-                 client: httpx.Client | None = None, workers: int = 8):
+                 client: httpx.Client | None = None, workers: int = 8, models: Iterable[str] | None = None):
         self.store = store
         self.targets = list(targets)
+        self.configured_models = list(models or [])
+        self.models: dict[str, set[str]] = {}   # target -> the model label values it exported last
         self._client = client or httpx.Client(timeout=timeout)
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="scrape")
         self.failures: dict[str, int] = {t: 0 for t in self.targets}
@@ -361,13 +376,20 @@ class Scraper:
         targets = list(self.targets)
         futures = {t: self._pool.submit(self._fetch, t) for t in targets}
         for target, fut in futures.items():
+            up = 0.0
             try:
                 total += self.store.ingest_text(fut.result(), now, origin=target)
+                seen = self.store.models_of(target)
+                if seen:
+                    self.models[target] = seen
                 self.last_error.pop(target, None)
+                up = 1.0
             except (httpx.HTTPError, ValueError) as e:
                 self.failures[target] = self.failures.get(target, 0) + 1
                 self.last_error[target] = str(e)
                 log.warning("scrape of %s failed: %s", target, e)
+            for model in sorted(self.models.get(target) or self.configured_models):
+                self.store.add("up", {"instance": target, "model": model}, now, up)
         return total
 
     def close(self) -> None:

@@ -55,8 +55,9 @@ class Policy:
         executed = [a for a in incident_actions
                     if a.status not in (ActionStatus.DENIED, ActionStatus.DRY_RUN, ActionStatus.EXPIRED)]
         if len(executed) >= self.max_actions_per_incident:
-            return Decision(False, mode, f"already {len(executed)} actions on this incident "
-                                         f"(max {self.max_actions_per_incident})")
+            # The fault is still there and incidentd may not act again: a person must hear of it (issue 11).
+            return Decision(False, mode, f"cap per incident: already {len(executed)} actions on this incident "
+                                         f"(max {self.max_actions_per_incident})", escalate=True)
         window = [a for a in model_actions if a.executed_at is not None
                   and now - a.executed_at < self.flap_window_seconds]
         failed = [a for a in window if a.status in (ActionStatus.FAILED, ActionStatus.NOT_RECOVERED,
@@ -77,7 +78,8 @@ class Policy:
                       and now - a.executed_at < self.rate_window_seconds]
         if len(recent_all) >= self.max_actions_per_window:
             return Decision(False, mode, f"rate limit: {len(recent_all)} actions on this model in the last "
-                                         f"{self.rate_window_seconds:g}s (max {self.max_actions_per_window})")
+                                         f"{self.rate_window_seconds:g}s (max {self.max_actions_per_window})",
+                            escalate=True)
         recent = [t for a in same if (t := a.executed_at) is not None and now - t < self.cooldown_seconds]
         if recent:
             wait = self.cooldown_seconds - (now - recent[-1])

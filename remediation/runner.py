@@ -23,6 +23,7 @@ from diagnosis.types import (
     EvidenceKind,
     Hypothesis,
     Incident,
+    IncidentStatus,
     TimelineEntry,
     TimelineKind,
     new_id,
@@ -59,7 +60,7 @@ class ActionStore(Protocol):
 
     def evidence(self, ids: Sequence[str]) -> list[Evidence]: ...
 
-    def save_incident(self, inc: Incident, timeline: Sequence[TimelineEntry] | None = None) -> None: ...
+    def save_incident(self, inc: Incident, timeline: Sequence[TimelineEntry] | None = None) -> Incident | None: ...
 
     def append_timeline(self, incident_id: str, entry: TimelineEntry) -> None: ...
 
@@ -131,8 +132,15 @@ class ActionRunner:
         if not kind.changes_model or self.ctx is None:
             return inc, None
         incident_actions = self.records(incident_id=inc.id)
-        if any(a.kind is kind and a.status is not ActionStatus.EXPIRED for a in incident_actions):
-            return inc, None   # one action of a kind per incident; a failed one escalates instead of repeating
+        # One action of a kind per incident. A plan that expired unanswered may be planned again; a transient
+        # failure (timeout, 5xx) may be retried, under the policy's cooldown; any other failure escalated when
+        # it was judged (see ``verify``). A verified one does not block either once the incident is open again:
+        # its fault came back (reopened).
+        reopened = inc.status is not IncidentStatus.MITIGATED
+        if any(a.kind is kind and a.status is not ActionStatus.EXPIRED and not _retryable_failure(a)
+               and not (reopened and a.status is ActionStatus.VERIFIED)
+               for a in incident_actions):
+            return inc, None
         decision = self.policy.decide(kind, top.confidence, incident_actions, self.records(model=inc.model),
                                       inc.escalated, now, root_cause=top.root_cause)
         # issue 12: a change event nobody authenticated never starts an action on its own.
@@ -338,6 +346,13 @@ class ActionRunner:
 
         records = self.records(incident_id=inc.id)
         for rec in records:
+            if rec.status is ActionStatus.FAILED and not _retryable_failure(rec) and not inc.escalated:
+                # Retrying cannot fix it (corrupt or missing checkpoint, refused, permission): say so at once.
+                error = rec.result.error if rec.result is not None else "no result recorded"
+                inc, entry = lifecycle.escalate(inc, now, f"{rec.kind.value} failed and retrying cannot fix it: "
+                                                          f"{error}; a person decides")
+                entries.append(entry)
+                continue
             executed_at = rec.executed_at
             if rec.status is not ActionStatus.VERIFYING or executed_at is None:
                 continue
@@ -371,9 +386,14 @@ class ActionRunner:
             elif v.outcome is Outcome.NOT_RECOVERED:
                 rec = replace(rec, status=ActionStatus.NOT_RECOVERED)
                 self._save(rec.logged(self.clock(), "not_recovered", signals=dict(v.signals)))
+                blind = sorted(n for n, ok in v.signals.items() if ok is None)
+                what = (f"could not be verified: no fresh data for {', '.join(blind)} within "
+                        f"{self.policy.verify_seconds:g}s (missing data is never recovery)"
+                        if blind and len(blind) == len(v.signals) else
+                        f"did not bring {', '.join(v.signals) or 'the signals'} back within "
+                        f"{self.policy.verify_seconds:g}s")
                 inc, entry = lifecycle.escalate(
-                    inc, now, f"{rec.kind.value} did not bring {', '.join(v.signals) or 'the signals'} back within "
-                              f"{self.policy.verify_seconds:g}s; the change is left in place and incidentd stops "
+                    inc, now, f"{rec.kind.value} {what}; the change is left in place and incidentd stops "
                               "acting on this incident: a person decides")
                 entries.append(entry)
                 self.on_outcome(rec.kind.value, "not_recovered")
@@ -413,7 +433,14 @@ def _describe(result: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in list(result.items())[:3])
 
 
-def _idempotency_key(incident_id: str, kind: ActionKind, incident_actions: list[ActionRecord]) -> str:
-    """One action of a kind per incident; a plan that expired unanswered may be planned again, under a new key."""
-    expired = sum(a.kind is kind and a.status is ActionStatus.EXPIRED for a in incident_actions)
-    return f"{incident_id}:{kind.value}" + (f":{expired}" if expired else "")
+def _retryable_failure(rec: ActionRecord) -> bool:
+    """A failed action whose error is transient (a timeout, a 5xx): it may run again under the cooldown."""
+    return rec.status is ActionStatus.FAILED and rec.result is not None and rec.result.retryable
+
+
+def _idempotency_key(incident_id: str, kind: ActionKind, incident_actions: Sequence[ActionRecord]) -> str:
+    """One key per action attempt: the first of a kind on an incident is ``<incident>:<kind>``; a later one
+    (a plan that expired unanswered, a retry after a transient failure, the fix of a reopened incident) adds
+    its attempt number. The store keeps keys unique."""
+    attempt = sum(1 for a in incident_actions if a.kind is kind)
+    return f"{incident_id}:{kind.value}" + (f":{attempt + 1}" if attempt else "")

@@ -25,6 +25,7 @@ from incidentd.errors import ConfigError, Conflict, NotFound, StorageError
 from incidentd.runtime import Runtime
 
 log = logging.getLogger(__name__)
+RETRY_AFTER_SECONDS = "5"   # what a 503 tells the sender (Alertmanager retries on 5xx on its own schedule)
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None, start: bool = True) -> FastAPI:
@@ -112,8 +113,11 @@ def create_app(settings: Settings, runtime: Runtime | None = None, start: bool =
         code = next((c for t, c in status.items() if isinstance(exc, t)), 500)
         if code >= 500:
             rt.metrics.errors.labels("api").inc()
-            log.error("request %s %s failed: %s", request.method, request.url.path, exc)
-            return JSONResponse({"error": "storage unavailable, retry"}, status_code=code)
+            # A storage fault is logged once, with its cause, by the store (issue 11); each request: debug.
+            log.log(logging.DEBUG if isinstance(exc, StorageError) else logging.ERROR,
+                    "request %s %s failed: %s", request.method, request.url.path, exc)
+            return JSONResponse({"error": "storage unavailable, retry"}, status_code=code,
+                                headers={"Retry-After": RETRY_AFTER_SECONDS} if code == 503 else None)
         return JSONResponse({"error": str(exc)}, status_code=code)
 
     @app.exception_handler(Exception)

@@ -37,6 +37,7 @@ def serve(
     from incidentd.auth.bind import check_bind
     from incidentd.config import Settings
     from incidentd.errors import ConfigError, StorageError
+    from incidentd.graceful_server import GracefulServer
 
     logs.setup(log_level)
     try:
@@ -68,9 +69,13 @@ def serve(
         raise typer.Exit(2)
     scheme = "https" if ssl_certfile else "http"
     typer.echo(f"incidentd serving on {scheme}://{settings.host}:{settings.port}", err=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level.lower(), access_log=False,
-                ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
-                ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None)
+    server = GracefulServer(uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level.lower(),
+                                           access_log=False,
+                                           ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
+                                           ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None))
+    server.run()
+    if server.stopped_by is not None:
+        typer.echo(f"incidentd stopped on {server.stopped_by.name}: cycle finished, baselines saved", err=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -6,10 +6,12 @@ the repository (``repository``) with the methods the service calls.
 from incidentd.storage.repository import (
     ConcurrentUpdate,
     DuplicateAction,
+    NotificationOutcome,
     PruneReport,
     Repository,
     SchemaOutdated,
     database_url,
 )
 
-__all__ = ["ConcurrentUpdate", "DuplicateAction", "PruneReport", "Repository", "SchemaOutdated", "database_url"]
+__all__ = ["ConcurrentUpdate", "DuplicateAction", "NotificationOutcome", "PruneReport", "Repository", "SchemaOutdated",
+           "database_url"]

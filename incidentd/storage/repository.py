@@ -3,9 +3,9 @@
 Same public methods as the SQLite-only store it replaces, so callers do not change. Every method is one
 transaction that commits before it returns (a 2xx means the data is durable).
 
-Concurrency: an incident row carries a version; a save of an incident read at version *n* succeeds only
-if the row is still at *n* (optimistic concurrency), else it raises ``ConcurrentUpdate`` and the caller
-re-reads. At most one unresolved incident per dedup key (partial UNIQUE index) and one action per
+Concurrency: an incident row carries a version; a save reads the row in its transaction, merges a writer
+that worked from an older copy with it (``lifecycle.merge_concurrent``: an ack or resolve made meanwhile
+stays) and updates only at the version read (optimistic concurrency), reading again if it moved. At most one unresolved incident per dedup key (partial UNIQUE index) and one action per
 idempotency key (UNIQUE) hold across any number of replicas.
 
     >>> repo = Repository(":memory:")
@@ -14,6 +14,7 @@ idempotency key (UNIQUE) hold across any number of replicas.
 """
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import threading
@@ -21,16 +22,17 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
-from sqlalchemy import Connection, Engine, and_, create_engine, delete, event, func, or_, select, update
+from sqlalchemy import Connection, Engine, and_, create_engine, delete, event, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
+from diagnosis import lifecycle
 from diagnosis.types import Evidence, Incident, IncidentStatus, TimelineEntry, TimelineKind
 from incidentd.errors import Conflict, NotFound, StorageError
 from incidentd.storage import migrate, tables
@@ -61,6 +63,33 @@ class ConcurrentUpdate(Conflict):
 
 class DuplicateAction(Conflict):
     """An action with this idempotency key is already recorded: it must not run again."""
+
+
+class NotificationOutcome(enum.StrEnum):
+    """What ``apply_notification`` did with one alert notification."""
+
+    ACCEPTED = "accepted"     # stored; the evidence reflects it
+    DUPLICATE = "duplicate"   # this (fingerprint, startsAt, status) was applied already
+    STALE = "stale"           # a firing notification for an episode already resolved: recorded, ignored
+
+
+# A locked database fails fast: a short busy wait (held under the repository's lock) instead of a long one,
+# so queued requests answer 503 with Retry-After at once and the sender retries (issue 11).
+BUSY_TIMEOUT_SECONDS = 0.25
+
+
+def fault_kind(e: BaseException) -> str:
+    """The storage fault behind a database error, in words an operator acts on."""
+    msg = str(getattr(e, "orig", None) or e).lower()
+    if "full" in msg:
+        return "disk full"
+    if "locked" in msg or "busy" in msg:
+        return "database locked"
+    if "i/o" in msg or "readonly" in msg or "read-only" in msg or "unable to open" in msg:
+        return "I/O error"
+    if "connection" in msg or "could not connect" in msg or "server closed" in msg:
+        return "database unreachable"
+    return "database error"
 
 
 class SchemaOutdated(StorageError):
@@ -94,11 +123,11 @@ def database_url(target: Path | str) -> str:
     return "sqlite:///" + str(Path(s).resolve())
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, busy_timeout: float = BUSY_TIMEOUT_SECONDS) -> Engine:
     if url.startswith("sqlite"):
         # One connection, serialised by the repository's lock: SQLite has one writer anyway.
         engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False,
-                                                                          "timeout": 30})
+                                                                          "timeout": busy_timeout})
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -130,7 +159,7 @@ class Repository:
     """
 
     def __init__(self, target: Path | str, *, migrate_schema: bool | None = None,
-                 registry: CollectorRegistry | None = None):
+                 registry: CollectorRegistry | None = None, busy_timeout: float = BUSY_TIMEOUT_SECONDS):
         self.url = database_url(target)
         self.path = str(target)
         self.is_sqlite = self.url.startswith("sqlite")
@@ -140,10 +169,11 @@ class Repository:
         # new object, so the version follows the incident's id, not the object)
         self._versions: OrderedDict[str, int] = OrderedDict()
         self._vlock = threading.Lock()
+        self._fault: str | None = None   # the storage fault logged last (logged once until writes succeed)
         if self.is_sqlite and self.url != "sqlite://":
             Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.engine = make_engine(self.url)
+            self.engine = make_engine(self.url, busy_timeout)
             if migrate_schema if migrate_schema is not None else self.is_sqlite:
                 migrate.upgrade(self.engine)
             self._check_schema()
@@ -169,18 +199,37 @@ class Repository:
 
     # ------------------------------------------------------------ plumbing
 
+    def _failed(self, what: str, e: BaseException) -> StorageError:
+        """The StorageError for ``e`` (the API answers it 503 + Retry-After); the fault is logged once, with
+        its cause, until a write succeeds again (issue 11)."""
+        kind = fault_kind(e)
+        first = str(e).splitlines()[0] if str(e) else e.__class__.__name__
+        if self._fault != kind:
+            log.error("storage fault (%s) on %s: %s; writes answer 503 until it clears", kind, self._safe_url(),
+                      first)
+            self._fault = kind
+        return StorageError(f"{what} ({kind}): {e.__class__.__name__}: {first}")
+
+    def _recovered(self) -> None:
+        if self._fault is not None:
+            log.warning("storage recovered (%s cleared) on %s", self._fault, self._safe_url())
+            self._fault = None
+
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
-        """One transaction; IntegrityError passes through for the caller, other failures are StorageError."""
+        """One transaction; IntegrityError passes through for the caller, other failures are StorageError.
+
+        A failed COMMIT (disk full, I/O error) may leave the ROLLBACK failing too; either is the same fault."""
         if self._lock is not None:
             self._lock.acquire()
         try:
             with self.engine.begin() as conn:
                 yield conn
+            self._recovered()
         except IntegrityError:
             raise
         except (DBAPIError, SQLAlchemyError) as e:
-            raise StorageError(f"database write failed: {e.__class__.__name__}: {str(e).splitlines()[0]}") from e
+            raise self._failed("database write failed", e) from e
         finally:
             if self._lock is not None:
                 self._lock.release()
@@ -192,7 +241,7 @@ class Repository:
             with self.engine.connect() as conn:
                 return conn.execute(stmt).all()
         except (DBAPIError, SQLAlchemyError) as e:
-            raise StorageError(f"database read failed: {e.__class__.__name__}: {str(e).splitlines()[0]}") from e
+            raise self._failed("database read failed", e) from e
         finally:
             if self._lock is not None:
                 self._lock.release()
@@ -223,31 +272,51 @@ class Repository:
 
     # ------------------------------------------------------------ incidents
 
-    def save_incident(self, inc: Incident, timeline: Sequence[TimelineEntry] | None = None) -> None:
-        """Insert a new incident or update one read from here; ``ConcurrentUpdate`` if it changed meanwhile."""
-        values = {"model": inc.model, "dedup_key": inc.dedup_key, "status": inc.status.value,
-                  "opened_at": inc.opened_at, "updated_at": inc.updated_at, "resolved_at": inc.resolved_at,
-                  "doc": _dump(inc.to_dict())}
-        seen = self._version_of(inc)
-        try:
-            with self._tx() as conn:
-                if seen is None:
-                    conn.execute(incidents.insert().values(id=inc.id, row_version=1, **values))
-                    new = 1
-                else:
-                    res = conn.execute(update(incidents)
-                                       .where(incidents.c.id == inc.id, incidents.c.row_version == seen)
-                                       .values(row_version=seen + 1, **values))
-                    if res.rowcount != 1:
-                        raise ConcurrentUpdate(f"incident {inc.id} changed since it was read (version {seen}); "
-                                               f"re-read it")
-                    new = seen + 1
-                for entry in timeline or ():
-                    self._append(conn, inc.id, entry)
-        except IntegrityError as e:
-            raise ConcurrentUpdate(f"incident {inc.id} ({inc.dedup_key}) already exists or another active "
-                                   f"incident has the same key") from e
-        self._track(inc, new)
+    def save_incident(self, inc: Incident, timeline: Sequence[TimelineEntry] | None = None) -> Incident:
+        """Write ``inc`` and its new timeline entries in one transaction; returns what was stored.
+
+        Writers do not race (issue 11): the row is read back inside the transaction, and a writer working
+        from an older copy (a detection cycle while a person acknowledged or resolved, another replica) is
+        merged with it by :func:`diagnosis.lifecycle.merge_concurrent` instead of overwriting it. The update
+        is conditional on the row version read; ``ConcurrentUpdate`` only when it keeps changing under us, or
+        when a second unresolved incident would take the same dedup key.
+        """
+        for _attempt in range(5):
+            try:
+                with self._tx() as conn:
+                    row = conn.execute(select(incidents.c.doc, incidents.c.row_version)
+                                       .where(incidents.c.id == inc.id).with_for_update()).first()
+                    out = inc
+                    if row is None:
+                        conn.execute(incidents.insert().values(id=inc.id, row_version=1, **_incident_values(inc)))
+                        new = 1
+                    else:
+                        stored_version = int(row[1])
+                        out = lifecycle.merge_concurrent(Incident.from_dict(json.loads(row[0])), inc)
+                        res = conn.execute(update(incidents)
+                                           .where(incidents.c.id == inc.id,
+                                                  incidents.c.row_version == stored_version)
+                                           .values(row_version=stored_version + 1, **_incident_values(out)))
+                        if res.rowcount != 1:
+                            raise _Retry
+                        new = stored_version + 1
+                    for entry in timeline or ():
+                        self._append(conn, inc.id, entry)
+            except _Retry:
+                continue
+            except IntegrityError as e:
+                raise ConcurrentUpdate(f"incident {inc.id} ({inc.dedup_key}) already exists or another active "
+                                       f"incident has the same key") from e
+            self._track(out, new)
+            return out
+        raise ConcurrentUpdate(f"incident {inc.id} kept changing while it was saved; re-read it")
+
+    def incident_version(self, incident_id: str) -> int:
+        """How many times the incident was written (its row version)."""
+        rows = self._rows(select(incidents.c.row_version).where(incidents.c.id == incident_id))
+        if not rows:
+            raise NotFound(f"no incident {incident_id!r}")
+        return int(rows[0][0])
 
     def append_timeline(self, incident_id: str, entry: TimelineEntry) -> None:
         for attempt in range(3):     # two writers may pick the same next seq; the loser tries again
@@ -392,6 +461,55 @@ class Repository:
                 return True
         except IntegrityError:
             return False        # another replica stored the same notification a moment ago
+
+    def apply_notification(self, fingerprint: str, starts_at: str, status: str, firing: Evidence,
+                           ended_at: float | None, received_at: float) -> NotificationOutcome:
+        """Apply one alert notification in one transaction (issue 11: no check-then-write race).
+
+        The order on (startsAt, endsAt, status): for one episode (fingerprint, startsAt), resolved wins over
+        firing whatever the arrival order. A firing notification never reopens a resolved episode (it is
+        recorded as stale); a resolved one ends the episode's evidence, keeping what firing stored. Each
+        (fingerprint, startsAt, status) is applied once; a repeat is a duplicate.
+        """
+        return self.apply_notifications([(fingerprint, starts_at, status, firing, ended_at)], received_at)[0]
+
+    def apply_notifications(self, items: Sequence[tuple[str, str, str, Evidence, float | None]],
+                            received_at: float | None = None) -> list[NotificationOutcome]:
+        """``apply_notification`` for a whole delivery in one transaction (one fsync per delivery).
+
+        Items are (fingerprint, startsAt, status, evidence as firing would store it, endsAt or None)."""
+        now = time.time() if received_at is None else received_at
+        try:
+            with self._tx() as conn:
+                return [self._apply(conn, *item, now) for item in items]
+        except IntegrityError:
+            # another replica applied one of them a moment ago: apply one by one, that one is a duplicate
+            if len(items) == 1:
+                return [NotificationOutcome.DUPLICATE]
+            return [self.apply_notification(*item, now) for item in items]
+
+    def _apply(self, conn: Connection, fingerprint: str, starts_at: str, status: str, firing: Evidence,
+               ended_at: float | None, now: float) -> NotificationOutcome:
+        if not self.is_sqlite:   # one episode at a time across replicas (SQLite has one writer anyway)
+            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"{fingerprint}|{starts_at}"})
+        # Write first, then read: the write takes the database's write lock (SQLite: another process on the
+        # same file waits), so the statuses read below cannot change before this transaction commits.
+        new = conn.execute(self._insert(alert_notifications).values(
+            fingerprint=fingerprint, starts_at=starts_at, status=status, received_at=now,
+            evidence_id=firing.id).on_conflict_do_nothing().returning(alert_notifications.c.status)).first() is not None
+        if not new:
+            return NotificationOutcome.DUPLICATE
+        seen = {r[0] for r in conn.execute(select(alert_notifications.c.status).where(
+            alert_notifications.c.fingerprint == fingerprint, alert_notifications.c.starts_at == starts_at))}
+        if status == "firing" and "resolved" in seen:
+            return NotificationOutcome.STALE
+        ev = firing
+        if status == "resolved":
+            prior = conn.execute(select(evidence.c.doc).where(evidence.c.id == firing.id)).first()
+            base = Evidence.from_dict(json.loads(prior[0])) if prior else firing
+            ev = replace(base, ended_at=ended_at if ended_at is not None else now)
+        self._upsert(conn, tables.evidence, self._evidence_values(ev), ["id"])
+        return NotificationOutcome.ACCEPTED
 
     def notification_status(self, fingerprint: str, starts_at: str) -> set[str]:
         rows = self._rows(select(alert_notifications.c.status).where(
@@ -565,12 +683,22 @@ class Repository:
         return {m: o for m, o in rows}
 
 
-__all__ = ["ConcurrentUpdate", "DuplicateAction", "PruneReport", "Repository", "SchemaOutdated", "database_url",
-           "metadata"]
+__all__ = ["BUSY_TIMEOUT_SECONDS", "ConcurrentUpdate", "DuplicateAction", "NotificationOutcome", "PruneReport",
+           "Repository", "SchemaOutdated", "database_url", "fault_kind", "metadata"]
 
 
 _KEY_COLUMNS = (api_keys.c.id, api_keys.c.name, api_keys.c.scopes, api_keys.c.salt, api_keys.c.hash,
                 api_keys.c.created_at, api_keys.c.revoked_at)
+
+
+class _Retry(Exception):
+    """The incident row changed between read and conditional update: read it again."""
+
+
+def _incident_values(inc: Incident) -> dict[str, Any]:
+    return {"model": inc.model, "dedup_key": inc.dedup_key, "status": inc.status.value,
+            "opened_at": inc.opened_at, "updated_at": inc.updated_at, "resolved_at": inc.resolved_at,
+            "doc": _dump(inc.to_dict())}
 
 
 def _key_row(r: Any) -> dict[str, Any]:

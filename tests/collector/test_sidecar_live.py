@@ -210,7 +210,14 @@ def test_restart_of_the_model_server(registry_dir: Path, holdout: tuple[np.ndarr
         snap = sc.run_once()
         assert not snap.up and snap.scrape_errors_total == 1
         mv = (("model", "digits"), ("version", first.version))  # the version the registry points at
-        assert exposition(registry)[("model_up", mv)] == 0.0
+        down = exposition(registry)
+        assert down[("model_up", mv)] == 0.0
+        # Nothing derived from the model's answers is exported at its last value while it cannot be read.
+        derived = ("model_accuracy_ratio", "model_error_ratio", "model_latency_seconds",
+                   "model_throughput_requests_per_second", "model_window_predictions", "model_drifted_features",
+                   "model_feature_drift_statistic", "model_nonfinite_output_ratio")
+        assert not [k for k in down if k[0] in derived], sorted(k for k in down if k[0] in derived)
+        assert snap.accuracy is None and snap.error_ratio is None and snap.window.latency_quantiles == {}
         server = start_model_server(registry_dir, port=server.port)  # fresh logs: cursors start again
         send(server.url, x[:40], y[:40])
         snap = sc.run_once()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from diagnosis.signals import CounterIncreaseSpec, GaugeThresholdSpec, LevelSpec, ProportionSpec
+from diagnosis.signals import CounterIncreaseSpec, GaugeThresholdSpec, LevelSpec, ProportionSpec, SignalState
 from incidentd.tsdb import EmbeddedStore
 
 
@@ -87,4 +87,21 @@ def test_threshold_signal_confirms_and_ignores_stale_series():
     assert act[2] is False, "a single blip must not count"
     assert act[5] is True and act[6] is True
     assert act[-1] is False
-    assert spec.observe(store, "m", 30.0, 1.0) is None, "a series that stopped is no evidence"
+    stopped = spec.observe(store, "m", 30.0, 1.0)
+    assert stopped.state is SignalState.NO_DATA and not stopped.active, "a series that stopped is no evidence"
+
+
+def test_a_counter_that_stopped_arriving_is_no_data_and_never_recovered():
+    store = EmbeddedStore()
+    spec = CounterIncreaseSpec("nonfinite_outputs", "model_nonfinite_outputs_total", window_seconds=5,
+                               quiet_seconds=3, stale_seconds=5)
+    for t, v in enumerate([0, 0, 4, 9, 9], start=1):
+        feed(store, t, [f'model_nonfinite_outputs_total{{model="m"}} {v}'])
+        spec.observe(store, "m", t, 1.0)
+    # The sidecar dies right after the fix at t=5: no sample says the counter stayed flat.
+    assert spec.recovered(store, "m", since=5.0, now=20.0) is None
+    assert spec.observe(store, "m", 20.0, 1.0).state is SignalState.NO_DATA
+    for t in range(21, 26):               # it is back, and the counter did not move
+        feed(store, t, ['model_nonfinite_outputs_total{model="m"} 9'])
+        spec.observe(store, "m", t, 1.0)
+    assert spec.recovered(store, "m", since=20.0, now=25.0) is True

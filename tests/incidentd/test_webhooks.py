@@ -153,7 +153,7 @@ def test_storage_failure_answers_5xx_so_alertmanager_retries(client, runtime, mo
     def broken(*a, **k):
         raise StorageError("disk full")
 
-    monkeypatch.setattr(runtime.store, "record_notifications", broken)
+    monkeypatch.setattr(runtime.store, "apply_notifications", broken)
     r = client.post("/webhooks/alertmanager", json=PAYLOAD)
     assert r.status_code == 503
     assert "disk full" not in r.text   # no internals in 5xx bodies

@@ -35,7 +35,9 @@ def test_cooldown_per_model_and_kind():
 def test_cap_per_incident_and_one_action_in_flight():
     p = Policy(max_actions_per_incident=2, cooldown_seconds=0)
     two = [rec(ActionKind.CLAMP), rec(ActionKind.ROLLBACK, executed_at=200.0)]
-    assert not p.decide(ActionKind.RESTART, 0.9, two, two, False, 1000.0).allowed
+    capped = p.decide(ActionKind.RESTART, 0.9, two, two, False, 1000.0)
+    # The fault is still active and incidentd may not act: a person hears of it, named by the guard.
+    assert not capped.allowed and capped.escalate and "cap per incident" in capped.reason
     flying = [rec(ActionKind.CLAMP, status=ActionStatus.VERIFYING)]
     d = p.decide(ActionKind.ROLLBACK, 0.9, [], flying, False, 1000.0)
     assert not d.allowed and "in flight" in d.reason
@@ -83,6 +85,7 @@ def test_rate_limit_per_model_per_hour():
     done = [rec(ActionKind.CLAMP, executed_at=100.0, incident="a"), rec(ActionKind.ROLLBACK, executed_at=200.0,
                                                                        incident="b")]
     d = p.decide(ActionKind.RESTART, 0.95, [], done, False, now=300.0)
-    assert not d.allowed and not d.escalate and "rate limit" in d.reason
+    # A guard that stops incidentd acting on a fault still active escalates, naming itself (issue 11).
+    assert not d.allowed and d.escalate and "rate limit" in d.reason
     assert Policy(cooldown_seconds=0, max_actions_per_window=2, flap_limit=10, rate_window_seconds=150).decide(
         ActionKind.RESTART, 0.95, [], done, False, now=300.0).allowed, "only actions inside the window count"

@@ -249,3 +249,48 @@ def test_reconcile_takes_only_the_named_actions_or_model(tmp_path, server):
     assert store.action(rec.id).status is ActionStatus.EXECUTING
     assert rem.reconcile(model="digits", ids={rec.id}) == [rec.id]
     assert store.action(rec.id).status is ActionStatus.VERIFYING and current(server) == "v2"
+
+
+def test_a_failure_retrying_cannot_fix_escalates_at_once_saying_why(tmp_path, server, registry_dir):
+    store, rem, inc = setup(tmp_path, server)
+    weights = registry_dir / "versions" / "v1" / "model.pt"
+    weights.write_bytes(b"not a checkpoint")            # the known-good checkpoint is corrupt
+    inc, rec = rem.consider(inc, BAD_VERSION, ["accuracy"], time.time())
+    rec = wait_status(rem, rec.id, {ActionStatus.FAILED, ActionStatus.VERIFYING})
+    assert rec.status is ActionStatus.FAILED and rec.result is not None and not rec.result.retryable
+    assert current(server) == "v2"
+    inc, entries = rem.verify(inc, {"accuracy": Verdict(None)}, None, time.time(), "v2", grace=0.0)
+    assert inc.escalated
+    (entry,) = entries
+    assert "retrying cannot fix it" in entry.message and rec.result.error in entry.message
+    # Said once: the next cycle adds nothing, and the runner does not try the same action again.
+    inc2, again = rem.verify(inc, {"accuracy": Verdict(None)}, None, time.time(), "v2", grace=0.0)
+    assert again == [] and rem.consider(inc2, BAD_VERSION, ["accuracy"], time.time())[1] is None
+
+
+def test_a_transient_failure_is_retried_under_the_cooldown_not_escalated(tmp_path, registry_dir):
+    down = start_server(registry_dir)
+    down.stop()                                          # nothing answers: a transient failure
+    store, rem, inc = setup(tmp_path, down, cooldown_seconds=0, max_actions_per_incident=3)
+    inc, rec = rem.consider(inc, BAD_VERSION, ["accuracy"], time.time())
+    assert rec is not None
+    rec = wait_status(rem, rec.id, {ActionStatus.FAILED, ActionStatus.VERIFYING})
+    assert rec.status is ActionStatus.FAILED and rec.result is not None and rec.result.retryable
+    inc, entries = rem.verify(inc, {"accuracy": Verdict(None)}, None, time.time(), "v2", grace=0.0)
+    assert not inc.escalated and entries == []
+    inc, retry = rem.consider(inc, BAD_VERSION, ["accuracy"], time.time())
+    assert retry is not None and retry.idempotency_key == f"{inc.id}:rollback:2"
+
+
+def test_a_fault_back_after_a_verified_fix_is_acted_on_again_under_the_policy(tmp_path, server):
+    from diagnosis.lifecycle import reopen
+
+    store, rem, inc = setup(tmp_path, server, cooldown_seconds=0)
+    inc, rec = rem.consider(inc, BAD_VERSION, ["accuracy"], time.time())
+    wait_status(rem, rec.id, {ActionStatus.VERIFYING})
+    inc, _ = rem.verify(inc, {"accuracy": Verdict(True)}, None, time.time() + 1, "v1", grace=0.0)
+    assert inc.status.value == "mitigated"
+    assert rem.consider(inc, BAD_VERSION, ["accuracy"], time.time())[1] is None, "mitigated: nothing to do"
+    inc, _ = reopen(inc, time.time(), "back")
+    inc, again = rem.consider(inc, BAD_VERSION, ["accuracy"], time.time())
+    assert again is not None and again.idempotency_key == f"{inc.id}:rollback:2"

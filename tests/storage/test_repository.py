@@ -45,18 +45,22 @@ def test_incidents_round_trip_with_their_timeline(repo: Repository) -> None:
         repo.incident("nope")
 
 
-def test_a_save_over_a_newer_version_is_refused(db_url: str) -> None:
+def test_a_save_over_a_newer_version_is_merged_not_lost(db_url: str) -> None:
     a, b = Repository(db_url), Repository(db_url)        # two replicas
     try:
         inc = open_one(a)
         mine, theirs = a.incident(inc.id), b.incident(inc.id)
-        b.save_incident(replace(theirs, title="changed by the other replica"))
-        with pytest.raises(ConcurrentUpdate):
-            a.save_incident(replace(mine, title="changed here"))
-        again = a.incident(inc.id)                         # re-read, re-apply: accepted
-        assert again.title == "changed by the other replica"
-        a.save_incident(replace(again, title="changed here"))
-        assert b.incident(inc.id).title == "changed here"
+        b.save_incident(*_one(lifecycle.acknowledge(theirs, 1010.0, "looking", "alice")))   # a person acks
+        # ... while this replica's cycle saves what it found from its older copy: both are kept
+        stored = a.save_incident(replace(mine, evidence_ids=(*mine.evidence_ids, "ev-new")))
+        assert stored.status is IncidentStatus.ACKNOWLEDGED and "ev-new" in stored.evidence_ids
+        seen = b.incident(inc.id)
+        assert seen.status is IncidentStatus.ACKNOWLEDGED and "ev-new" in seen.evidence_ids
+        assert a.incident_version(inc.id) == 3
+        resolved = b.save_incident(*_one(lifecycle.resolve(seen, 1020.0, "fixed")))
+        assert a.save_incident(replace(mine, title="late")).status is IncidentStatus.RESOLVED, \
+            "a resolved incident stays resolved"
+        assert resolved.status is IncidentStatus.RESOLVED
     finally:
         a.close()
         b.close()
@@ -145,3 +149,34 @@ def test_leases_give_each_model_one_owner_and_expire(repo: Repository) -> None:
     assert repo.live_replicas(126.0, ttl=15.0) == ["r2"]
     repo.leave("r2")
     assert repo.lease_owners(126.0) == {}
+
+
+def _alert_ev(fp: str) -> Evidence:
+    return Evidence(f"alert-{fp}", EvidenceKind.ALERT, "m", "HighLatency", 1000.0, "latency high",
+                    attributes={"fingerprint": fp})
+
+
+def test_resolved_wins_over_firing_whatever_the_order_and_across_replicas(db_url: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from incidentd.storage import NotificationOutcome
+
+    a, b = Repository(db_url), Repository(db_url)        # two replicas behind an Alertmanager HA pair
+    try:
+        assert a.apply_notification("late", "t0", "resolved", _alert_ev("late"), 1100.0, 1100.0) \
+            is NotificationOutcome.ACCEPTED
+        assert b.apply_notification("late", "t0", "firing", _alert_ev("late"), None, 1101.0) \
+            is NotificationOutcome.STALE
+        assert b.apply_notification("late", "t0", "firing", _alert_ev("late"), None, 1102.0) \
+            is NotificationOutcome.DUPLICATE
+        pairs = [f"fp{i}" for i in range(20)]
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            for fp in pairs:
+                list(pool.map(lambda job, fp=fp: job[0].apply_notification(fp, "t0", job[1], _alert_ev(fp), 1100.0,
+                                                                           1100.0),
+                              [(a, "firing"), (b, "resolved")]))
+        assert a.open_alerts("m") == [], "no episode is left firing"
+        assert [e.ended_at for e in b.evidence([f"alert-{fp}" for fp in pairs])] == [1100.0] * len(pairs)
+    finally:
+        a.close()
+        b.close()

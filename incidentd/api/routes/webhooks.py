@@ -17,6 +17,7 @@ from diagnosis.vocabulary import SIGNALS
 from incidentd.api.deps import Ingester, RuntimeDep, WebhookIngester
 from incidentd.api.responses import INGEST, WEBHOOK
 from incidentd.auth.scopes import Identity
+from incidentd.store import NotificationOutcome
 
 router = APIRouter(tags=["webhooks"])
 
@@ -111,44 +112,31 @@ def _ingest(alerts: list[AlertmanagerAlert], receiver: str, truncated: int, sour
             runtime: Any, who: Identity) -> dict[str, Any]:
     """Store each alert notification once; the same semantics for Alertmanager and Grafana.
 
-    Reads first, then one transaction for the whole payload: one fsync per delivery, not one per alert.
+    One transaction for the whole payload: one fsync per delivery, not one per alert.
     """
     store = runtime.store
-    stale = 0
-    batch: list[tuple[str, str, str, Evidence | None]] = []
-    counted: list[bool] = []      # False for stale firing messages: recorded, not counted
+    batch: list[tuple[str, str, str, Evidence, float | None]] = []
     for alert in alerts:
         starts = alert.startsAt.isoformat()
         eid = _evidence_id(alert.fingerprint, alert.startsAt)
         name = alert.labels.get("alertname", "unnamed")
         model = _model_of(alert.labels)
-        if alert.status == "firing":
-            if "resolved" in store.notification_status(alert.fingerprint, starts):
-                # A late firing message for an alert already resolved must never reopen it.
-                batch.append((alert.fingerprint, starts, "firing", None))
-                counted.append(False)
-                stale += 1
-                continue
-            signal = alert.labels.get("signal")
-            ev = Evidence(eid, EvidenceKind.ALERT, model, name, alert.startsAt.timestamp(),
-                          alert.annotations.get("summary") or alert.annotations.get("description") or name,
-                          attributes={"labels": alert.labels, "fingerprint": alert.fingerprint,
-                                      "signal": signal if signal in SIGNALS else None,
-                                      "generator_url": alert.generatorURL, "receiver": receiver,
-                                      "source": source, "received_by": who.label})
-        else:
-            prior = store.evidence([eid])
-            base = prior[0] if prior else Evidence(eid, EvidenceKind.ALERT, model, name, alert.startsAt.timestamp(),
-                                                   name, attributes={"labels": alert.labels,
-                                                                     "fingerprint": alert.fingerprint})
-            ended = alert.endsAt.timestamp() if alert.endsAt else time.time()
-            ev = Evidence(base.id, base.kind, base.model, base.name, base.at, base.summary, base.score,
-                          ended_at=ended, attributes=base.attributes)
-        batch.append((alert.fingerprint, starts, alert.status, ev))
-        counted.append(True)
-    stored = store.record_notifications(batch)
-    accepted = sum(1 for new, c in zip(stored, counted, strict=True) if c and new)
-    duplicates = sum(1 for new, c in zip(stored, counted, strict=True) if c and not new)
+        signal = alert.labels.get("signal")
+        ev = Evidence(eid, EvidenceKind.ALERT, model, name, alert.startsAt.timestamp(),
+                      alert.annotations.get("summary") or alert.annotations.get("description") or name,
+                      attributes={"labels": alert.labels, "fingerprint": alert.fingerprint,
+                                  "signal": signal if signal in SIGNALS else None,
+                                  "generator_url": alert.generatorURL, "receiver": receiver,
+                                  "source": source, "received_by": who.label})
+        batch.append((alert.fingerprint, starts, alert.status, ev,
+                      alert.endsAt.timestamp() if alert.endsAt else None))
+    # One transaction for the delivery, each notification applied inside it by the store: resolved wins over
+    # firing for the same episode, whatever the arrival order (Alertmanager run as an HA pair sends both,
+    # concurrently); a late firing for a resolved episode is recorded as stale, never reopens it.
+    outcomes = store.apply_notifications(batch, time.time())
+    accepted = sum(1 for o in outcomes if o is NotificationOutcome.ACCEPTED)
+    stale = sum(1 for o in outcomes if o is NotificationOutcome.STALE)
+    duplicates = sum(1 for o in outcomes if o is NotificationOutcome.DUPLICATE)
     runtime.metrics.webhooks.labels(source, "accepted").inc(accepted)
     runtime.metrics.webhooks.labels(source, "duplicate").inc(duplicates)
     return {"accepted": accepted, "duplicates": duplicates, "stale": stale, "truncated_alerts": truncated}
