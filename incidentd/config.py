@@ -97,6 +97,7 @@ class RemediationSettings(BaseModel):
     flap_limit: int = Field(3, ge=1)
     flap_window_seconds: float = Field(3600.0, gt=0)
     max_failed: int = Field(2, ge=1)
+    cooldown_escalate_after_seconds: float = Field(120.0, ge=0)
     act_after_cycles: int = Field(2, ge=1)
     restart_grace_seconds: float = Field(30.0, ge=0)
     clamp_bounds: str = "minmax"

@@ -35,6 +35,9 @@ class Policy:
                                              # often in flap_window: flapping
     flap_window_seconds: float = 3600.0
     max_failed: int = 2                      # failed or unverified remediations in flap_window: stop
+    # A cooldown with longer than this still to run while the fault is active outlasts what the fault can be
+    # left alone for: a person hears of it at once rather than when the cooldown ends.
+    cooldown_escalate_after_seconds: float = 120.0
     revert_on_worse: bool = True             # undo an action after which new symptoms appear
 
     def mode_for(self, kind: ActionKind) -> ActionMode:
@@ -83,5 +86,9 @@ class Policy:
         recent = [t for a in same if (t := a.executed_at) is not None and now - t < self.cooldown_seconds]
         if recent:
             wait = self.cooldown_seconds - (now - recent[-1])
+            if wait > self.cooldown_escalate_after_seconds:
+                return Decision(False, mode, f"cooldown: {kind.value} ran {now - recent[-1]:.0f}s ago and may not "
+                                             f"run again for {wait:.0f}s, longer than the fault may wait "
+                                             f"({self.cooldown_escalate_after_seconds:g}s)", escalate=True)
             return Decision(False, mode, f"{kind.value} cooldown: {wait:.0f}s left")
         return Decision(True, mode, "allowed")
