@@ -1,8 +1,9 @@
 """Fault injection against real processes: each test states the observable outcome it expects, and asserts it.
 
 - sidecar killed: `monitoring_down` shows on /models and opens a hardware incident; no action runs.
-- model server killed: covered with a real model server in tests/collector/test_sidecar_live.py
-  (`test_restart_of_the_model_server`: model_up 0 and no model-derived gauge exported while it is down).
+- model server killed (SIGKILL): a hardware incident (process crash) opens, the supervised server is restarted
+  and the restart verified on fresh data; no model action (rollback, clamp) runs. The sidecar's side (model_up 0
+  and no model-derived gauge exported while it is down) is tested in tests/collector/test_sidecar_live.py.
 - disk full: webhooks answer 503 with Retry-After; after space returns, the retries are stored.
 - database locked: webhooks answer 503 with Retry-After at once; after the lock goes, the retry is stored.
 - Prometheus unreachable during a verification window: no action runs, the action in verification is
@@ -13,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -28,6 +30,7 @@ import yaml
 from diagnosis.lifecycle import open_incident
 from diagnosis.types import ActionKind, FaultDomain, Hypothesis, IncidentStatus
 from incidentd.config import Settings
+from incidentd.demo import Demo, Fault
 from incidentd.runtime import Runtime
 from remediation.types import ActionMode, ActionRecord, ActionStatus
 from tests.incidentd.metrics_target import Sidecar
@@ -195,3 +198,27 @@ def test_prometheus_unreachable_during_verification_runs_no_action(tmp_path):
         assert rt.metrics.registry.get_sample_value("incidentd_errors_total", {"component": "detect"}) == 3
     finally:
         rt.stop()
+
+
+def test_model_server_killed_is_a_process_crash_restarted_and_verified(tmp_path):
+    demo = Demo(fast=True, workdir=tmp_path / "demo", plots=False)
+    try:
+        demo.start()
+        demo.warm_up()
+        # This test is about the kill: anything the warm-up opened on this shared machine is closed first, so
+        # the kill gets an incident of its own rather than joining an open one.
+        for inc in demo.incidents_since(0.0):
+            demo.api("POST", f"/incidents/{inc['id']}/resolve", {"note": "before the kill"})
+        killed = httpx.get(demo.model_url + "/healthz", timeout=5).json()["pid"]
+        fault = Fault("model_server_killed", "hardware", ActionKind.RESTART,
+                      lambda d: os.kill(killed, signal.SIGKILL), lambda d: None, "hardware.process_crash")
+        res = demo.run_fault(fault)
+        assert res.detected and res.domain == "hardware" and res.root_cause == "hardware.process_crash", res
+        assert res.action == "restart" and res.remediated, res
+        serving = httpx.get(demo.model_url + "/healthz", timeout=5).json()
+        assert serving["pid"] != killed and serving["status"] == "ok"
+        actions = demo.api("GET", f"/incidents/{res.incident_id}")["actions"]
+        assert [a["kind"] for a in actions] == ["restart"], "a killed server is restarted, never rolled back"
+        assert actions[0]["status"] == "verified"
+    finally:
+        demo.stop()
