@@ -204,7 +204,9 @@ class Repository:
         its cause, until a write succeeds again (issue 11)."""
         kind = fault_kind(e)
         first = str(e).splitlines()[0] if str(e) else e.__class__.__name__
-        if self._fault != kind:
+        # A generic error during a known fault is its consequence (a dead disk's reads then find the file
+        # "malformed"): still the same fault for the log.
+        if self._fault != kind and not (self._fault is not None and kind == "database error"):
             log.error("storage fault (%s) on %s: %s; writes answer 503 until it clears", kind, self._safe_url(),
                       first)
             self._fault = kind

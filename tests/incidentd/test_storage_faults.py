@@ -1,15 +1,18 @@
 """Storage faults answer 503 with Retry-After, fail fast, are logged once with their cause, and lose nothing.
 
-Real faults: a SQLite write lock held by another connection, and a real full filesystem (an 8 MiB tmpfs,
-which needs root and mount; the test is skipped, saying so, where that is not allowed).
+Real faults: a SQLite write lock held by another connection, a real full filesystem (an 8 MiB tmpfs,
+which needs root and mount; the test is skipped, saying so, where that is not allowed), and a disk that fails
+(an ext4 loop device shut down with EXT4_IOC_SHUTDOWN: every read and write after it is EIO).
 """
 from __future__ import annotations
 
 import datetime as dt
 import errno
+import fcntl
 import logging
 import os
 import sqlite3
+import struct
 import subprocess
 import uuid
 
@@ -117,3 +120,68 @@ def test_a_full_disk_answers_503_not_500_and_nothing_accepted_is_lost(service, t
         assert client.post("/webhooks/alertmanager", json=_alert(fp)).status_code == 200
     stored = {a.attributes["fingerprint"] for a in rt.store.open_alerts("digits")}
     assert stored == set(accepted) | set(refused), "everything answered 200 is stored, and every retry too"
+
+
+@pytest.fixture()
+def failing_disk(tmp_path):
+    """A real ext4 filesystem on a loop device; ``fail()`` shuts it down (EXT4_IOC_SHUTDOWN with the log
+    flushed): every later read or write of it is an I/O error, as on a disk that died. ``repair()`` mounts it
+    again, as an operator would after replacing the disk."""
+    img, mnt = tmp_path / "disk.img", tmp_path / "disk"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a loop device needs root")
+    with img.open("wb") as f:
+        f.truncate(16 * 2**20)
+    made = subprocess.run(["mkfs.ext4", "-q", str(img)], capture_output=True, text=True)
+    done = made.returncode == 0 and subprocess.run(["mount", "-o", "loop", str(img), str(mnt)],
+                                                   capture_output=True, text=True)
+    if not done or done.returncode != 0:
+        pytest.skip(f"cannot mount an ext4 loop device here: {(made.stderr or done and done.stderr).strip()}")
+
+    class Disk:
+        path = mnt
+
+        def fail(self) -> None:
+            fd = os.open(mnt, os.O_RDONLY)
+            try:
+                fcntl.ioctl(fd, EXT4_IOC_SHUTDOWN, struct.pack("I", EXT4_GOING_FLAGS_LOGFLUSH))
+            finally:
+                os.close(fd)
+
+        def repair(self) -> None:
+            subprocess.run(["umount", str(mnt)], check=True)
+            subprocess.run(["mount", "-o", "loop", str(img), str(mnt)], check=True)
+
+    yield Disk()
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+EXT4_IOC_SHUTDOWN = 0x8004587D     # _IOR('X', 125, __u32)
+EXT4_GOING_FLAGS_LOGFLUSH = 1
+
+
+def test_a_disk_io_error_answers_503_and_nothing_accepted_is_lost(service, failing_disk, caplog):
+    rt, client = service(failing_disk.path / "db.sqlite")
+    assert client.post("/webhooks/alertmanager", json=_alert("fp-before")).status_code == 200
+    failing_disk.fail()
+    caplog.set_level(logging.DEBUG)
+    for _ in range(3):
+        r = client.post("/webhooks/alertmanager", json=_alert("fp-during"))
+        assert r.status_code == 503 and r.headers["Retry-After"].isdigit(), r.text
+    assert _faults_logged(caplog, "I/O error") == 1, "logged once with the cause, not per request"
+    assert _faults_logged(caplog, "database error") == 0, "what follows from the dead disk is the same fault"
+    auth = client.headers["Authorization"]
+    client.__exit__(None, None, None)
+    rt.stop()
+    failing_disk.repair()                 # the disk replaced; the service started again on it
+    rt = Runtime(Settings(database=failing_disk.path / "db.sqlite"))
+    try:
+        with TestClient(create_app(rt.settings, rt, start=False)) as again:
+            r = again.post("/webhooks/alertmanager", json=_alert("fp-during"),      # Alertmanager's retry
+                           headers={"Authorization": auth})
+            assert r.status_code == 200 and r.json()["accepted"] == 1
+        stored = {a.attributes["fingerprint"] for a in rt.store.open_alerts("digits")}
+        assert stored == {"fp-before", "fp-during"}, "what was answered 200 survived the disk's death"
+    finally:
+        rt.stop()
