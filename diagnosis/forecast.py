@@ -137,6 +137,8 @@ class _ExhaustionState:
     trend: Trend | None = None
     key: SeriesKey = ()
     recent: deque[tuple[float, float, bool]] = field(default_factory=lambda: deque(maxlen=600))  # (t, level, growing)
+    since: float = -math.inf         # points before this are another process's (a restart): never trended
+    newest: float = -math.inf        # time of the newest finite sample, trended or not
 
 
 class ExhaustionSpec(SignalSpec):
@@ -150,8 +152,12 @@ class ExhaustionSpec(SignalSpec):
                  window_seconds: float = 1800.0, min_points: int = 12, z_alarm: float = 3.0,
                  min_persistence: float = 0.5, horizon_seconds: float = 86_400.0, lead_seconds: float = 1800.0,
                  limits: dict[str, float] | None = None, clear: int = 3, reset_drop: float = 0.25,
-                 free: bool = False, what: str = "resident memory", unit: str = "B", limit_name: str = "scraped"):
+                 free: bool = False, what: str = "resident memory", unit: str = "B", limit_name: str = "scraped",
+                 per_process: bool = False):
         super().__init__(name)
+        # The usage belongs to the serving process (memory, not a disk): a restart starts it over, so the
+        # window restarts too, after the new process's warm-up (see ``restarted``).
+        self.per_process = per_process
         if window_seconds <= 0 or horizon_seconds <= 0 or lead_seconds < 0:
             raise ValueError("window_seconds and horizon_seconds must be > 0, lead_seconds >= 0")
         if min_points < 6:
@@ -179,6 +185,17 @@ class ExhaustionSpec(SignalSpec):
 
     def models(self) -> set[str]:
         return set(self._state)
+
+    def restarted(self, model: str, settled_at: float) -> None:
+        """The model's server restarted; its usage is trended again only from ``settled_at`` (the restart
+        plus its warm-up). A new process's memory grows while it warms up (imports, caches, logs filling),
+        and a restart that frees less than ``reset_drop`` would otherwise join two processes in one trend."""
+        st = self._state.get(model)
+        if not self.per_process or st is None or settled_at <= st.since:
+            return
+        st.since = settled_at
+        for ser in st.series.values():
+            ser.detector.reset()
 
     # ------------------------------------------------------------------ reading
 
@@ -214,6 +231,10 @@ class ExhaustionSpec(SignalSpec):
                     continue
                 if self.free:
                     v = total[0] - v   # type: ignore[index]
+                st.newest = max(st.newest, t)
+                if t < st.since:
+                    ser.last = v               # the level counts (recovery); the warm-up is never trended
+                    continue
                 if ser.last > 0 and v < ser.last * (1.0 - self.reset_drop):
                     ser.detector.reset()       # restarted or freed: the old points say nothing any more
                 ser.detector.update(v, t)
@@ -224,8 +245,7 @@ class ExhaustionSpec(SignalSpec):
                                          f"no {self.metric} sample yet" + (f" with its limit {self.limit_metric}"
                                                                           if self.free else ""))
         best: tuple[Forecast, Trend, SeriesKey] | None = None
-        newest = max((ser.detector.points()[0][-1] for ser in st.series.values() if ser.detector.points()[0].size),
-                     default=None)
+        newest = st.newest if math.isfinite(st.newest) else None
         if newest is None:
             return SignalReading.no_data(self.name, model, now, "theil_sen", f"no finite {self.metric} sample yet")
         missing_limit = False
@@ -286,6 +306,9 @@ class ExhaustionSpec(SignalSpec):
         if missing_limit:
             summary = (f"{self.what} grows steadily but no limit is known ({self.limit_metric} is not scraped "
                        f"and no limit is configured for {model}): no forecast")
+        elif now < st.since:
+            summary = (f"{self.what} {_amount(level_now, self.unit)}: the restarted process warms up; trended "
+                       f"again from {_clock(st.since)}")
         else:
             summary = f"{self.what} {_amount(level_now, self.unit)}: no sustained growth toward its limit"
         return SignalReading(self.name, model, newest, False, 0.0, math.inf if missing_limit else self.horizon,

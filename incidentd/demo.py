@@ -56,8 +56,11 @@ NOISY_HOST_CPU_FLOOR = 0.2
 FAST = Timing(scrape=0.5, detect=2.0, warmup=30.0, control=25.0, phase_timeout=75.0, settle=4.0, window_seconds=12.0,
               detection={"accuracy_window_seconds": 15, "error_window_seconds": 15, "counter_window_seconds": 8,
                          "label_stall_seconds": 30, "request_stall_seconds": 5, "confirm_points": 2, "resolve_after_seconds": 8,
-                         # slow faults (issue 18): windows that fit a demo phase; act on a leak an hour ahead
+                         # slow faults (issue 18): windows that fit a demo phase; act on a leak an hour ahead.
+                         # Forecasts look 2 h ahead: the demo server's prediction log fills for its first
+                         # minutes (~0.2 MB/s, bounded at 20,000 rows), which must not read as a leak.
                          "trend_window_seconds": 16, "exhaustion_lead_seconds": 7200, "disk_horizon_seconds": 7200,
+                         "exhaustion_horizon_seconds": 7200,
                          "latency_sustain_seconds": 6, "process_cpu_floor_ratio": NOISY_HOST_CPU_FLOOR},
               remediation={"cooldown_seconds": 60, "verify_seconds": 40, "act_after_cycles": 2,
                            "restart_grace_seconds": 12, "max_actions_per_incident": 2})
@@ -65,6 +68,7 @@ NORMAL = Timing(scrape=2.0, detect=5.0, warmup=60.0, control=60.0, phase_timeout
                 detection={"accuracy_window_seconds": 40, "error_window_seconds": 30, "counter_window_seconds": 20,
                            "label_stall_seconds": 60, "request_stall_seconds": 15, "confirm_points": 2, "resolve_after_seconds": 30,
                            "trend_window_seconds": 40, "exhaustion_lead_seconds": 7200,
+                           "exhaustion_horizon_seconds": 7200,
                            "disk_horizon_seconds": 7200, "latency_sustain_seconds": 15,
                            "process_cpu_floor_ratio": NOISY_HOST_CPU_FLOOR},
                 remediation={"cooldown_seconds": 120, "verify_seconds": 90, "act_after_cycles": 2,

@@ -108,6 +108,45 @@ def test_a_restart_ends_the_episode_and_counts_as_recovery():
     assert by_t[1e6 + 168].value >= 0
 
 
+def test_a_restarted_process_warming_up_is_not_a_leak_but_a_leak_after_its_warm_up_is():
+    # A restart that frees little (the old process was not bloated) and a new process whose memory grows
+    # while it warms up: one trend across both, or over the warm-up, reads as a leak (seen in the fault bench).
+    store = EmbeddedStore(3600, 5000)
+    sp = spec(per_process=True)
+    restart_at, warm = 100, 70
+
+    def lines(i, r):
+        if i < restart_at:
+            rss = 900 * MB
+        elif i < restart_at + warm:
+            rss = 850 * MB + 2 * MB * (i - restart_at)            # warming up: caches and logs filling
+        else:
+            rss = 930 * MB + (3 * MB * (i - restart_at - warm) if i >= 220 else 0)   # a leak from i = 220
+        return [f'rss{{model="m"}} {rss + r.normal(0, MB / 10)}', f'limit{{model="m",source="cgroup"}} {2 * GB}']
+
+    t0 = 1e6
+    out = run(sp, store, lines, t0, restart_at + 1)
+    sp.restarted("m", t0 + restart_at + warm)        # what the pipeline says when it sees the restart change
+    rest = []
+    for i in range(restart_at + 1, 300):
+        store.ingest_text("\n".join(lines(i, np.random.default_rng(i))) + "\n", at=t0 + i)
+        if i % 2 == 0:
+            rest.append((i, sp.observe(store, "m", t0 + i, 1.0)))
+    assert not any(r.active for i, r in rest if i < 220), "the warm-up is not a leak"
+    warming = [r for i, r in rest if restart_at < i < restart_at + warm]
+    assert warming and all(r.has_data and "warms up" in r.summary for r in warming)
+    assert any(r.active for i, r in rest if i >= 220), "a leak after the warm-up is still found"
+
+
+def test_without_per_process_a_restart_leaves_the_trend_alone():
+    sp = spec()          # a disk's usage does not start over when the server restarts
+    store = EmbeddedStore(3600, 5000)
+    run(sp, store, lambda i, r: [f'rss{{model="m"}} {300 * MB + 4 * MB * i}',
+                                 f'limit{{model="m",source="cgroup"}} {2 * GB}'], 1e6, 90)
+    sp.restarted("m", 1e6 + 200)
+    assert sp.observe(store, "m", 1e6 + 90, 1.0).active
+
+
 def test_a_forgotten_model_starts_over_and_others_keep_their_episode():
     store = EmbeddedStore(3600, 5000)
     sp = spec(limits={"m": 1 * GB, "n": 1 * GB})
