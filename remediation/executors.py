@@ -213,13 +213,11 @@ class LocalProcess:
 
 
 def _alive(pid: int) -> bool:
-    """The process exists and is not a zombie waiting to be reaped."""
+    """The process exists, is ours to signal, and is not a zombie waiting to be reaped."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
+    except (ProcessLookupError, PermissionError):
+        return False     # gone, or another user's: never one of our children
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
