@@ -132,8 +132,9 @@ class Runtime:
             if not settings.model_server_url:
                 from incidentd.errors import ConfigError
                 raise ConfigError("supervise_command needs model_server_url (for its health check)")
+            # The pid file lets a service restarted after a SIGKILL adopt the child that outlived it.
             self.process = LocalProcess(settings.supervise_command, settings.model_server_url + "/healthz",
-                                        settings.supervise_log)
+                                        settings.supervise_log, pid_file=settings.supervise_log.with_suffix(".pid"))
         rs = settings.remediation
         policy = _from_settings(Policy, rs)
         ctx = ActionContext(self.admin, self.process or restarter,

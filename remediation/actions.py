@@ -3,6 +3,8 @@
     >>> act = ACTIONS[ActionKind.ROLLBACK]
     >>> plan = act.plan(ctx, model="digits")
     >>> result = act.execute(ctx, plan)        # a second call with the same plan is a no-op
+    >>> act.readback(ctx, plan).done           # does the server show it done? (after a service restart)
+    True
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from remediation.executors import ModelServerAdmin
 from remediation.executors_systemd import RestartExecutor, RollbackExecutor
-from remediation.types import ActionFailed, ActionKind, Plan
+from remediation.types import ActionFailed, ActionKind, Applied, Plan, Readback
 
 
 @dataclass(slots=True)
@@ -48,6 +50,10 @@ class Action(Protocol):
 
     def revert(self, ctx: ActionContext, plan: Plan, result: dict[str, Any]) -> dict[str, Any] | None: ...
 
+    def readback(self, ctx: ActionContext, plan: Plan) -> Readback:
+        """Ask the server whether ``plan`` took effect; never raises (unreachable reads as unknown)."""
+        ...
+
 
 ACTIONS: dict[ActionKind, Action] = {}
 
@@ -60,7 +66,7 @@ def action(kind: ActionKind) -> Callable[[type[T]], type[T]]:
         setattr(cls, "kind", kind)  # noqa: B010 - the registered class learns its kind
         instance = cls()
         if not isinstance(instance, Action):
-            raise TypeError(f"{cls.__name__} does not implement Action (plan, execute, simulate, revert)")
+            raise TypeError(f"{cls.__name__} does not implement Action (plan, execute, simulate, revert, readback)")
         ACTIONS[kind] = instance
         return cls
     return deco
@@ -98,6 +104,27 @@ class Clamp:
         if not current:
             return None
         return ctx.admin.load(current)
+
+    def readback(self, ctx: ActionContext, plan: Plan) -> Readback:
+        # A dry run with the plan's own bounds: done when it finds nothing left to repair or clamp.
+        params = {k: v for k, v in plan.params.items() if k != "preview"}
+        try:
+            preview = ctx.admin.clamp(dry_run=True, **params)
+        except ActionFailed as e:
+            return Readback(Applied.UNKNOWN, {"error": str(e)}, f"could not read the weights back: {e}")
+        tensors = preview.get("tensors", [])
+        shown = {"version": preview.get("version"), "changed": bool(preview.get("changed")),
+                 "nonfinite": sum(int(t.get("nonfinite_repaired", 0)) for t in tensors),
+                 "out_of_bounds": sum(int(t.get("clamped", 0)) for t in tensors)}
+        if "changed" not in preview:
+            return Readback(Applied.UNKNOWN, shown, "the server's dry-run clamp did not say whether anything "
+                                                   "is left to change")
+        if shown["changed"]:
+            return Readback(Applied.NOT_DONE, shown,
+                            f"the weights of {shown['version']} still hold {shown['nonfinite']} non-finite and "
+                            f"{shown['out_of_bounds']} out-of-bounds values")
+        return Readback(Applied.DONE, shown, f"the weights of {shown['version']} are finite and within the "
+                                             "known-good bounds")
 
 
 @action(ActionKind.ROLLBACK)
@@ -140,6 +167,28 @@ class Rollback:
             return {"from": old, "to": new}
         return ctx.admin.load(result["from"])
 
+    def readback(self, ctx: ActionContext, plan: Plan) -> Readback:
+        target = str(plan.params["to"])
+        shown: dict[str, Any]
+        try:
+            if plan.params.get("via") == "rollout":
+                if ctx.rollout is None:
+                    return Readback(Applied.UNKNOWN, {}, "the plan rolls out a release but no rollout executor "
+                                                         "is configured to read it back")
+                shown = {"serving": ctx.rollout.current()}
+            else:
+                v = ctx.admin.versions()
+                # the registry's pointer, and (demo server) the version loaded in memory: both must be the target
+                shown = {"serving": v.get("current"), **({"running": v["running"]} if "running" in v else {})}
+        except ActionFailed as e:
+            return Readback(Applied.UNKNOWN, {"error": str(e)}, f"could not read the serving version: {e}")
+        if not shown["serving"]:
+            return Readback(Applied.UNKNOWN, shown, "the server names no serving version")
+        applied = (Applied.DONE if all(shown[k] == target for k in shown) else Applied.NOT_DONE)
+        serving = shown.get("running", shown["serving"])
+        return Readback(applied, {**shown, "target": target},
+                        f"the server serves {serving}; the plan's target is {target}")
+
 
 @action(ActionKind.RESTART)
 class Restart:
@@ -166,3 +215,23 @@ class Restart:
 
     def revert(self, ctx: ActionContext, plan: Plan, result: dict[str, Any]) -> dict[str, Any] | None:
         return None   # a restart cannot be undone, and needs no undoing
+
+    def readback(self, ctx: ActionContext, plan: Plan) -> Readback:
+        # Done when the serving instance changed since the plan. An executor that names no instance (an
+        # MLServer or Triton repository API: pid None) cannot tell a restarted server from the old one.
+        planned = plan.params.get("pid")
+        if ctx.process is None:
+            return Readback(Applied.UNKNOWN, {"planned": planned}, "no executor is configured to read the "
+                                                                   "serving instance from")
+        try:
+            now = ctx.process.pid
+        except ActionFailed as e:
+            return Readback(Applied.UNKNOWN, {"planned": planned, "error": str(e)},
+                            f"could not read the serving instance: {e}")
+        shown = {"planned": planned, "instance": now}
+        if planned is None or now is None:
+            return Readback(Applied.UNKNOWN, shown, "the executor names no serving instance, so a restart "
+                                                    "cannot be told from the old instance")
+        if now == planned:
+            return Readback(Applied.NOT_DONE, shown, f"instance {now} still serves: the one the plan restarts")
+        return Readback(Applied.DONE, shown, f"instance {now} serves, not the planned {planned}: it restarted")

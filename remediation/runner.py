@@ -38,8 +38,10 @@ from remediation.types import (
     ActionRecord,
     ActionResult,
     ActionStatus,
+    Applied,
     ApprovalRefused,
     NotAwaitingApproval,
+    Readback,
 )
 from remediation.verify import Outcome, Recovered, judge, regroup
 
@@ -292,6 +294,10 @@ class ActionRunner:
                                       f"{rec.kind.value} executed in {at - t0:.1f}s; verifying for "
                                       f"up to {self.policy.verify_seconds:g}s",
                                       {"action_id": rec.id, "result": result.to_dict()}))
+        self._record_change(rec, at, result)
+
+    def _record_change(self, rec: ActionRecord, at: float, result: ActionResult) -> None:
+        """A rollback or restart is a change the diagnosis sees, like any deploy."""
         change = {ActionKind.RESTART: ChangeKind.RESTART, ActionKind.ROLLBACK: ChangeKind.ROLLBACK}.get(rec.kind)
         if change is not None:
             self.store.save_evidence(Evidence(new_id("chg"), EvidenceKind.CHANGE, rec.model, change.value, at,
@@ -306,19 +312,56 @@ class ActionRunner:
 
     def reconcile(self, model: str | None = None, ids: set[str] | None = None) -> list[str]:
         """After a service restart (or a replica's death, for the models it owned): actions caught
-        mid-execution are verified rather than re-run blindly."""
+        mid-execution are read back from the server, never re-run blindly nor assumed done.
+
+        Done (the server shows the change) -> verifying, judged only on data after this read-back; not done,
+        or the server cannot tell -> failed and retryable (actions are idempotent: the policy may run it
+        again). Returns the ids reconciled.
+        """
         fixed = []
         for rec in self.records(model=model):
             if rec.status is ActionStatus.EXECUTING and (ids is None or rec.id in ids):
-                now = self.clock()
-                rec = replace(rec, executed_at=rec.executed_at or now, verify_deadline=now + self.policy.verify_seconds,
-                              status=ActionStatus.VERIFYING)
-                rec = rec.logged(now, "reconciled", note="service restarted during execution; verifying the outcome")
-                self._save(rec, TimelineEntry(now, TimelineKind.ACTION_RECONCILED,
-                                              f"{rec.kind.value}: service restarted mid-action; verifying outcome",
-                                              {"action_id": rec.id}))
+                self._save(*self._read_back(rec))
                 fixed.append(rec.id)
         return fixed
+
+    def _read_back(self, rec: ActionRecord) -> tuple[ActionRecord, TimelineEntry]:
+        if rec.plan is None or self.ctx is None:
+            back = Readback(Applied.UNKNOWN, {}, "no plan or no executor to read the server back with")
+        else:
+            try:
+                back = ACTIONS[rec.kind].readback(self.ctx, rec.plan)
+            except Exception as e:   # boundary: this runs at start-up; an odd answer must not stop the service
+                log.exception("reading back action %s (%s) failed", rec.id, rec.kind.value)
+                back = Readback(Applied.UNKNOWN, {"error": str(e)}, f"reading the server back failed: {e}")
+        now = self.clock()   # after the read-back: verification judges only data newer than what it saw
+        data = {"action_id": rec.id, "readback": back.to_dict()}
+        if back.done:
+            # "from"/"to" as an executed rollback reports them: verification by version and revert read them
+            plan = dict(rec.plan.params) if rec.plan is not None else {}
+            result = ActionResult({"reconciled": True, **{k: plan[k] for k in ("from", "to") if k in plan},
+                                   **{f"shown_{k}": v for k, v in back.shown.items()}})
+            rec = replace(rec, executed_at=now, verify_deadline=now + self.policy.verify_seconds,
+                          status=ActionStatus.VERIFYING, result=result)
+            self._record_change(rec, now, result)
+            rec = rec.logged(now, "reconciled", outcome="done", readback=back.to_dict(),
+                             note="service restarted during execution; the server shows it done: verifying")
+            log.warning("action %s (%s) reconciled after a restart: done (%s)", rec.id, rec.kind.value,
+                        back.summary)
+            return rec, TimelineEntry(now, TimelineKind.ACTION_RECONCILED,
+                                      f"{rec.kind.value}: service restarted mid-action; the server shows it done "
+                                      f"({back.summary}); verifying on fresh data", data)
+        why = ("the server does not show it done" if back.applied is Applied.NOT_DONE
+               else "the server could not tell whether it was done")
+        error = f"the service was killed before the server showed the {rec.kind.value} done: {why} ({back.summary})"
+        rec = replace(rec, status=ActionStatus.FAILED, executed_at=rec.executed_at or now,
+                      result=ActionResult.failed(error, retryable=True))
+        rec = rec.logged(now, "reconciled", outcome=back.applied.value, readback=back.to_dict(), error=error)
+        log.warning("action %s (%s) reconciled after a restart: failed, retryable (%s)", rec.id, rec.kind.value,
+                    back.summary)
+        self.on_outcome(rec.kind.value, "failed")
+        return rec, TimelineEntry(now, TimelineKind.ACTION_RECONCILED,
+                                  f"{rec.kind.value}: {error}; it may run again under the policy", data)
 
     # ------------------------------------------------------------------ verifying
 

@@ -10,7 +10,7 @@ from detectors.errors import Conflict, IncidentdError
 from diagnosis.types import ActionKind
 
 __all__ = ["ActionKind", "ActionMode", "ActionStatus", "ActionFailed", "NotAwaitingApproval", "ApprovalRefused",
-           "Plan", "ActionResult", "AuditEvent", "ActionRecord"]
+           "Plan", "ActionResult", "AuditEvent", "ActionRecord", "Applied", "Readback"]
 
 
 class ActionMode(enum.StrEnum):
@@ -82,6 +82,34 @@ class Plan:
     def from_dict(cls, d: Mapping[str, Any]) -> Plan:
         return cls(ActionKind(d["kind"]), d["target"], dict(d.get("params") or {}), d.get("description", ""),
                    bool(d.get("noop", False)))
+
+
+class Applied(enum.StrEnum):
+    """Whether the server shows a planned change applied, read back after the fact."""
+
+    DONE = "done"
+    NOT_DONE = "not_done"
+    UNKNOWN = "unknown"      # the server could not be read, or cannot say (no instance identity)
+
+
+@dataclass(frozen=True, slots=True)
+class Readback:
+    """What the server showed when asked whether a plan took effect (see ``Action.readback``).
+
+        >>> Readback(Applied.DONE, {"serving": "v1"}, "the server serves v1, the plan's target").done
+        True
+    """
+
+    applied: Applied
+    shown: Mapping[str, Any]     # what the server showed, for the audit trail
+    summary: str                 # one line a person reads on the timeline
+
+    @property
+    def done(self) -> bool:
+        return self.applied is Applied.DONE
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"applied": self.applied.value, "shown": dict(self.shown), "summary": self.summary}
 
 
 @dataclass(frozen=True, slots=True)

@@ -153,7 +153,7 @@ def test_mlserver_refusals_are_named(mlserver: tuple[str, Path]) -> None:
 def test_mlserver_through_the_rollback_action(mlserver: tuple[str, Path]) -> None:
     """The existing rollback action drives the executor; the known-good version comes from the tracker."""
     from remediation.actions import ACTIONS, ActionContext
-    from remediation.types import ActionKind
+    from remediation.types import ActionKind, Applied
 
     base, repo = mlserver
     ex = MLServerRepository(base, "tiny", repository_dir=repo)
@@ -166,8 +166,15 @@ def test_mlserver_through_the_rollback_action(mlserver: tuple[str, Path]) -> Non
     plan = act.plan(ctx, "tiny")
     assert not plan.noop and plan.params["from"] == "2" and plan.params["to"] == "1"
     assert act.simulate(ctx, plan) and served_version(base) == "2"
+    # Read back (as after a service restart): the rollout's release is what tells, not the plan.
+    assert act.readback(ctx, plan).applied is Applied.NOT_DONE
     res = act.execute(ctx, plan)
     assert res == {"noop": False, "from": "2", "to": "1"} and served_version(base) == "1"
+    back = act.readback(ctx, plan)
+    assert back.applied is Applied.DONE and back.shown == {"serving": "1", "target": "1"}
+    # The repository API names no instance (pid None): a restart can never be read back as done.
+    restart = ACTIONS[ActionKind.RESTART]
+    assert restart.readback(ctx, restart.plan(ctx, "tiny")).applied is Applied.UNKNOWN
     assert act.plan(ctx, "tiny").noop
     assert act.revert(ctx, plan, res) == {"from": "1", "to": "2"} and served_version(base) == "2"
     with pytest.raises(ActionFailed, match="clamp is not available on mlserver"):

@@ -117,14 +117,15 @@ def test_no_recovery_within_the_window_escalates_and_stops_acting(tmp_path, serv
 def test_service_restart_mid_action_reconciles_instead_of_rerunning(tmp_path, server):
     store, rem, inc = setup(tmp_path, server, default_mode=ActionMode.APPROVE)
     inc, rec = rem.consider(inc, BAD_VERSION, ["accuracy"], time.time())
-    # as if the service died while executing
+    # as if the service died after the approval, before the server loaded v1
     store.save_action(replace(store.action(rec.id), status=ActionStatus.EXECUTING))
     rem.close()
     fresh = ActionRunner(store, Policy(verify_seconds=1.0), ActionContext(ModelServerAdmin(server.url)))
     assert fresh.reconcile() == [rec.id]
     rec = fresh.records()[0]
-    assert rec.status is ActionStatus.VERIFYING and rec.audit[-1].event == "reconciled"
-    assert current(server) == "v2", "a reconciled action is verified, not blindly re-run"
+    assert current(server) == "v2", "a reconciled action is read back, not blindly re-run"
+    assert rec.status is ActionStatus.FAILED and rec.result is not None and rec.result.retryable
+    assert rec.audit[-1].event == "reconciled" and rec.audit[-1].data["readback"]["shown"]["serving"] == "v2"
     fresh.close()
     assert ActionKind.ROLLBACK is rec.kind
 
@@ -248,7 +249,7 @@ def test_reconcile_takes_only_the_named_actions_or_model(tmp_path, server):
     assert rem.reconcile(model="another-model") == []
     assert store.action(rec.id).status is ActionStatus.EXECUTING
     assert rem.reconcile(model="digits", ids={rec.id}) == [rec.id]
-    assert store.action(rec.id).status is ActionStatus.VERIFYING and current(server) == "v2"
+    assert store.action(rec.id).status is ActionStatus.FAILED and current(server) == "v2"
 
 
 def test_a_failure_retrying_cannot_fix_escalates_at_once_saying_why(tmp_path, server, registry_dir):
