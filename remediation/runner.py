@@ -354,7 +354,10 @@ class ActionRunner:
         why = ("the server does not show it done" if back.applied is Applied.NOT_DONE
                else "the server could not tell whether it was done")
         error = f"the service was killed before the server showed the {rec.kind.value} done: {why} ({back.summary})"
-        rec = replace(rec, status=ActionStatus.FAILED, executed_at=rec.executed_at or now,
+        # Not done: nothing ran on the server, so no cooldown starts (the retry may run at once). Unknown: it
+        # may have run, and counts as run.
+        ran = rec.executed_at if back.applied is Applied.NOT_DONE else (rec.executed_at or now)
+        rec = replace(rec, status=ActionStatus.FAILED, executed_at=ran,
                       result=ActionResult.failed(error, retryable=True))
         rec = rec.logged(now, "reconciled", outcome=back.applied.value, readback=back.to_dict(), error=error)
         log.warning("action %s (%s) reconciled after a restart: failed, retryable (%s)", rec.id, rec.kind.value,

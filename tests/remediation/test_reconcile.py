@@ -93,7 +93,8 @@ def test_a_rollback_the_server_shows_done_is_verified_only_on_data_after_the_rea
 
 def test_a_rollback_the_server_does_not_show_fails_retryable_and_runs_again(tmp_path, server):
     ctx = ActionContext(ModelServerAdmin(server.url))
-    store, rem, inc, rec = in_flight(tmp_path, ctx, ActionKind.ROLLBACK, cooldown_seconds=0.0)
+    # The default cooldown: nothing ran on the server, so none starts, and the retry runs at once.
+    store, rem, inc, rec = in_flight(tmp_path, ctx, ActionKind.ROLLBACK, cooldown_seconds=300.0)
     assert rem.reconcile() == [rec.id]
     got = store.action(rec.id)
     assert versions(server)["current"] == "v2", "read back, not re-run"
