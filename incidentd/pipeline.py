@@ -343,9 +343,9 @@ class DetectionLoop:
         changes = self.store.recent_evidence(model, now - 3600, kind=EvidenceKind.CHANGE.value)
         last_restart = max((c.at for c in changes if c.name == ChangeKind.RESTART.value), default=None)
         if last_restart is not None:
-            for spec in self.specs.values():
-                if isinstance(spec, ExhaustionSpec):
-                    spec.restarted(model, last_restart + grace)
+            for trended in self.specs.values():
+                if isinstance(trended, ExhaustionSpec):
+                    trended.restarted(model, last_restart + grace)
         firing = [n for n, r in readings.items()
                   if r.active and not lifecycle.restart_suppressed(n, last_restart, now, grace)]
         episodes = lifecycle.track_episodes(st.episodes, firing, {n for n, r in readings.items() if r.has_data})
