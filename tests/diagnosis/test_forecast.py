@@ -125,7 +125,8 @@ def test_a_restarted_process_warming_up_is_not_a_leak_but_a_leak_after_its_warm_
         return [f'rss{{model="m"}} {rss + r.normal(0, MB / 10)}', f'limit{{model="m",source="cgroup"}} {2 * GB}']
 
     t0 = 1e6
-    out = run(sp, store, lines, t0, restart_at + 1)
+    before = run(sp, store, lines, t0, restart_at + 1)
+    assert not any(r.active for _, r in before), "a flat process before the restart"
     sp.restarted("m", t0 + restart_at + warm)        # what the pipeline says when it sees the restart change
     rest = []
     for i in range(restart_at + 1, 300):
