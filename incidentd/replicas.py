@@ -4,7 +4,10 @@ Every detection cycle a replica heartbeats, lists the live replicas (heartbeat w
 and wants the models that rendezvous hashing (highest random weight) gives it among them; it releases
 leases on models it no longer wants and takes or renews the leases of the ones it wants. A model whose
 owner stops renewing (killed) is free once its lease expires, and the replica it hashes to among the
-survivors takes it over: with the default lease of 1.5 detection intervals, within two cycles.
+survivors takes it over in its first cycle after the lease expired (within two cycles, allowing for a
+late one). With the default lease of 1.5 detection intervals that is at most 2.5 intervals after the death.
+Each cycle is logged at DEBUG (cycle number, time, live replicas, models owned), so a takeover can be
+traced cycle by cycle.
 
 Actions: before one runs, the replica checks it still holds the model's lease and claims the action
 row atomically (``claimed_by`` set once), so no action runs twice. When a replica takes over a model,
@@ -54,6 +57,7 @@ class Replicas:
         self.clock = clock
         self.owned: set[str] = set()
         self.live: list[str] = [replica_id]
+        self.cycles = 0
 
     def assign(self, models: list[str], now: float) -> list[str]:
         """The models this replica works on this cycle (leases taken or renewed in the database)."""
@@ -70,6 +74,9 @@ class Replicas:
         if acquired or lost:
             log.info("replica %s owns %d models (+%d, -%d)", self.id, len(owned), len(acquired), len(lost))
         self.owned = owned
+        self.cycles += 1
+        log.debug("replica %s cycle %d: %d live, owns %d models", self.id, self.cycles, len(live), len(owned),
+                  extra={"replica": self.id, "cycle": self.cycles, "at": now, "live": live, "owned": sorted(owned)})
         return sorted(owned)
 
     def in_flight_elsewhere(self) -> tuple[set[str], set[str]]:

@@ -7,16 +7,17 @@ Built to stay linear in the number of models (issue 16): series are indexed mode
 so a read for one model touches only that model's series; each series keeps its points in two numpy
 arrays used as a ring (16 bytes a point), and a read bisects them for the window it asks for; expiry
 runs on a timer (``expire``, scheduled by the service), never as a walk of every series after every
-scrape; a scrape reuses the series it resolved on the previous scrape of the same target instead of
-re-parsing every label set.
+scrape; a scrape whose series keys are those of the target's previous scrape, in the same order, maps
+its lines to their series by one string comparison, with no lookup or label parsing per line.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import httpx
 import numpy as np
@@ -34,21 +35,20 @@ _FIRST_CAPACITY = 16
 class _Ring:
     """Time-ordered points of one series: two float64 arrays used as a ring of at most ``limit`` points."""
 
-    __slots__ = ("name", "labels", "ts", "vs", "head", "size", "limit")
+    __slots__ = ("name", "labels", "model", "ts", "vs", "head", "size", "limit", "last_t")
 
     def __init__(self, name: str, labels: Labels, limit: int):
         self.name = name
         self.labels = labels
+        self.model = dict(labels).get("model", NO_MODEL)
         self.limit = max(1, limit)
         cap = min(_FIRST_CAPACITY, self.limit)
         self.ts = np.empty(cap, dtype=np.float64)
         self.vs = np.empty(cap, dtype=np.float64)
         self.head = 0      # index of the oldest point
         self.size = 0
-
-    @property
-    def last_t(self) -> float:
-        return float(self.ts[(self.head + self.size - 1) % len(self.ts)]) if self.size else -np.inf
+        # the newest time as a Python float: checked on every append, reading it from the array costs more
+        self.last_t = -np.inf
 
     def _linear(self) -> tuple[np.ndarray, np.ndarray]:
         cap = len(self.ts)
@@ -83,11 +83,13 @@ class _Ring:
             self.size = len(ts_new)
             self.ts[:self.size], self.vs[:self.size] = ts_new, vs_new
             self.head = 0
+            self.last_t = float(ts_new[-1])
             return
         cap = len(self.ts)
         if self.size == cap and cap < self.limit:
             self._resize(min(cap * 2, self.limit))
             cap = len(self.ts)
+        self.last_t = t
         if self.size == cap:            # full at the limit: overwrite the oldest
             self.ts[self.head], self.vs[self.head] = t, v
             self.head = (self.head + 1) % cap
@@ -133,9 +135,29 @@ class _Ring:
             self.size -= dropped
             if self.size == 0:
                 self.head = 0
+                self.last_t = -np.inf
 
     def nbytes(self) -> int:
         return int(self.ts.nbytes + self.vs.nbytes)
+
+
+class _Lines:
+    """What one target's last exposition resolved to: its series keys in order, joined into one string, and
+    their rings. A scrape whose keys are the same, in the same order (the usual case), is matched by one
+    string comparison instead of a lookup per line, which kept the per-sample cost from growing with the
+    number of series held (each lookup touched a key stored a round ago, far apart in memory)."""
+
+    __slots__ = ("skeleton", "rings", "by_key", "models")
+
+    def __init__(self, skeleton: str | None, rings: list[_Ring], by_key: dict[str, _Ring]):
+        self.skeleton = skeleton
+        self.rings = rings
+        self.by_key = by_key
+        self.models = frozenset(r.model for r in by_key.values() if r.model != NO_MODEL)
+
+    def keeping(self, keep: set[int]) -> _Lines:
+        """The same map without the rings whose id is not in ``keep`` (the skeleton must then be rebuilt)."""
+        return _Lines(None, [], {k: r for k, r in self.by_key.items() if id(r) in keep})
 
 
 class EmbeddedStore:
@@ -153,8 +175,9 @@ class EmbeddedStore:
         self.max_points = max_points
         # model -> metric -> labels -> ring
         self._index: dict[str, dict[str, dict[Labels, _Ring]]] = {}
-        # per ingest source (a target), the ring each exposition line resolved to last time
-        self._resolved: dict[tuple[str, tuple[tuple[str, str], ...]], dict[str, _Ring]] = {}
+        # per ingest source (a target), then per extra label set, the ring each exposition line resolved to
+        # last time; keyed by origin first so a lookup for one target never walks the others
+        self._resolved: dict[str, dict[Labels, _Lines]] = {}
         self._lock = threading.Lock()
         self.out_of_order = 0
         self.expired_series = 0
@@ -187,39 +210,48 @@ class EmbeddedStore:
         straight to their series. Raises ``ValueError`` on a line that is not valid exposition format.
         """
         extra = extra_labels or {}
-        cache_key = (origin, tuple(sorted(extra.items()))) if origin is not None else None
-        n = 0
+        extra_key: Labels = tuple(sorted(extra.items()))
+        keys: list[str] = []
+        values: list[float] = []
+        stamps: list[float] = []
+        for raw in text.splitlines():           # parsed whole first: a bad line ingests nothing
+            line = raw.strip()
+            if not line or line[0] == "#":
+                continue
+            brace = line.rfind("}")
+            if brace >= 0:
+                key, rest = line[:brace + 1], line[brace + 1:].split()
+            else:
+                parts = line.split()
+                key, rest = parts[0], parts[1:]
+            if not rest or len(rest) > 2:
+                raise ValueError(f"not an exposition sample line: {line[:200]!r}")
+            try:
+                values.append(float(rest[0]))
+                stamps.append(float(rest[1]) / 1000.0 if len(rest) == 2 else at)
+            except ValueError:
+                raise ValueError(f"not an exposition sample line: {line[:200]!r}") from None
+            keys.append(key)
+        skeleton = "\n".join(keys)
         with self._lock:
-            seen = self._resolved.get(cache_key, {}) if cache_key is not None else {}
-            fresh: dict[str, _Ring] = {}
-            for raw in text.splitlines():
-                line = raw.strip()
-                if not line or line[0] == "#":
-                    continue
-                brace = line.rfind("}")
-                if brace >= 0:
-                    key, rest = line[:brace + 1], line[brace + 1:].split()
-                else:
-                    parts = line.split()
-                    key, rest = parts[0], parts[1:]
-                if not rest or len(rest) > 2:
-                    raise ValueError(f"not an exposition sample line: {line[:200]!r}")
-                try:
-                    value = float(rest[0])
-                    ts = float(rest[1]) / 1000.0 if len(rest) == 2 else at
-                except ValueError:
-                    raise ValueError(f"not an exposition sample line: {line[:200]!r}") from None
-                ring = seen.get(key) or fresh.get(key)
-                if ring is None:
-                    ring = self._resolve(key, extra)[0]
-                fresh[key] = ring
+            last = self._resolved.get(origin, {}).get(extra_key) if origin is not None else None
+            if last is not None and last.skeleton == skeleton:
+                rings = last.rings
+            else:
+                seen = last.by_key if last is not None else {}
+                by_key: dict[str, _Ring] = {}
+                rings = []
+                for key in keys:
+                    ring = by_key.get(key) or seen.get(key) or self._resolve(key, extra)[0]
+                    by_key[key] = ring
+                    rings.append(ring)
+                if origin is not None:
+                    self._resolved.setdefault(origin, {})[extra_key] = _Lines(skeleton, rings, by_key)
+            for ring, ts, value in zip(rings, stamps, values):
                 if ts < ring.last_t:
                     self.out_of_order += 1
                 ring.append(ts, value)
-                n += 1
-            if cache_key is not None:
-                self._resolved[cache_key] = fresh
-        return n
+        return len(rings)
 
     # ------------------------------------------------------------------ expiry (on a timer, not per scrape)
 
@@ -245,8 +277,9 @@ class EmbeddedStore:
                     del self._index[model]
             if removed:
                 live = {id(r) for m in self._index.values() for ls in m.values() for r in ls.values()}
-                for key, lines in list(self._resolved.items()):
-                    self._resolved[key] = {k: r for k, r in lines.items() if id(r) in live}
+                for by_extra in self._resolved.values():
+                    for key, lines in by_extra.items():
+                        by_extra[key] = lines.keeping(live)
             self.expired_series += removed
         return removed
 
@@ -255,21 +288,21 @@ class EmbeddedStore:
         with self._lock:
             by_metric = self._index.pop(model, {})
             gone = {id(r) for ls in by_metric.values() for r in ls.values()}
-            for key, lines in list(self._resolved.items()):
-                self._resolved[key] = {k: r for k, r in lines.items() if id(r) not in gone}
+            if gone:
+                for by_extra in self._resolved.values():
+                    for key, lines in by_extra.items():
+                        by_extra[key] = lines.keeping({id(r) for r in lines.by_key.values()} - gone)
             return len(gone)
 
     def models_of(self, origin: str) -> set[str]:
         """The models whose series came from ``origin`` in its last ingest."""
         with self._lock:
-            return {m for key, lines in self._resolved.items() if key[0] == origin
-                    for r in lines.values() if (m := dict(r.labels).get("model"))}
+            return {m for lines in self._resolved.get(origin, {}).values() for m in lines.models}
 
     def forget_origin(self, origin: str) -> None:
         """Stop caching the line -> series map of a target that is gone."""
         with self._lock:
-            for key in [k for k in self._resolved if k[0] == origin]:
-                del self._resolved[key]
+            self._resolved.pop(origin, None)
 
     # ------------------------------------------------------------------ reads
 
@@ -345,8 +378,8 @@ class EmbeddedStore:
 class Scraper:
     """Pulls /metrics from each target into the embedded store; a failing target is recorded, not fatal.
 
-    Targets are fetched by a few threads at once (network waits overlap); parsing happens as each
-    answer arrives. ``targets`` may be replaced between rounds (discovery does).
+    Targets are fetched and parsed by a few threads at once (one target's parse overlaps the others'
+    network waits), a bounded number in flight. ``targets`` may be replaced between rounds (discovery does).
 
     Like Prometheus, every scrape also writes ``up{instance=<target>, model=<m>}``: 1 when the target
     answered, 0 when it did not, for each model the target last exported (or the configured ``models``
@@ -362,23 +395,36 @@ class Scraper:
         self.models: dict[str, set[str]] = {}   # target -> the model label values it exported last
         self._client = client or httpx.Client(timeout=timeout)
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="scrape")
+        self._window = 2 * max(1, workers)      # fetches in flight at once
         self.failures: dict[str, int] = {t: 0 for t in self.targets}
         self.last_error: dict[str, str] = {}
 
-    def _fetch(self, target: str) -> str:
+    def _scrape(self, target: str, now: float) -> int:
+        """Fetch and ingest one target, on a pool thread: a target's parse overlaps the others' network waits."""
         resp = self._client.get(target.rstrip("/") + "/metrics")
         resp.raise_for_status()
-        return resp.text
+        return self.store.ingest_text(resp.text, now, origin=target)
 
     def scrape_once(self, now: float | None = None) -> int:
         now = time.time() if now is None else now
         total = 0
-        targets = list(self.targets)
-        futures = {t: self._pool.submit(self._fetch, t) for t in targets}
-        for target, fut in futures.items():
+        # A bounded window of scrapes in flight, not one future per target for the whole round: at hundreds
+        # of targets those objects outlived the young GC generations and made full collections (which walk
+        # every stored series) frequent, a cost per target that grew with the number of targets.
+        todo = iter(list(self.targets))
+        flight: deque[tuple[str, Future[int]]] = deque()
+        for target in todo:
+            flight.append((target, self._pool.submit(self._scrape, target, now)))
+            if len(flight) >= self._window:
+                break
+        while flight:
+            target, fut = flight.popleft()
+            for nxt in todo:
+                flight.append((nxt, self._pool.submit(self._scrape, nxt, now)))
+                break
             up = 0.0
             try:
-                total += self.store.ingest_text(fut.result(), now, origin=target)
+                total += fut.result()
                 seen = self.store.models_of(target)
                 if seen:
                     self.models[target] = seen

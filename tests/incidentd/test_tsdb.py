@@ -76,10 +76,24 @@ def test_forgetting_a_model_removes_its_series_only() -> None:
     assert store.read("model_feature_drift_statistic", {"model": "a"}, 0, 10, 1)[0].values == (3.0,)
 
 
-def test_malformed_exposition_is_rejected_with_the_line() -> None:
+def test_malformed_exposition_is_rejected_with_the_line_and_ingests_nothing() -> None:
     store = EmbeddedStore()
     with pytest.raises(ValueError, match="not an exposition sample line"):
-        store.ingest_text('model_up{model="m"} one\n', at=1.0)
+        store.ingest_text('model_up{model="ok"} 1\nmodel_up{model="m"} one\n', at=1.0, origin="t")
+    assert store.point_count() == 0
+
+
+def test_a_target_whose_lines_change_keeps_every_sample_on_its_own_series() -> None:
+    store = EmbeddedStore(10_000, max_points=100)
+    scrapes = [line("m", 1, "a") + line("m", 2, "b"),
+               line("m", 3, "a") + line("m", 4, "b"),                     # same lines: the fast path
+               line("m", 6, "b") + line("m", 5, "a") + line("m", 7, "c"),  # reordered, one more
+               line("m", 8, "a")]                                          # fewer
+    for t, text in enumerate(scrapes):
+        store.ingest_text(text, at=float(t), origin="t")
+    got = {s.label("feature"): s.values for s in store.read("model_feature_drift_statistic", None, 0, 10, 1)}
+    assert got == {"a": (1.0, 3.0, 5.0, 8.0), "b": (2.0, 4.0, 6.0), "c": (7.0,)}
+    assert store.models_of("t") == {"m"}
 
 
 def test_exposition_timestamps_are_milliseconds() -> None:

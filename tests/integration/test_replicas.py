@@ -7,10 +7,16 @@ blocks in the model server's admin call; it is SIGKILLed there. Then: another re
 over, reconciles the orphaned action instead of running it again, there is one incident, the rollback
 reached the model server at most once and was claimed once, and every alert notification answered 2xx
 by any replica is stored.
+
+The replicas run with the default lease (1.5 detection intervals). The takeover is counted in the
+survivor's own detection cycles, from the cycle records each replica logs at DEBUG: the survivor took the
+model within two of its cycles after the dead owner's lease expired, and not before.
 """
 from __future__ import annotations
 
 import datetime as dt
+import json
+import math
 import os
 import signal
 import subprocess
@@ -34,6 +40,21 @@ from tests.model_server.conftest import template_registry  # noqa: F401  (sessio
 from tests.postgres import PostgresServer
 
 MODEL = "digits"
+DETECT_INTERVAL = 2.0
+DEFAULT_LEASE = 1.5 * DETECT_INTERVAL          # what a replica uses when lease_seconds is not set
+
+
+def cycles(log: Path) -> list[tuple[float, list[str]]]:
+    """A replica's detection cycles, from its JSON log: (time of the cycle, models it owned after it)."""
+    out = []
+    for line in log.read_text().splitlines():
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(doc, dict) and doc.get("logger") == "incidentd.replicas" and "cycle" in doc:
+            out.append((float(doc["at"]), list(doc["owned"])))
+    return out
 
 
 def alert(i: int, status: str = "firing") -> dict[str, Any]:
@@ -59,7 +80,7 @@ class Replica:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cfg = {"database_url": db_url, "replica_id": name, "model_server_url": model_server,
-               "detect_interval_seconds": 2.0, "scrape_interval_seconds": 2.0, "lease_seconds": 8.0,
+               "detect_interval_seconds": DETECT_INTERVAL, "scrape_interval_seconds": 2.0,
                "database": str(workdir / f"{name}.db"), "models": [MODEL],
                "remediation": {"modes": {"rollback": "approve"}, "act_after_cycles": 2,
                                "verify_seconds": 30.0}}
@@ -72,7 +93,8 @@ class Replica:
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "incidentd.cli", "serve", "--config",
-                                          str(self.config), "--port", str(self.port)], env=env, cwd=REPO,
+                                          str(self.config), "--port", str(self.port), "--log-level",
+                                          "DEBUG"], env=env, cwd=REPO,
                                          stdout=log, stderr=subprocess.STDOUT)
         assert wait_until(lambda: healthy(self.url), 60), \
             self.log.read_text()[-3000:]
@@ -159,6 +181,11 @@ def test_three_replicas_one_killed_mid_action(postgres: PostgresServer, model_se
         assert wait_until(awaiting, 60), owner.log.read_text()[-3000:]
         with engine.connect() as conn:
             action_id, incident_id = conn.execute(select(actions.c.id, actions.c.incident_id)).one()
+            lease_expiry = float(conn.execute(select(model_leases.c.expires_at)
+                                              .where(model_leases.c.model == MODEL)).scalar_one())
+        # The owner renews with the default lease: the expiry is one of its cycles plus 1.5 intervals.
+        assert wait_until(lambda: any(math.isclose(at + DEFAULT_LEASE, lease_expiry, rel_tol=0, abs_tol=1e-3)
+                                      for at, _ in cycles(owner.log)), 10), lease_expiry
 
         # Pause the model server, approve through a replica that does not own the model.
         os.kill(ms_proc.pid, signal.SIGSTOP)
@@ -170,6 +197,7 @@ def test_three_replicas_one_killed_mid_action(postgres: PostgresServer, model_se
         runner = by_name[scalar(claimed)]
         assert runner is owner                                   # only the lease holder runs actions
         assert owner.proc is not None
+        killed_at = time.time()
         owner.proc.send_signal(signal.SIGKILL)                   # mid-action: blocked in the admin call
         owner.proc.wait(10)
         os.kill(ms_proc.pid, signal.SIGCONT)
@@ -185,6 +213,23 @@ def test_three_replicas_one_killed_mid_action(postgres: PostgresServer, model_se
             o = scalar(select(model_leases.c.owner).where(model_leases.c.model == MODEL))
             return o in {r.name for r in others}
         assert wait_until(taken_over, 15)
+        heir = by_name[preferred(MODEL, [r.name for r in others])]
+        assert scalar(select(model_leases.c.owner).where(model_leases.c.model == MODEL)) == heir.name
+
+        # Counted in the heir's own cycles: it took the model in one of its first two cycles after the dead
+        # owner's last lease expired, and not before. (Its log is read once it has logged the takeover.)
+        def heir_owns_since_kill() -> bool:
+            return any(at > killed_at and MODEL in owned for at, owned in cycles(heir.log))
+        assert wait_until(heir_owns_since_kill, 15)
+        last_renewal = max(at for at, owned in cycles(owner.log) if MODEL in owned)
+        expiry = last_renewal + DEFAULT_LEASE
+        heir_cycles = [(at, owned) for at, owned in cycles(heir.log) if at > killed_at]
+        took_at = next(at for at, owned in heir_cycles if MODEL in owned)
+        assert took_at > expiry, (took_at, expiry)
+        waited = [at for at, _ in heir_cycles if expiry < at <= took_at]
+        since_kill = [at for at, _ in heir_cycles if at <= took_at]
+        assert 1 <= len(waited) <= 2, (f"took over in cycle {len(waited)} after the lease expired "
+                                       f"({len(since_kill)} after the kill)", heir_cycles, expiry)
 
         def reconciled() -> bool:
             return scalar(select(func.count()).select_from(timeline).where(
