@@ -87,8 +87,8 @@ class Policy:
         if recent:
             wait = self.cooldown_seconds - (now - recent[-1])
             if wait > self.cooldown_escalate_after_seconds:
-                return Decision(False, mode, f"cooldown: {kind.value} ran {now - recent[-1]:.0f}s ago and may not "
-                                             f"run again for {wait:.0f}s, longer than the fault may wait "
+                return Decision(False, mode, f"{kind.value} cooldown: {wait:.0f}s left (it ran "
+                                             f"{now - recent[-1]:.0f}s ago), longer than the fault may wait "
                                              f"({self.cooldown_escalate_after_seconds:g}s)", escalate=True)
             return Decision(False, mode, f"{kind.value} cooldown: {wait:.0f}s left")
         return Decision(True, mode, "allowed")
