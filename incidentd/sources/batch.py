@@ -35,8 +35,14 @@ class _Batch:
     by_model: dict[str, list[Series]]
 
 
+# Prometheus' API takes and returns times in whole milliseconds: the batch's last evaluation can come back
+# up to half a millisecond after the ``end`` asked for. It is still the point at ``end``.
+_TIME_ROUNDING = 0.0005
+
+
 def _clip(s: Series, start: float, end: float) -> Series | None:
-    pts = [(t, v) for t, v in zip(s.timestamps, s.values) if start <= t <= end]
+    lo, hi = start - _TIME_ROUNDING, end + _TIME_ROUNDING
+    pts = [(t, v) for t, v in zip(s.timestamps, s.values) if lo <= t <= hi]
     if not pts:
         return None
     ts, vs = zip(*pts)

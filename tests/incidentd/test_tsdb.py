@@ -4,6 +4,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from incidentd.sources.base import Series
 from incidentd.sources.batch import BatchedSource
 from incidentd.tsdb import EmbeddedStore, Scraper
 
@@ -152,3 +153,21 @@ def test_batched_source_asks_once_per_metric_and_cycle_for_all_models() -> None:
     # The next cycle (a new end) batches again.
     src.read("model_feature_drift_statistic", {"model": "b"}, 70, 100, 10)
     assert counting.calls[-1] == "batch model_feature_drift_statistic"
+
+
+class MillisecondSource:
+    """Answers as Prometheus does: evaluation times in whole milliseconds, the last one at ``end`` rounded."""
+
+    def read(self, metric, matchers, start, end, step):
+        return []
+
+    def read_by_model(self, metric, matchers, start, end, step):
+        last = round(end, 3)
+        return {"a": [Series(metric, (("model", "a"),), (last,), (1.0,))]}
+
+
+def test_the_point_at_end_survives_prometheus_millisecond_rounding() -> None:
+    # A sample scraped less than one step ago is evaluated only at ``end``; rounded up, it is still there.
+    end = 1796134870.3669395
+    (s,) = BatchedSource(MillisecondSource(), slack=30).read("m", {"model": "a"}, end - 20, end, 1.0)
+    assert s.values == (1.0,)
