@@ -300,6 +300,19 @@ def stable_cause(recent_causes: Sequence[Collection[str]], cause: str, cycles: i
     return len(recent_causes) >= cycles and all(cause in c for c in list(recent_causes)[-cycles:])
 
 
+def next_cause_to_act(hyps: Sequence[Hypothesis], incident_causes: Collection[str], acted: Collection[str],
+                      recent_causes: Sequence[Collection[str]], act_after_cycles: int) -> Hypothesis | None:
+    """The cause an action goes to now, or None: every simultaneous cause of the incident gets its own
+    action, in rank order, once its place among the causes is stable (``act_after_cycles``); alternatives,
+    causes already acted on and causes whose action would not change the model are never chosen."""
+    for cause in hyps:
+        if (cause.simultaneous and cause.recommended_action.changes_model and cause.root_cause not in acted
+                and cause.root_cause in incident_causes
+                and stable_cause(recent_causes, cause.root_cause, act_after_cycles)):
+            return cause
+    return None
+
+
 def onsets(signal_onsets: Mapping[str, float], change_onsets: Mapping[str, float]) -> dict[str, float]:
     """Evidence id -> when it started, for every active signal and change behind the facts."""
     return {**signal_onsets, **change_onsets}

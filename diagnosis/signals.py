@@ -593,3 +593,20 @@ class ProportionSpec(SignalSpec):
         lo_new, hi_new = wilson_interval(*after, confidence=0.99)
         lo_old, hi_old = wilson_interval(*before, confidence=0.99)
         return lo_new > hi_old if self.direction == "drop" else hi_new < lo_old
+
+
+MONITORING_SIGNAL = "monitoring_down"   # the scrape target failing: evidence about monitoring, not the model
+
+
+def blind_while_monitoring_down(readings: dict[str, SignalReading]) -> dict[str, SignalReading]:
+    """While the model's metrics target failed its latest scrape, every other signal has no data.
+
+    The last samples it exported before failing are not the model's current state (a dead sidecar
+    must never read as a healthy model), whatever each signal's own staleness window says.
+    """
+    mon = readings.get(MONITORING_SIGNAL)
+    if mon is None or not mon.has_data or not mon.value < 1:
+        return readings
+    why = f"the metrics target does not answer ({mon.summary})"
+    return {n: r if n == MONITORING_SIGNAL or not r.has_data
+            else SignalReading.no_data(n, r.model, r.at, r.detector, why) for n, r in readings.items()}

@@ -75,11 +75,73 @@ def harm_seconds(name: str) -> float | None:
     return float(getattr(params, limit_key)) / float(getattr(params, rate_key))
 
 
-def taxonomy(names: list[str] | None = None) -> list[Fault]:
+def _on_mlserver(name: str) -> tuple[Callable[[Demo], None], Callable[[Demo], None]]:
+    """How a fault of the taxonomy is injected on MLServer: in the traffic (what clients send and label),
+    in the served model instance (the demo runtime's fault hook), or in the simulated GPU file."""
+    from incidentd.demo import DRIFT_FEATURES
+    from incidentd.injection import update_gpu_state
+
+    traffic: dict[str, tuple[Callable[[Demo], None], Callable[[Demo], None]]] = {
+        "covariate_drift": (lambda d: d.traffic.set_drift(0.6, DRIFT_FEATURES, shift=7.0),
+                            lambda d: d.traffic.set_drift(0.0)),
+        "unit_change": (lambda d: d.traffic.set_drift(1.0, DRIFT_FEATURES[:1], scale=1000.0),
+                        lambda d: d.traffic.set_drift(0.0)),
+        "unseen_categories": (lambda d: d.traffic.set_unseen_codes(0.3, DRIFT_FEATURES),
+                              lambda d: d.traffic.set_drift(0.0)),
+        "concept_drift": (lambda d: d.traffic.set_concept_drift(0.6, 1), lambda d: d.traffic.set_concept_drift(0.0)),
+        "label_stall": (lambda d: d.traffic.set_label_stall(True), lambda d: d.traffic.set_label_stall(False)),
+    }
+    if name in traffic:
+        return traffic[name]
+    if name == "bad_version":
+        return (lambda d: d.mlserver.deploy("v2")), (lambda d: None)   # the rollback is the cure
+    if name in ("cpu_contention", "latency"):
+        kind, params = ("starvation", {"threads": 3, "seconds": 300}) if name == "cpu_contention" else (
+            "latency", {"seconds": 0.5})
+        return (lambda d: d.mlserver.inject(kind, params)), (lambda d: d.mlserver.clear())
+    if name in GPU_FAULTS:
+        from incidentd.injection import FAULTS, parse_params
+
+        def gpu(d: Demo) -> None:
+            params = parse_params(FAULTS[name], [f"gpu_state={d.gpu_state}"])
+            update_gpu_state(d.gpu_state, params)   # type: ignore[arg-type]
+
+        def cool(d: Demo) -> None:
+            update_gpu_state(d.gpu_state, None)
+
+        return gpu, cool
+    raise ValueError(f"fault {name} does not apply on mlserver: {NOT_ON_SERVER['mlserver'][name]}")
+
+
+# Faults of the taxonomy that do not apply on a third-party server, and why (README, fault bench).
+_NO_WEIGHTS = "incidentd reads weight health from its own instrumentation; MLServer serves its own copy of the weights"
+_NO_PROCESS = ("incidentd does not supervise a third-party server's process: its restart unloads and loads the "
+               "model, which cannot bring back a dead or blocked server")
+NOT_ON_SERVER: dict[str, dict[str, str]] = {
+    "ours": {},
+    "mlserver": {
+        "nonfinite_weights": _NO_WEIGHTS, "exploding_weights": _NO_WEIGHTS,
+        "null_features": "the Open Inference Protocol's JSON has no null in a numeric tensor: MLServer refuses "
+                         "the request (an error, not a missing feature)",
+        "crash": _NO_PROCESS, "hang": _NO_PROCESS,
+        "memory_pressure": "the MLServer fault hook has no memory balloon yet",
+        "memory_leak": "the MLServer fault hook has no memory leak yet",
+        "latency_creep": "the MLServer fault hook has no creeping latency yet",
+        "disk_fill": "the MLServer fault hook writes no ballast yet",
+    },
+}
+
+
+def applicable(server: str) -> list[str]:
+    """The taxonomy's faults that run on ``server``, in the bench's order."""
+    return [n for n in [*PARAMS, *GPU_FAULTS] if n not in NOT_ON_SERVER[server]]
+
+
+def taxonomy(names: list[str] | None = None, server: str = "ours") -> list[Fault]:
     from incidentd.injection import FAULTS, InjectError, clear, inject
 
     actions = default_actions()
-    chosen = names or [*PARAMS, *GPU_FAULTS]
+    chosen = names or applicable(server)
     out = []
     for name in chosen:
         spec = FAULTS[name]
@@ -94,9 +156,10 @@ def taxonomy(names: list[str] | None = None) -> list[Fault]:
             except InjectError as e:   # the server may be down or restarting (crash): nothing left to clear
                 d.say(f"clear after {name}: {e}")
 
+        inject_it, clear_it = _on_mlserver(name) if server != "ours" else (do, undo)
         action = actions.get(spec.simulates, ActionKind.NOTIFY)
         expected = EXPECTED_ACTION[name] if name in EXPECTED_ACTION else action if action.changes_model else None
-        out.append(Fault(name, spec.domain, expected, do, undo, spec.simulates))
+        out.append(Fault(name, spec.domain, expected, inject_it, clear_it, spec.simulates))
     return out
 
 
@@ -277,11 +340,13 @@ def compound_summary(pairs: list[PairResult]) -> dict[str, Any]:
 
 
 def run_bench(fast: bool, repeat: int, names: list[str] | None, progress: Callable[[str], None],
-              workdir: Any = None, compound: bool = False) -> dict[str, Any]:
-    """The single-fault taxonomy, or with ``compound`` the compound pairs instead (each with controls)."""
-    faults = [] if compound else taxonomy(names)
+              workdir: Any = None, compound: bool = False, server: str = "ours") -> dict[str, Any]:
+    """The single-fault taxonomy, or with ``compound`` the compound pairs instead (each with controls);
+    ``server`` names the model server the faults hit (the faults that apply there)."""
+    faults = [] if compound else taxonomy(names, server)
     pairs = compound_pairs() if compound else []
-    demo = Demo(fast=fast, workdir=workdir, progress=progress, plots=False, remediation=BENCH_POLICY)
+    demo = Demo(fast=fast, workdir=workdir, progress=progress, plots=False, remediation=BENCH_POLICY,
+                server=server)
     runs: list[FaultResult] = []
     pair_results: list[PairResult] = []
     control_incidents = control_actions = extra = 0
@@ -303,6 +368,9 @@ def run_bench(fast: bool, repeat: int, names: list[str] | None, progress: Callab
         demo.stop()
     harm = {f.name: h for f in faults if (h := harm_seconds(f.name)) is not None}
     report = BenchReport(runs, control_incidents, control_actions, extra, harm).summary()
+    report["server"] = server
+    if server != "ours":
+        report["not_applicable"] = NOT_ON_SERVER[server]
     if compound:
         report.update(compound_summary(pair_results))
         report["false_remediations"] += report["compound_false_remediations"]

@@ -119,7 +119,7 @@ class Fault:
 DRIFT_FEATURES = [19, 20, 21, 26, 27, 28, 35, 36, 43, 44]
 
 
-def _faults() -> list[Fault]:
+def _faults(server: str = "ours") -> list[Fault]:
     def post(path: str, body: dict) -> Callable[[Demo], None]:
         def go(d: Demo) -> None:
             d.model_admin("POST", path, body)
@@ -128,24 +128,47 @@ def _faults() -> list[Fault]:
     def noop(d: Demo) -> None:
         return None
 
+    drift = Fault("input_drift", "data", None,
+                  lambda d: d.traffic.set_drift(0.6, DRIFT_FEATURES, scale=1.0, shift=7.0),
+                  lambda d: d.traffic.set_drift(0.0), "data.covariate_drift")
+    if server == "mlserver":
+        # A deploy is a new version's settings put in the repository and a reload; the starvation lives in
+        # the model instance (the runtime's fault hook), so unloading and loading the model ends it.
+        return [
+            Fault("bad_version_deploy", "model", ActionKind.ROLLBACK, lambda d: d.mlserver.deploy("v2"), noop,
+                  "model.bad_version"),
+            drift,
+            Fault("cpu_starvation", "hardware", ActionKind.RESTART,
+                  lambda d: d.mlserver.inject("starvation", {"threads": 3, "seconds": 300}),
+                  lambda d: d.mlserver.clear(), "hardware.cpu_contention"),
+        ]
     return [
         Fault("nonfinite_weights", "model", ActionKind.CLAMP,
               post("/admin/faults", {"fault": "nonfinite_weights", "params": {"count": 12, "value": "nan"}}), noop,
               "model.nonfinite_weights"),
         Fault("bad_version_deploy", "model", ActionKind.ROLLBACK, post("/admin/load", {"version": "v2"}), noop,
               "model.bad_version"),
-        Fault("input_drift", "data", None,
-              lambda d: d.traffic.set_drift(0.6, DRIFT_FEATURES, scale=1.0, shift=7.0),
-              lambda d: d.traffic.set_drift(0.0), "data.covariate_drift"),
+        drift,
         Fault("cpu_starvation", "hardware", ActionKind.RESTART,
               post("/admin/faults", {"fault": "starvation", "params": {"threads": 3, "seconds": 300}}), noop,
               "hardware.cpu_contention"),
     ]
 
 
+# Servers the demo runs on -> demo faults that do not apply there, and why (README "Watch your own model server").
+SERVERS: dict[str, dict[str, str]] = {
+    "ours": {},
+    "mlserver": {"nonfinite_weights": "clamping needs the PyTorch checkpoint; MLServer serves its own copy of "
+                                      "the weights and exposes no weight-health signal"},
+}
+
+
 class Demo:
     def __init__(self, fast: bool = True, workdir: Path | None = None, progress: Callable[[str], None] | None = None,
-                 plots: bool = True, remediation: dict[str, Any] | None = None):
+                 plots: bool = True, remediation: dict[str, Any] | None = None, server: str = "ours"):
+        if server not in SERVERS:
+            raise ValueError(f"unknown server {server!r}; the demo runs on {', '.join(SERVERS)}")
+        self.server = server
         self.t = FAST if fast else NORMAL
         self.remediation = {**self.t.remediation, **(remediation or {})}
         self.fast = fast
@@ -157,6 +180,9 @@ class Demo:
         self.plots = plots
         self.procs: list[tuple[str, subprocess.Popen]] = []
         self.model_port, self.sidecar_port, self.service_port = _free_port(), _free_port(), _free_port()
+        self.proxy_port = _free_port()
+        self.proxy_url = f"http://127.0.0.1:{self.proxy_port}"
+        self.mlserver: Any = None
         self.model_url = f"http://127.0.0.1:{self.model_port}"
         self.sidecar_url = f"http://127.0.0.1:{self.sidecar_port}"
         self.service_url = f"http://127.0.0.1:{self.service_port}"
@@ -219,14 +245,12 @@ class Demo:
         finally:
             store.close()
 
-    def start(self) -> None:
+    def _registry(self) -> Path:
+        """The model registry with v1 (good, known good) and v2 (a bad release), trained once per workdir."""
         from incidentd.model_server.model import train_version
         from remediation.registry import ModelRegistry
 
         registry_dir = self.workdir / "registry"
-        token_file = self.workdir / "model-server-admin-token"
-        token_file.write_text(self.admin_token + "\n")
-        token_file.chmod(0o600)
         reg = ModelRegistry(registry_dir)
         if not reg.exists("v1"):
             self.say("training v1 (digits MLP) into the model registry")
@@ -235,11 +259,57 @@ class Demo:
         if not reg.exists("v2"):
             self.say("training v2, a bad release (shuffled labels), for the deploy fault")
             train_version(reg, "v2", seed=1, shuffle_labels=True, parent="v1", notes="bad release for the demo")
+        return registry_dir
+
+    def _service_config(self) -> dict[str, Any]:
         t = self.t
-        cfg = {
+        return {
             "host": "127.0.0.1", "port": self.service_port, "database": str(self.workdir / "incidentd.db"),
             "scrape_targets": [self.sidecar_url], "scrape_interval_seconds": t.scrape,
             "detect_interval_seconds": t.detect, "retention_seconds": 900, "models": ["digits"],
+            "detection": t.detection, "remediation": self.remediation,
+        }
+
+    def _sidecar_args(self) -> list[str]:
+        t = self.t
+        return ["--port", str(self.sidecar_port), "--interval", str(t.scrape), "--gpu", "simulated",
+                "--gpu-sim-state", str(self.gpu_state), "--model-name", "digits",
+                "--window-seconds", str(t.window_seconds), "--window-rows", "400", "--drift-min-rows", "200",
+                "--drift-alpha", "0.0001", "--drift-psi-threshold", "0.3", "--log-level", "WARNING"]
+
+    def _start_service(self, cfg: dict[str, Any]) -> None:
+        cfg_path = self.workdir / "incidentd.yaml"
+        cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        cfg_path.chmod(0o600)   # may hold the admin token
+        self._api_headers = {"Authorization": f"Bearer {self._issue_key(str(cfg['database']))}"}
+        svc = self._spawn("service", ["serve", "--config", str(cfg_path), "--log-level", "INFO"])
+        self._wait_http(self.service_url + "/healthz", 120, svc)
+
+    def start(self) -> None:
+        registry_dir = self._registry()
+        self.gpu_state.write_text("{}")
+        if self.server == "mlserver":
+            self._start_mlserver(registry_dir)
+        else:
+            self._start_ours(registry_dir)
+        from incidentd.model_server.traffic import TrafficDriver
+
+        delay = 1.0 if self.fast else 3.0
+        if self.server == "mlserver":
+            # Through the sidecar's proxy, as a user's clients would be pointed at it; labels to its /feedback.
+            self.traffic = TrafficDriver(self.proxy_url, rate_per_second=20.0, label_delay_seconds=delay,
+                                         batch_size=2, seed=7, timeout_seconds=2.0, protocol="oip",
+                                         feedback_url=self.sidecar_url + "/feedback").start()
+        else:
+            self.traffic = TrafficDriver(self.model_url, rate_per_second=20.0, label_delay_seconds=delay,
+                                         batch_size=2, seed=7, timeout_seconds=2.0).start()
+
+    def _start_ours(self, registry_dir: Path) -> None:
+        token_file = self.workdir / "model-server-admin-token"
+        token_file.write_text(self.admin_token + "\n")
+        token_file.chmod(0o600)
+        cfg = {
+            **self._service_config(),
             "model_server_url": self.model_url,
             "supervise_command": [sys.executable, "-m", "incidentd.cli", "model-server", "--registry",
                                   str(registry_dir), "--port", str(self.model_port), "--enable-fault-injection",
@@ -247,36 +317,47 @@ class Demo:
                                   "--admin-token-file", str(token_file)],
             "model_server_admin_token": self.admin_token,
             "supervise_log": str(self.workdir / "model-server.log"),
-            "detection": t.detection, "remediation": self.remediation,
         }
-        cfg_path = self.workdir / "incidentd.yaml"
-        cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        cfg_path.chmod(0o600)   # holds the admin token
-        self._api_headers = {"Authorization": f"Bearer {self._issue_key(str(cfg['database']))}"}
         self.say("starting the service (it supervises the model server)")
-        svc = self._spawn("service", ["serve", "--config", str(self.workdir / "incidentd.yaml"),
-                                      "--log-level", "INFO"])
-        self._wait_http(self.service_url + "/healthz", 120, svc)
+        self._start_service(cfg)
         self._wait_http(self.model_url + "/healthz", 60)
         self.say(f"service {self.service_url}, model server {self.model_url}")
-        gpu_state = self.gpu_state
-        gpu_state.write_text("{}")
-        side = self._spawn("sidecar", ["sidecar", "--target", self.model_url, "--port", str(self.sidecar_port),
-                                       "--interval", str(t.scrape), "--gpu", "simulated",
-                                       "--gpu-sim-state", str(gpu_state), "--model-name", "digits",
-                                       "--window-seconds", str(t.window_seconds), "--window-rows", "400",
-                                       "--drift-min-rows", "200", "--disk-path", str(self.workdir / "registry"),
-                                       "--drift-alpha", "0.0001", "--drift-psi-threshold", "0.3", "--log-level", "WARNING"])
+        side = self._spawn("sidecar", ["sidecar", "--target", self.model_url, *self._sidecar_args(),
+                                       "--disk-path", str(self.workdir / "registry")])
         self._wait_http(self.sidecar_url + "/metrics", 60, side)
         self.say(f"sidecar {self.sidecar_url}")
-        from incidentd.model_server.traffic import TrafficDriver
 
-        self.traffic = TrafficDriver(self.model_url, rate_per_second=20.0, label_delay_seconds=1.0 if self.fast else 3.0,
-                                     batch_size=2, seed=7, timeout_seconds=2.0).start()
+    def _start_mlserver(self, registry_dir: Path) -> None:
+        from incidentd.demo_servers.mlserver import MLServerStack
+        from remediation.registry import ModelRegistry
+
+        stack = MLServerStack(self.workdir, ModelRegistry(registry_dir))
+        self.mlserver = stack
+        self.say("starting MLServer (its own venv) with digits v1 in its model repository")
+        stack.start()
+        assert stack.proc is not None
+        self.procs.append(("mlserver", stack.proc))
+        self.model_url = stack.url
+        self.say(f"MLServer {stack.url} (metrics {stack.metrics_url}), log {stack.log}")
+        executor = {"kind": "mlserver", "url": stack.url, "model": "digits",
+                    "repository_dir": str(stack.repository), "known_good": "v1", "ready_timeout_seconds": 60}
+        cfg = self._service_config()
+        cfg["remediation"] = {**cfg["remediation"], "executor": executor}
+        self.say("starting the service (it acts on MLServer through its model repository API)")
+        self._start_service(cfg)
+        side = self._spawn("sidecar", ["sidecar", "--server-kind", "mlserver", "--target", stack.url,
+                                       "--metrics-url", stack.metrics_url, "--proxy-listen",
+                                       f"127.0.0.1:{self.proxy_port}", "--reference", str(stack.reference),
+                                       "--process-source", "scrape", *self._sidecar_args()])
+        self._wait_http(self.sidecar_url + "/metrics", 60, side)
+        self._wait_http(self.proxy_url + "/v2/models/digits/ready", 30, side)
+        self.say(f"sidecar {self.sidecar_url}, its proxy {self.proxy_url} (traffic goes through it)")
 
     def stop(self) -> None:
         if self.traffic is not None:
             self.traffic.stop()
+        if self.mlserver is not None:
+            self.mlserver.clear()
         for _name, p in reversed(self.procs):
             if p.poll() is None:
                 try:
@@ -449,7 +530,7 @@ class Demo:
         self.warm_up()
         false_incidents, _ = self.control()
         results = []
-        for fault in _faults():
+        for fault in _faults(self.server):
             res, extra = self.run_phase(fault)
             false_incidents += extra
             results.append(res)
@@ -457,7 +538,8 @@ class Demo:
         self.say(f"traffic: {stats.requests_sent} requests, {stats.labels_sent} labels, "
                  f"{stats.requests_failed} failed requests")
         return {"faults": [r.public() for r in results], "false_incidents": false_incidents,
-                "details": {"workdir": str(self.workdir), "notes": {r.fault: r.notes for r in results if r.notes},
+                "details": {"workdir": str(self.workdir), "server": self.server,
+                            "not_applicable": SERVERS[self.server], "notes": {r.fault: r.notes for r in results if r.notes},
                             "expected_actions": {r.fault: r.expected_action for r in results},
                             "incidents": {r.fault: r.incident_id for r in results}}}
 
@@ -475,6 +557,8 @@ def format_table(report: dict[str, Any]) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines.append("")
     lines.append(f"false incidents (healthy control and extras): {report['false_incidents']}")
+    for name, why in report.get("details", {}).get("not_applicable", {}).items():
+        lines.append(f"not run on {report['details']['server']}: {name} ({why})")
     return "\n".join(lines)
 
 

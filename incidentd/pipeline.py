@@ -17,7 +17,7 @@ from diagnosis import lifecycle
 from diagnosis.changes import change_evidence, observe_runtime
 from diagnosis.forecast import ExhaustionSpec
 from diagnosis.rules import ChangeFact, Facts, RuleEngine, SignalFact
-from diagnosis.signals import SignalReading, SignalSpec, SourceLike
+from diagnosis.signals import SignalReading, SignalSpec, SourceLike, blind_while_monitoring_down
 from diagnosis.types import (
     ChangeKind,
     Evidence,
@@ -37,7 +37,6 @@ from remediation.verify import own_symptoms
 log = logging.getLogger(__name__)
 
 HOST_SIGNALS = frozenset({"host_cpu", "host_memory"})
-MONITORING_SIGNAL = "monitoring_down"   # the scrape target failing: evidence about monitoring, not the model
 BASELINE_SAVE_SECONDS = 60.0            # how often learned baselines are written to the store
 BASELINE_MAX_AGE_SECONDS = 24 * 3600.0  # an older saved baseline is relearned rather than trusted
 
@@ -53,20 +52,6 @@ class _ModelState:
     context_at: float = 0.0
     context: dict[str, Any] = field(default_factory=dict)
     seen_at: float = 0.0                                          # when the model was last seen
-
-
-def _blind_while_monitoring_down(readings: dict[str, SignalReading]) -> dict[str, SignalReading]:
-    """While the model's metrics target failed its latest scrape, every other signal has no data.
-
-    The last samples it exported before failing are not the model's current state (a dead sidecar
-    must never read as a healthy model), whatever each signal's own staleness window says.
-    """
-    mon = readings.get(MONITORING_SIGNAL)
-    if mon is None or not mon.has_data or not mon.value < 1:
-        return readings
-    why = f"the metrics target does not answer ({mon.summary})"
-    return {n: r if n == MONITORING_SIGNAL or not r.has_data
-            else SignalReading.no_data(n, r.model, r.at, r.detector, why) for n, r in readings.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,7 +257,7 @@ class DetectionLoop:
         readings: dict[str, SignalReading] = {}
         for name, spec in self.specs.items():
             readings[name] = spec.observe(self.source, model, now, self.step)
-        readings = _blind_while_monitoring_down(readings)
+        readings = blind_while_monitoring_down(readings)
         self.last_readings[model] = readings
         self._save_baselines(model, now)
         ctx = self._context(model, st, now)
@@ -387,18 +372,14 @@ class DetectionLoop:
         # Every simultaneous cause of the incident gets its own action, in rank order, once its place among
         # the causes is stable; alternatives are never acted on. One action at a time (the policy).
         acted = {r.root_cause for r in self.remediator.records(incident_id=inc.id)}
-        incident_causes = {h.root_cause for h in inc.causes}
-        causes = [h for h in hyps if h.simultaneous]
+        cause = lifecycle.next_cause_to_act(hyps, {h.root_cause for h in inc.causes}, acted, st.causes,
+                                            self.settings.remediation.act_after_cycles)
+        if cause is None:
+            return inc
+        # Verify on the signals that supported this cause and its action can change, apart from the
+        # symptoms of the other causes; host-wide signals are context, never a fix's yardstick.
         by_id = {f.evidence_id: n for n, f in facts.signals.items()}
-        for cause in causes:
-            if (not cause.recommended_action.changes_model or cause.root_cause in acted
-                    or cause.root_cause not in incident_causes
-                    or not lifecycle.stable_cause(st.causes, cause.root_cause,
-                                                  self.settings.remediation.act_after_cycles)):
-                continue
-            # Verify on the signals that supported this cause and its action can change, apart from the
-            # symptoms of the other causes; host-wide signals are context, never a fix's yardstick.
-            own = own_symptoms(cause, causes, {by_id[e] for e in cause.evidence_ids if e in by_id}, HOST_SIGNALS)
-            inc, _ = self.remediator.consider(inc, cause, list(own.verify), now, shared=own.shared)
-            break
+        causes = [h for h in hyps if h.simultaneous]
+        own = own_symptoms(cause, causes, {by_id[e] for e in cause.evidence_ids if e in by_id}, HOST_SIGNALS)
+        inc, _ = self.remediator.consider(inc, cause, list(own.verify), now, shared=own.shared)
         return inc

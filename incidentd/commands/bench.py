@@ -16,23 +16,36 @@ def faults(
     compound: bool = typer.Option(False, "--compound", help="Run pairs of faults from different domains at once "
                                   "(model+data, model+hardware, data+hardware; two pairs each) instead of the "
                                   "single faults; adds compound_accuracy and per-pair results."),
+    server: str = typer.Option("ours", "--server", help="The model server the faults hit: ours or mlserver "
+                               "(every fault of the taxonomy that applies there; the JSON lists the others)."),
 ) -> None:
     """Inject every fault of the taxonomy REPEAT times with healthy controls; report accuracy, MTTD, MTTR."""
     import json
     import sys
 
-    from incidentd.bench import run_bench
+    from incidentd.bench import NOT_ON_SERVER, run_bench
     from incidentd.injection import FAULTS
 
     unknown = [f for f in only if f not in FAULTS]
     if unknown:
         typer.echo(f"error: unknown fault(s) {unknown}; known: {sorted(FAULTS)}", err=True)
         raise typer.Exit(2)
+    if server not in NOT_ON_SERVER:
+        typer.echo(f"error: --server {server!r}: the bench runs on {', '.join(NOT_ON_SERVER)}", err=True)
+        raise typer.Exit(2)
+    skipped = {f: NOT_ON_SERVER[server][f] for f in only if f in NOT_ON_SERVER[server]}
+    if skipped:
+        typer.echo("error: " + "; ".join(f"{f} does not apply on {server}: {why}" for f, why in skipped.items()),
+                   err=True)
+        raise typer.Exit(2)
+    if compound and server != "ours":
+        typer.echo("error: --compound runs on our demo server only", err=True)
+        raise typer.Exit(2)
     if compound and only:
         typer.echo("error: --compound runs its own pairs; it does not take --fault", err=True)
         raise typer.Exit(2)
     report = run_bench(fast, repeat, list(only) or None, lambda m: print(m, file=sys.stderr, flush=True),
-                       compound=compound)
+                       compound=compound, server=server)
     if plot and not compound:
         from incidentd.plots import render_bench
 
@@ -56,6 +69,8 @@ def faults(
         typer.echo(f"  {f['fault']:<20} runs {f['runs']}  domain {f['domain_correct']}/{f['runs']}  root cause "
                    f"{f['root_cause_correct']}/{f['runs']}  MTTD {f['mttd_median_s']}  MTTR {f['mttr_median_s']}"
                    + margin)
+    for name, why in report.get("not_applicable", {}).items():
+        typer.echo(f"  not run on {server}: {name} ({why})")
 
 
 def register(app: typer.Typer) -> None:

@@ -12,14 +12,20 @@ def demo(
     workdir: Path | None = typer.Option(None, "--workdir",
                                            help="Keep registry, database, logs and plots here (default: temp)."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Do not render incident plots."),
+    server: str = typer.Option("ours", "--server", help="The model server the faults hit: ours (incidentd's "
+                               "demo server) or mlserver (a real Seldon MLServer in its own venv, watched "
+                               "through the sidecar's proxy and acted on through its model repository API)."),
 ) -> None:
     """Run model server, sidecar and service; inject faults one at a time; report detection and recovery."""
     import sys
 
-    from incidentd.demo import Demo, format_table, passed, to_json
+    from incidentd.demo import SERVERS, Demo, format_table, passed, to_json
 
+    if server not in SERVERS:
+        typer.echo(f"error: --server {server!r}: the demo runs on {', '.join(SERVERS)}", err=True)
+        raise typer.Exit(2)
     d = Demo(fast=fast, workdir=workdir, progress=lambda m: print(m, file=sys.stderr, flush=True),
-             plots=not no_plots)
+             plots=not no_plots, server=server)
     try:
         report = d.run()
     except KeyboardInterrupt:

@@ -8,20 +8,23 @@ import typer
 
 keys_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys (stored hashed).")
 ConfigOpt = typer.Option(None, "--config", "-c", help="The service's YAML settings file (names the database).")
-DatabaseOpt = typer.Option(None, "--database", help="SQLite file, overriding the settings.")
+DatabaseOpt = typer.Option(None, "--database", help="Database URL (postgresql+psycopg://…) or SQLite file, "
+                           "overriding the settings.")
 
 
-def _store(config: Path | None, database: Path | None):  # type: ignore[no-untyped-def]
+def _store(config: Path | None, database: str | None):  # type: ignore[no-untyped-def]
+    """The service's own database: ``--database``, else the settings' ``database_url``, else its SQLite file
+    (keys made anywhere else would never be seen by the service)."""
     from incidentd.config import Settings
     from incidentd.errors import ConfigError
     from incidentd.store import Store
 
     try:
-        settings = Settings.load(config, database=database)
+        settings = Settings.load(config)
     except ConfigError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
-    return Store(settings.database)
+    return Store(database or settings.database_url or settings.database)
 
 
 @keys_app.command("create")
@@ -29,7 +32,7 @@ def create(
     name: str = typer.Option(..., "--name", help="Who or what holds the key (e.g. alertmanager, alice)."),
     scopes: str = typer.Option(..., "--scopes", help="Comma-separated: read,respond,approve,ingest,admin."),
     config: Path | None = ConfigOpt,
-    database: Path | None = DatabaseOpt,
+    database: str | None = DatabaseOpt,
     as_json: bool = typer.Option(False, "--json", help='Print {"name", "key", "scopes"} as JSON.'),
 ) -> None:
     """Create a key and print it once; only its scrypt hash is stored."""
@@ -61,7 +64,7 @@ def create(
 @keys_app.command("list")
 def list_(
     config: Path | None = ConfigOpt,
-    database: Path | None = DatabaseOpt,
+    database: str | None = DatabaseOpt,
     all_: bool = typer.Option(False, "--all", help="Include revoked keys."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -87,7 +90,7 @@ def list_(
 def revoke(
     name: str = typer.Argument(..., help="The key's name or id."),
     config: Path | None = ConfigOpt,
-    database: Path | None = DatabaseOpt,
+    database: str | None = DatabaseOpt,
 ) -> None:
     """Revoke a key; requests with it are refused from the next one on."""
     from incidentd.auth.keys import revoke_key

@@ -5,6 +5,10 @@
     >>> d.set_drift(0.5, features=[10, 11, 12], scale=1.0, shift=8.0)   # covariate shift on half the rows
     >>> d.stats()
     >>> d.stop()
+
+The same traffic reaches a third-party server speaking the Open Inference Protocol (``protocol="oip"``):
+``POST /v2/models/{model}/infer`` with a request ``id``, labels to the sidecar's ``/feedback`` keyed by
+the row ids the sidecar gives a request (the id itself, or ``id/i`` for row i of a batch).
 """
 from __future__ import annotations
 
@@ -12,9 +16,10 @@ import heapq
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Literal, Self
 
 import numpy as np
 
@@ -32,6 +37,7 @@ class DriftConfig:
     features: tuple[int, ...] = ()
     scale: float = 1.0
     shift: float = 0.0
+    codes: tuple[int, int] | None = None   # instead: integer codes drawn from [low, high] (unseen categories)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,13 +59,16 @@ class TrafficDriver:
 
     def __init__(self, base_url: str, rate_per_second: float = 10.0, label_delay_seconds: float = 5.0,
                  batch_size: int = 1, seed: int = 0, label_fraction: float = 1.0,
-                 timeout_seconds: float = 2.0) -> None:
+                 timeout_seconds: float = 2.0, protocol: Literal["demo", "oip"] = "demo", model: str = "digits",
+                 feedback_url: str | None = None) -> None:
         if rate_per_second <= 0:
             raise ValueError("rate_per_second must be > 0")
         if not 1 <= batch_size <= 256:
             raise ValueError("batch_size must be in 1..256")
         if not 0.0 <= label_fraction <= 1.0:
             raise ValueError("label_fraction must be in [0, 1]")
+        if protocol == "oip" and not feedback_url:
+            raise ValueError("protocol 'oip' needs feedback_url (the sidecar's /feedback)")
         from incidentd.model_server.model import load_digits_split
 
         split = load_digits_split()
@@ -69,11 +78,16 @@ class TrafficDriver:
         self.batch_size = batch_size
         self.label_fraction = label_fraction
         self.timeout_seconds = timeout_seconds
+        self.protocol = protocol
+        self.model = model
+        self.feedback_url = feedback_url or f"{self.base_url}/feedback"
         self._x = split.x_holdout
         self._y = split.y_holdout
         self._rng = np.random.default_rng(seed)
         self._drift = DriftConfig()
         self._label_stall = False
+        self._concept = (0.0, 0)
+        self._classes = int(self._y.max()) + 1
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -91,6 +105,20 @@ class TrafficDriver:
             raise ValueError(f"feature indices out of range: {bad}")
         with self._lock:
             self._drift = DriftConfig(fraction, tuple(int(f) for f in features), float(scale), float(shift))
+
+    def set_unseen_codes(self, fraction: float, features: Sequence[int], low: int = 17, high: int = 64) -> None:
+        """``features`` of a ``fraction`` of rows carry integer codes in [low, high], never seen in training."""
+        self.set_drift(fraction, features)
+        with self._lock:
+            self._drift = DriftConfig(self._drift.fraction, self._drift.features, codes=(int(low), int(high)))
+
+    def set_concept_drift(self, fraction: float, shift: int = 1) -> None:
+        """Labels of a ``fraction`` of rows become ``(y + shift) mod classes``: the world changed, not the
+        inputs (what the demo server's concept_drift fault does to /feedback). ``set_concept_drift(0)`` ends it."""
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError("fraction must be in [0, 1]")
+        with self._lock:
+            self._concept = (float(fraction), int(shift))
 
     def set_label_stall(self, stalled: bool) -> None:
         """While stalled, labels are held back (they are sent, late, once the stall ends)."""
@@ -129,7 +157,10 @@ class TrafficDriver:
         if d.fraction > 0 and d.features:
             rows = self._rng.random(len(x)) < d.fraction
             cols = np.asarray(d.features, dtype=np.intp)
-            x[np.ix_(rows, cols)] = x[np.ix_(rows, cols)] * d.scale + d.shift
+            if d.codes is not None:
+                x[np.ix_(rows, cols)] = self._rng.integers(d.codes[0], d.codes[1] + 1, size=(int(rows.sum()), len(cols)))
+            else:
+                x[np.ix_(rows, cols)] = x[np.ix_(rows, cols)] * d.scale + d.shift
         return x, y
 
     def _run(self) -> None:
@@ -158,8 +189,16 @@ class TrafficDriver:
 
         x, y = self._batch()
         try:
-            r = client.post("/predict", json={"inputs": x.tolist()})
-        except httpx.HTTPError:
+            if self.protocol == "oip":
+                rid = uuid.uuid4().hex
+                body = {"id": rid, "inputs": [{"name": "pixels", "shape": list(x.shape), "datatype": "FP32",
+                                               "data": x.ravel().tolist()}]}
+                r = client.post(f"/v2/models/{self.model}/infer", json=body)
+                ids = [rid] if len(x) == 1 else [f"{rid}/{i}" for i in range(len(x))]
+            else:
+                r = client.post("/predict", json={"inputs": x.tolist()})
+                ids = r.json().get("request_ids", []) if r.status_code == 200 else []
+        except (httpx.HTTPError, ValueError):
             with self._lock:
                 self._failed += 1
             return
@@ -167,12 +206,14 @@ class TrafficDriver:
             with self._lock:
                 self._failed += 1
             return
-        ids = r.json().get("request_ids", [])
         due = time.monotonic() + self.label_delay_seconds
         with self._lock:
             self._sent += 1
             self._rows += len(ids)
+            fraction, shift = self._concept
             for rid, label in zip(ids, y.tolist(), strict=False):
+                if fraction and self._rng.random() < fraction:
+                    label = (label + shift) % self._classes
                 if self._rng.random() < self.label_fraction:
                     heapq.heappush(self._pending, (due, rid, int(label)))
 
@@ -188,8 +229,8 @@ class TrafficDriver:
                 due.append(heapq.heappop(self._pending))
         for _, rid, label in due:
             try:
-                r = client.post("/feedback", json={"request_id": rid, "label": label})
-                ok = r.status_code == 200
+                r = client.post(self.feedback_url, json={"request_id": rid, "label": label})
+                ok = 200 <= r.status_code < 300
             except httpx.HTTPError:
                 ok = False
             with self._lock:

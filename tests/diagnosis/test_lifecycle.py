@@ -132,3 +132,29 @@ def test_an_unknown_recommended_action_is_an_error_naming_it():
     with pytest.raises(ValueError, match="unknown recommended_action 'reboot'"):
         Hypothesis(FaultDomain.MODEL, "model.x", 0.9, "reboot", "x")  # type: ignore[arg-type]
     assert Hypothesis(FaultDomain.MODEL, "model.x", 0.9, "clamp", "x").recommended_action is ActionKind.CLAMP  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- which cause an action goes to
+
+ROLLBACK = Hypothesis(FaultDomain.MODEL, "model.bad_version", 0.9, ActionKind.ROLLBACK, "bad", evidence_ids=("ev-v",))
+RESTART = Hypothesis(FaultDomain.HARDWARE, "hardware.cpu_contention", 0.8, ActionKind.RESTART, "cpu",
+                     evidence_ids=("ev-cpu",))
+ALTERNATIVE = Hypothesis(FaultDomain.MODEL, "model.exploding_weights", 0.7, ActionKind.CLAMP, "alt",
+                         alternative_to=("model.bad_version",))
+
+
+def test_the_first_stable_cause_that_changes_the_model_gets_the_action():
+    stable = [{"model.bad_version", "hardware.cpu_contention"}] * 2
+    causes = {"model.bad_version", "hardware.cpu_contention"}
+    assert lifecycle.next_cause_to_act([DRIFT, ROLLBACK, RESTART], causes, set(), stable, 2) is ROLLBACK
+    # once acted on, the next simultaneous cause gets its own action
+    assert lifecycle.next_cause_to_act([ROLLBACK, RESTART], causes, {"model.bad_version"}, stable, 2) is RESTART
+
+
+def test_no_action_for_an_unstable_cause_an_alternative_or_a_cause_outside_the_incident():
+    assert lifecycle.next_cause_to_act([ROLLBACK], {"model.bad_version"}, set(), [{"model.bad_version"}], 2) is None
+    assert lifecycle.next_cause_to_act([ROLLBACK], set(), set(), [{"model.bad_version"}] * 2, 2) is None
+    assert lifecycle.next_cause_to_act([ALTERNATIVE], {"model.exploding_weights"}, set(),
+                                       [{"model.exploding_weights"}] * 3, 2) is None
+    assert lifecycle.next_cause_to_act([DRIFT], {"data.covariate_drift"}, set(),
+                                       [{"data.covariate_drift"}] * 3, 2) is None   # notify changes nothing

@@ -105,3 +105,15 @@ def test_a_counter_that_stopped_arriving_is_no_data_and_never_recovered():
         feed(store, t, ['model_nonfinite_outputs_total{model="m"} 9'])
         spec.observe(store, "m", t, 1.0)
     assert spec.recovered(store, "m", since=20.0, now=25.0) is True
+
+
+def test_a_failed_metrics_target_turns_every_other_reading_into_no_data():
+    from diagnosis.signals import MONITORING_SIGNAL, SignalReading, SignalState, blind_while_monitoring_down
+
+    down = SignalReading(MONITORING_SIGNAL, "m", 10.0, True, 1.0, 0.0, 5.0, "up = 0", "threshold")
+    healthy = SignalReading("accuracy", "m", 10.0, False, 0.0, 0.97, None, "0.97", "rate")
+    out = blind_while_monitoring_down({MONITORING_SIGNAL: down, "accuracy": healthy})
+    assert out[MONITORING_SIGNAL] is down
+    assert out["accuracy"].state is SignalState.NO_DATA and "does not answer" in out["accuracy"].summary
+    up = SignalReading(MONITORING_SIGNAL, "m", 10.0, False, 0.0, 1.0, None, "up = 1", "threshold")
+    assert blind_while_monitoring_down({MONITORING_SIGNAL: up, "accuracy": healthy})["accuracy"] is healthy

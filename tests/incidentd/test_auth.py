@@ -320,3 +320,24 @@ def test_the_demo_issues_its_own_key_before_the_service_starts(tmp_path, runtime
     finally:
         ring.close()
     assert len(demo.admin_token) >= 32
+
+
+def test_keys_cli_writes_to_the_services_postgresql_database(tmp_path, pg_url):
+    """With ``database_url`` in the settings the keys go where the service reads them, not to a SQLite file."""
+    from incidentd.store import Store
+
+    Store(pg_url, migrate_schema=True).close()          # `incidentd db upgrade`
+    cfg = tmp_path / "incidentd.yaml"
+    cfg.write_text(f"database: {tmp_path / 'unused.db'}\ndatabase_url: {pg_url}\n")
+    out = CliRunner().invoke(build_app(), ["keys", "create", "--config", str(cfg), "--name", "ops",
+                                           "--scopes", "read", "--json"])
+    assert out.exit_code == 0, out.output
+    store = Store(pg_url)
+    try:
+        assert [k.name for k in list_keys(store)] == ["ops"]
+    finally:
+        store.close()
+    assert not (tmp_path / "unused.db").exists()
+    # --database takes the URL too
+    out = CliRunner().invoke(build_app(), ["keys", "list", "--database", pg_url, "--json"])
+    assert out.exit_code == 0 and [k["name"] for k in json.loads(out.stdout)] == ["ops"]

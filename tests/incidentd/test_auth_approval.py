@@ -156,6 +156,7 @@ def test_approving_an_expired_plan_is_refused_and_says_so(tmp_path, server):
     ("cooldown", "rollback cooldown"),
     ("rate", "rate limit"),
     ("flapping", "flapping"),
+    ("cap", "cap per incident"),
 ])
 def test_approve_reruns_the_policy_on_the_current_diagnosis(tmp_path, server, change, reason):
     store, rem, inc = setup(tmp_path, server, max_actions_per_incident=5, max_actions_per_window=2,
@@ -169,6 +170,12 @@ def test_approve_reruns_the_policy_on_the_current_diagnosis(tmp_path, server, ch
     elif change == "diagnosis":
         store.save_incident(replace(inc, hypotheses=(
             Hypothesis(FaultDomain.DATA, "data.covariate_drift", 0.9, ActionKind.NOTIFY, "drift"), BAD_VERSION)))
+    elif change == "cap":
+        # Meanwhile the incident's blast radius was used up: five actions ran on this very incident.
+        for i in range(5):
+            store.save_action(replace(store.action(rec.id), id=f"act-same-{i}", idempotency_key=f"{inc.id}:{i}",
+                                      kind=ActionKind.RESTART, status=ActionStatus.VERIFIED,
+                                      executed_at=now - 3600, root_cause="hardware.cpu_contention"))
     else:
         # Meanwhile other actions ran on this model (on other incidents).
         kinds = {"cooldown": ["rollback"], "rate": ["restart", "clamp"], "flapping": ["rollback"]}[change]

@@ -87,3 +87,79 @@ def test_survives_a_dead_server() -> None:
         assert _wait(lambda: d.stats().requests_failed >= 3)
         assert d._thread is not None and d._thread.is_alive()
     assert d.stats().requests_sent == 0
+
+
+@pytest.fixture()
+def oip_recorder() -> Iterator[tuple[str, list[dict], list[dict]]]:
+    """A minimal OIP v2 endpoint and a /feedback sink in one uvicorn app (what the driver talks to)."""
+    import uvicorn
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    infers: list[dict] = []
+    labels: list[dict] = []
+
+    @app.post("/v2/models/{model}/infer")
+    def infer(model: str, body: dict) -> dict:
+        infers.append({"model": model, **body})
+        n = body["inputs"][0]["shape"][0]
+        return {"model_name": model, "id": body["id"],
+                "outputs": [{"name": "y", "shape": [n, 1], "datatype": "INT64", "data": [0] * n}]}
+
+    @app.post("/feedback", status_code=202)
+    def feedback(body: dict) -> dict:
+        labels.append(body)
+        return {"accepted": 1}
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    th = threading.Thread(target=server.run, daemon=True)
+    th.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", infers, labels
+    server.should_exit = True
+    th.join(10)
+
+
+def test_oip_traffic_labels_each_row_by_the_id_the_sidecar_gives_it(oip_recorder) -> None:
+    url, infers, labels = oip_recorder
+    d = TrafficDriver(url, rate_per_second=40, label_delay_seconds=0.1, batch_size=2, seed=3, protocol="oip",
+                      model="digits", feedback_url=url + "/feedback")
+    with d:
+        assert _wait(lambda: d.stats().labels_sent >= 6)
+    s = d.stats()
+    assert s.requests_failed == 0 and s.labels_failed == 0       # a 202 from /feedback is a label accepted
+    first = infers[0]
+    assert first["model"] == "digits" and first["inputs"][0]["shape"] == [2, 64]
+    assert len(first["inputs"][0]["data"]) == 128 and first["inputs"][0]["datatype"] == "FP32"
+    sent_ids = {f"{i['id']}/{k}" for i in infers for k in range(2)}
+    assert labels and {lab["request_id"] for lab in labels} <= sent_ids
+
+
+def test_concept_drift_changes_labels_not_inputs(oip_recorder) -> None:
+    url, infers, labels = oip_recorder
+    d = TrafficDriver(url, rate_per_second=50, label_delay_seconds=0.05, batch_size=1, seed=4, protocol="oip",
+                      feedback_url=url + "/feedback")
+    truth = {tuple(x): int(y) for x, y in zip(d._x.tolist(), d._y.tolist(), strict=True)}
+    d.set_concept_drift(1.0, shift=3)
+    with d:
+        assert _wait(lambda: len(labels) >= 10)
+    by_id = {i["id"]: tuple(i["inputs"][0]["data"]) for i in infers}
+    for lab in labels[:10]:
+        x = by_id[lab["request_id"]]
+        assert x in truth                                           # inputs untouched
+        assert lab["label"] == (truth[x] + 3) % 10                  # every label moved by the shift
+
+
+def test_unseen_codes_are_integers_outside_the_training_range(oip_recorder) -> None:
+    url, infers, _ = oip_recorder
+    d = TrafficDriver(url, rate_per_second=50, label_delay_seconds=60, batch_size=8, seed=5, protocol="oip",
+                      feedback_url=url + "/feedback")
+    d.set_unseen_codes(1.0, [3, 4], low=17, high=64)
+    with d:
+        assert _wait(lambda: len(infers) >= 3)
+    x = np.array([i["inputs"][0]["data"] for i in infers]).reshape(-1, 64)
+    assert ((x[:, [3, 4]] >= 17) & (x[:, [3, 4]] <= 64)).all() and (x[:, [3, 4]] == np.round(x[:, [3, 4]])).all()
+    assert (x[:, 5] <= 16).all()
