@@ -95,9 +95,17 @@ def _on_mlserver(name: str) -> tuple[Callable[[Demo], None], Callable[[Demo], No
         return traffic[name]
     if name == "bad_version":
         return (lambda d: d.mlserver.deploy("v2")), (lambda d: None)   # the rollback is the cure
-    if name in ("cpu_contention", "latency"):
-        kind, params = ("starvation", {"threads": 3, "seconds": 300}) if name == "cpu_contention" else (
-            "latency", {"seconds": 0.5})
+    in_instance = {"cpu_contention": "starvation", "latency": "latency", "memory_pressure": "memory_balloon",
+                   "memory_leak": "memory_leak", "latency_creep": "latency_creep", "disk_fill": "disk_fill"}
+    if name in in_instance:
+        from incidentd.injection import FAULTS, parse_params
+
+        # the same parameters, with the same defaults, as on our server (a leak stops at its limit there:
+        # an OOM exit would take all of MLServer down)
+        params = parse_params(FAULTS[name], PARAMS.get(name, [])).model_dump(mode="json")
+        if name == "memory_leak":
+            params["oom"] = False
+        kind = in_instance[name]
         return (lambda d: d.mlserver.inject(kind, params)), (lambda d: d.mlserver.clear())
     if name in GPU_FAULTS:
         from incidentd.injection import FAULTS, parse_params
@@ -124,10 +132,6 @@ NOT_ON_SERVER: dict[str, dict[str, str]] = {
         "null_features": "the Open Inference Protocol's JSON has no null in a numeric tensor: MLServer refuses "
                          "the request (an error, not a missing feature)",
         "crash": _NO_PROCESS, "hang": _NO_PROCESS,
-        "memory_pressure": "the MLServer fault hook has no memory balloon yet",
-        "memory_leak": "the MLServer fault hook has no memory leak yet",
-        "latency_creep": "the MLServer fault hook has no creeping latency yet",
-        "disk_fill": "the MLServer fault hook writes no ballast yet",
     },
 }
 

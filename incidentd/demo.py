@@ -348,7 +348,8 @@ class Demo:
         side = self._spawn("sidecar", ["sidecar", "--server-kind", "mlserver", "--target", stack.url,
                                        "--metrics-url", stack.metrics_url, "--proxy-listen",
                                        f"127.0.0.1:{self.proxy_port}", "--reference", str(stack.reference),
-                                       "--process-source", "scrape", *self._sidecar_args()])
+                                       "--process-source", "scrape", "--disk-path", str(stack.root),
+                                       *self._sidecar_args()])
         self._wait_http(self.sidecar_url + "/metrics", 60, side)
         self._wait_http(self.proxy_url + "/v2/models/digits/ready", 30, side)
         self.say(f"sidecar {self.sidecar_url}, its proxy {self.proxy_url} (traffic goes through it)")

@@ -25,6 +25,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -182,7 +183,7 @@ class MLServerStack:
         r = httpx.post(f"{self.url}/v2/repository/models/{MODEL}/load", json={}, timeout=60.0)
         r.raise_for_status()
 
-    def inject(self, fault: str, params: dict[str, float]) -> None:
+    def inject(self, fault: str, params: dict[str, Any]) -> None:
         """A fault inside the serving model instance (the runtime's fault file, written atomically)."""
         fd, tmp = tempfile.mkstemp(prefix=".fault-", dir=self.root)
         with os.fdopen(fd, "w") as f:
@@ -190,4 +191,6 @@ class MLServerStack:
         os.replace(tmp, self.fault_file)
 
     def clear(self) -> None:
+        """Ends the fault in the serving instance and deletes any disk ballast it wrote."""
         self.fault_file.unlink(missing_ok=True)
+        shutil.rmtree(self.root / "ballast", ignore_errors=True)

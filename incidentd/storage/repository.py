@@ -27,7 +27,20 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
-from sqlalchemy import Connection, Engine, and_, create_engine, delete, event, func, or_, select, text, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    create_engine,
+    delete,
+    event,
+    func,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
@@ -483,35 +496,71 @@ class Repository:
         now = time.time() if received_at is None else received_at
         try:
             with self._tx() as conn:
-                return [self._apply(conn, *item, now) for item in items]
+                return self._apply(conn, items, now)
         except IntegrityError:
             # another replica applied one of them a moment ago: apply one by one, that one is a duplicate
             if len(items) == 1:
                 return [NotificationOutcome.DUPLICATE]
             return [self.apply_notification(*item, now) for item in items]
 
-    def _apply(self, conn: Connection, fingerprint: str, starts_at: str, status: str, firing: Evidence,
-               ended_at: float | None, now: float) -> NotificationOutcome:
-        if not self.is_sqlite:   # one episode at a time across replicas (SQLite has one writer anyway)
-            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"{fingerprint}|{starts_at}"})
+    def _apply(self, conn: Connection, items: Sequence[tuple[str, str, str, Evidence, float | None]],
+               now: float) -> list[NotificationOutcome]:
+        """The delivery's notifications in a handful of statements (not three per alert: a 1,000-alert
+        delivery took 0.8-1.2 s that way, nearly all of it in building statements), with the outcome each
+        would have had applied one after the other."""
+        keys = sorted({(fp, sa) for fp, sa, *_ in items})
+        if not self.is_sqlite:   # one episode at a time across replicas; sorted, so two deliveries never deadlock
+            for fp, sa in keys:
+                conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"{fp}|{sa}"})
         # Write first, then read: the write takes the database's write lock (SQLite: another process on the
         # same file waits), so the statuses read below cannot change before this transaction commits.
-        new = conn.execute(self._insert(alert_notifications).values(
-            fingerprint=fingerprint, starts_at=starts_at, status=status, received_at=now,
-            evidence_id=firing.id).on_conflict_do_nothing().returning(alert_notifications.c.status)).first() is not None
-        if not new:
-            return NotificationOutcome.DUPLICATE
-        seen = {r[0] for r in conn.execute(select(alert_notifications.c.status).where(
-            alert_notifications.c.fingerprint == fingerprint, alert_notifications.c.starts_at == starts_at))}
-        if status == "firing" and "resolved" in seen:
-            return NotificationOutcome.STALE
-        ev = firing
-        if status == "resolved":
-            prior = conn.execute(select(evidence.c.doc).where(evidence.c.id == firing.id)).first()
-            base = Evidence.from_dict(json.loads(prior[0])) if prior else firing
-            ev = replace(base, ended_at=ended_at if ended_at is not None else now)
-        self._upsert(conn, tables.evidence, self._evidence_values(ev), ["id"])
-        return NotificationOutcome.ACCEPTED
+        an = alert_notifications.c
+        insert_new = self._insert(alert_notifications).on_conflict_do_nothing().returning(
+            an.fingerprint, an.starts_at, an.status)
+        rows = [{"fingerprint": fp, "starts_at": sa, "status": st, "received_at": now, "evidence_id": ev.id}
+                for fp, sa, st, ev, _ in items]
+        inserted: set[tuple[str, str, str]] = set()
+        for i in range(0, len(rows), _CHUNK):
+            inserted.update((r[0], r[1], r[2]) for r in conn.execute(insert_new, rows[i:i + _CHUNK]))
+        seen: dict[tuple[str, str], set[str]] = {k: set() for k in keys}
+        for i in range(0, len(keys), _CHUNK):
+            chunk = keys[i:i + _CHUNK]
+            for fp, sa, st in conn.execute(select(an.fingerprint, an.starts_at, an.status).where(
+                    tuple_(an.fingerprint, an.starts_at).in_(chunk))):
+                if (fp, sa, st) not in inserted:      # what was there before this delivery
+                    seen[(fp, sa)].add(st)
+        resolved_ids = sorted({ev.id for _, _, st, ev, _ in items if st == "resolved"})
+        prior: dict[str, Evidence] = {}
+        for i in range(0, len(resolved_ids), _CHUNK):
+            for eid, doc in conn.execute(select(evidence.c.id, evidence.c.doc).where(
+                    evidence.c.id.in_(resolved_ids[i:i + _CHUNK]))):
+                prior[eid] = Evidence.from_dict(json.loads(doc))
+        out: list[NotificationOutcome] = []
+        written: dict[str, Evidence] = {}
+        claimed: set[tuple[str, str, str]] = set()
+        for fp, sa, st, firing, ended_at in items:
+            if (fp, sa, st) not in inserted or (fp, sa, st) in claimed:
+                out.append(NotificationOutcome.DUPLICATE)
+                continue
+            claimed.add((fp, sa, st))
+            seen[(fp, sa)].add(st)
+            if st == "firing" and "resolved" in seen[(fp, sa)]:
+                out.append(NotificationOutcome.STALE)
+                continue
+            ev = firing
+            if st == "resolved":
+                base = written.get(firing.id) or prior.get(firing.id) or firing
+                ev = replace(base, ended_at=ended_at if ended_at is not None else now)
+            written[firing.id] = ev
+            out.append(NotificationOutcome.ACCEPTED)
+        values = [self._evidence_values(ev) for ev in written.values()]
+        if values:
+            ins = self._insert(evidence)
+            upsert = ins.on_conflict_do_update(index_elements=["id"],
+                                               set_={c: ins.excluded[c] for c in values[0] if c != "id"})
+            for i in range(0, len(values), _CHUNK):
+                conn.execute(upsert, values[i:i + _CHUNK])
+        return out
 
     def notification_status(self, fingerprint: str, starts_at: str) -> set[str]:
         rows = self._rows(select(alert_notifications.c.status).where(

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -180,3 +181,37 @@ def test_resolved_wins_over_firing_whatever_the_order_and_across_replicas(db_url
     finally:
         a.close()
         b.close()
+
+
+def test_a_delivery_applied_at_once_ends_as_if_applied_one_by_one(db_url: str, tmp_path: Path) -> None:
+    """Random deliveries (repeats, both orders, resolved before firing, one episode several times in one
+    delivery): the batched write gives each notification the outcome, and the store the evidence, that
+    applying them one at a time gives."""
+    import random
+
+    rng = random.Random(7)
+    episodes = [(f"fp{i}", f"t{i % 3}") for i in range(25)]
+    deliveries = []
+    for _ in range(12):
+        items = []
+        for _ in range(rng.randint(1, 60)):
+            fp, sa = rng.choice(episodes)
+            status = rng.choice(["firing", "resolved"])
+            ended = rng.choice([None, 1500.0]) if status == "resolved" else None
+            items.append((fp, sa, status, replace(_alert_ev(fp), id=f"alert-{fp}-{sa}"), ended))
+        deliveries.append(items)
+    batched = Repository(db_url)
+    one_by_one = Repository(str(tmp_path / "one-by-one.db"))
+    try:
+        for n, items in enumerate(deliveries):
+            got = batched.apply_notifications(items, received_at=2000.0 + n)
+            want = [one_by_one.apply_notifications([item], received_at=2000.0 + n)[0] for item in items]
+            assert got == want, n
+        ids = sorted({f"alert-{fp}-{sa}" for fp, sa in episodes})
+        def docs(repo: Repository) -> list[dict]:
+            return sorted((e.to_dict() for e in repo.evidence(ids)), key=lambda d: d["id"])
+
+        assert docs(batched) == docs(one_by_one) and len(docs(batched)) > 10
+    finally:
+        batched.close()
+        one_by_one.close()
