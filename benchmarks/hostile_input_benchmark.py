@@ -24,6 +24,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -110,7 +111,7 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="incidentd-hostile-"))
     proc, url, key = start_service(work)
-    results: dict[str, dict[str, object]] = {}
+    results: dict[str, dict[str, Any]] = {}
     try:
         with httpx.Client(base_url=url, timeout=120, headers={"Authorization": f"Bearer {key}",
                                                              "content-type": "application/json"}) as c:
@@ -130,27 +131,28 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait(20)
-    peer = float(results["valid webhook (1 alert)"]["median_ms"])   # type: ignore[arg-type]
-    for r in results.values():
-        r["ratio_to_valid"] = round(float(r["median_ms"]) / peer, 2)   # type: ignore[arg-type]
+    peer = float(results["valid webhook (1 alert)"]["median_ms"])
+    for res in results.values():
+        res["ratio_to_valid"] = round(float(res["median_ms"]) / peer, 2)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "hostile.json").write_text(json.dumps({"repeat": args.repeat, "cases": results}, indent=1))
     print(f"{'case':<30} {'status':<10} {'median ms':>10} {'p90 ms':>9} {'x valid':>8}")
-    for name, r in results.items():
-        print(f"{name:<30} {str(r['status']):<10} {r['median_ms']:>10} {r['p90_ms']:>9} {r['ratio_to_valid']:>8}")
+    for name, res in results.items():
+        print(f"{name:<30} {str(res['status']):<10} {res['median_ms']:>10} {res['p90_ms']:>9} "
+              f"{res['ratio_to_valid']:>8}")
     _plot(results, args.out / "hostile.png")
     print(f"wrote {args.out / 'hostile.json'} and {args.out / 'hostile.png'}", file=sys.stderr)
 
 
-def _plot(results: dict[str, dict[str, object]], out: Path) -> None:
+def _plot(results: dict[str, dict[str, Any]], out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = list(results)
-    med = [float(results[n]["median_ms"]) for n in names]   # type: ignore[arg-type]
-    p90 = [float(results[n]["p90_ms"]) for n in names]      # type: ignore[arg-type]
+    med = [float(results[n]["median_ms"]) for n in names]
+    p90 = [float(results[n]["p90_ms"]) for n in names]
     fig, ax = plt.subplots(figsize=(9, 4.5))
     y = range(len(names))
     ax.barh(y, p90, color="#c7d7ea", label="p90")

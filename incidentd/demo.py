@@ -116,6 +116,7 @@ class Fault:
     expected_root_cause: str | None = None
 
 
+MLSERVER_MEMORY_LIMIT = 2**30
 DRIFT_FEATURES = [19, 20, 21, 26, 27, 28, 35, 36, 43, 44]
 
 
@@ -343,6 +344,9 @@ class Demo:
                     "repository_dir": str(stack.repository), "known_good": "v1", "ready_timeout_seconds": 60}
         cfg = self._service_config()
         cfg["remediation"] = {**cfg["remediation"], "executor": executor}
+        # MLServer exports no memory limit; a container would set one (1 GiB here), and a leak is judged
+        # against it.
+        cfg["models"] = {"digits": {"memory_limit_bytes": MLSERVER_MEMORY_LIMIT}}
         self.say("starting the service (it acts on MLServer through its model repository API)")
         self._start_service(cfg)
         side = self._spawn("sidecar", ["sidecar", "--server-kind", "mlserver", "--target", stack.url,
