@@ -148,6 +148,7 @@ class ServerSidecar(Sidecar):
         self._ref_missing: bool | None = None
         self._ref_logged: set[tuple[str, str]] = set()
         self._proxy_counts: dict[str, list[int]] = {}  # model -> [requests, errors] seen by proxy/events
+        self._last_totals: dict[str, float] = {}         # version -> the server's request total at the last scrape
         self._decode_errors = 0
         self._model_pinned = c.model_name != SidecarConfig().model_name
         self._adapter = AdapterState(kind=server.kind, model=self._model, version="")
@@ -277,11 +278,15 @@ class ServerSidecar(Sidecar):
     def _key(self, reading: ServerReading, records: list[PredictionRecord]) -> ModelKey:
         versions = [k[1] for k in reading.model_keys() if k[0] == self._model]
         if versions and any(versions):
-            # Several versions live at once: the one with the most requests is the one being watched.
-            def n(v: str) -> float:
-                return reading.models[(self._model, v)].counters.get(Signal.REQUESTS, 0.0)
-
-            return self._model, max(versions, key=n)
+            # Several versions live at once (TorchServe and Triton keep the old one registered): the one
+            # serving now is the one with the most requests since the last scrape, not the most ever.
+            totals = {v: reading.models[(self._model, v)].counters.get(Signal.REQUESTS, 0.0) for v in versions}
+            recent = {v: t - self._last_totals.get(v, 0.0) for v, t in totals.items()}
+            self._last_totals = totals
+            if max(recent.values()) > 0:
+                return self._model, max(versions, key=lambda v: (recent[v], totals[v]))
+            current = self._version if self._version in totals else None
+            return self._model, current or max(versions, key=lambda v: totals[v])
         # The metrics carry no version (MLServer writes "None", KServe has no label): the payloads say.
         newest = next((r.version for r in reversed(records) if r.version), None)
         return self._model, newest if newest is not None else (self._version or "")

@@ -69,7 +69,7 @@ def default_actions() -> dict[str, ActionKind]:
 # from a step. On MLServer the leak grows as slowly relative to its size (1 MB/s) toward the memory limit the
 # demo gives it (1 GiB, as a container limit would): harm at 800 MB leaked.
 SERVER_PARAMS: dict[str, dict[str, list[str]]] = {
-    "ours": {}, "mlserver": {"memory_leak": ["rate=1", "limit_megabytes=800"]},
+    "ours": {}, "mlserver": {"memory_leak": ["rate=1", "limit_megabytes=800"]}, "torchserve": {},
 }
 
 
@@ -88,9 +88,9 @@ def harm_seconds(name: str, server: str = "ours") -> float | None:
     return float(getattr(params, limit_key)) / float(getattr(params, rate_key))
 
 
-def _on_mlserver(name: str) -> tuple[Callable[[Demo], None], Callable[[Demo], None]]:
-    """How a fault of the taxonomy is injected on MLServer: in the traffic (what clients send and label),
-    in the served model instance (the demo runtime's fault hook), or in the simulated GPU file."""
+def _on_server(name: str, server: str) -> tuple[Callable[[Demo], None], Callable[[Demo], None]]:
+    """How a fault of the taxonomy is injected on a third-party server: in the traffic (what clients send
+    and label), in the served model instance (the demo's fault hook), or in the simulated GPU file."""
     from incidentd.demo import DRIFT_FEATURES
     from incidentd.injection import update_gpu_state
 
@@ -101,13 +101,14 @@ def _on_mlserver(name: str) -> tuple[Callable[[Demo], None], Callable[[Demo], No
                         lambda d: d.traffic.set_drift(0.0)),
         "unseen_categories": (lambda d: d.traffic.set_unseen_codes(0.3, DRIFT_FEATURES),
                               lambda d: d.traffic.set_drift(0.0)),
+        "null_features": (lambda d: d.traffic.set_nulls(0.3), lambda d: d.traffic.set_nulls(0.0)),
         "concept_drift": (lambda d: d.traffic.set_concept_drift(0.6, 1), lambda d: d.traffic.set_concept_drift(0.0)),
         "label_stall": (lambda d: d.traffic.set_label_stall(True), lambda d: d.traffic.set_label_stall(False)),
     }
     if name in traffic:
         return traffic[name]
     if name == "bad_version":
-        return (lambda d: d.mlserver.deploy("v2")), (lambda d: None)   # the rollback is the cure
+        return (lambda d: d.stack.deploy("v2")), (lambda d: None)   # the rollback is the cure
     in_instance = {"cpu_contention": "starvation", "latency": "latency", "memory_pressure": "memory_balloon",
                    "memory_leak": "memory_leak", "latency_creep": "latency_creep", "disk_fill": "disk_fill"}
     if name in in_instance:
@@ -115,11 +116,11 @@ def _on_mlserver(name: str) -> tuple[Callable[[Demo], None], Callable[[Demo], No
 
         # the same parameters as on our server but for the leak's pace (SERVER_PARAMS); a leak stops at its
         # limit there: an OOM exit would take all of MLServer down
-        params = parse_params(FAULTS[name], params_for(name, "mlserver")).model_dump(mode="json")
+        params = parse_params(FAULTS[name], params_for(name, server)).model_dump(mode="json")
         if name == "memory_leak":
             params["oom"] = False
         kind = in_instance[name]
-        return (lambda d: d.mlserver.inject(kind, params)), (lambda d: d.mlserver.clear())
+        return (lambda d: d.stack.inject(kind, params)), (lambda d: d.stack.clear())
     if name in GPU_FAULTS:
         from incidentd.injection import FAULTS, parse_params
 
@@ -131,20 +132,28 @@ def _on_mlserver(name: str) -> tuple[Callable[[Demo], None], Callable[[Demo], No
             update_gpu_state(d.gpu_state, None)
 
         return gpu, cool
-    raise ValueError(f"fault {name} does not apply on mlserver: {NOT_ON_SERVER['mlserver'][name]}")
+    raise ValueError(f"fault {name} does not apply on {server}: {NOT_ON_SERVER[server].get(name, 'no injector')}")
 
 
 # Faults of the taxonomy that do not apply on a third-party server, and why (README, fault bench).
-_NO_WEIGHTS = "incidentd reads weight health from its own instrumentation; MLServer serves its own copy of the weights"
-_NO_PROCESS = ("incidentd does not supervise a third-party server's process: its restart unloads and loads the "
-               "model, which cannot bring back a dead or blocked server")
+_NO_WEIGHTS = "incidentd reads weight health from its own instrumentation; {} serves its own copy of the weights"
+_NO_PROCESS = ("incidentd does not supervise a third-party server's process: its restart reloads the model, which "
+               "cannot bring back a dead or blocked server")
+_NO_WORKER = ("TorchServe's metrics carry no CPU or memory of its worker processes, so a starved or leaking worker "
+              "cannot be told from a slow dependency: the restart it needs would be a guess")
 NOT_ON_SERVER: dict[str, dict[str, str]] = {
     "ours": {},
     "mlserver": {
-        "nonfinite_weights": _NO_WEIGHTS, "exploding_weights": _NO_WEIGHTS,
+        "nonfinite_weights": _NO_WEIGHTS.format("MLServer"), "exploding_weights": _NO_WEIGHTS.format("MLServer"),
         "null_features": "the Open Inference Protocol's JSON has no null in a numeric tensor: MLServer refuses "
                          "the request (an error, not a missing feature)",
         "crash": _NO_PROCESS, "hang": _NO_PROCESS,
+    },
+    "torchserve": {
+        "nonfinite_weights": _NO_WEIGHTS.format("TorchServe"), "exploding_weights": _NO_WEIGHTS.format("TorchServe"),
+        "crash": _NO_PROCESS, "hang": _NO_PROCESS,
+        "memory_pressure": _NO_WORKER, "cpu_contention": _NO_WORKER, "memory_leak": _NO_WORKER,
+        "latency_creep": _NO_WORKER,
     },
 }
 
@@ -173,7 +182,7 @@ def taxonomy(names: list[str] | None = None, server: str = "ours") -> list[Fault
             except InjectError as e:   # the server may be down or restarting (crash): nothing left to clear
                 d.say(f"clear after {name}: {e}")
 
-        inject_it, clear_it = _on_mlserver(name) if server != "ours" else (do, undo)
+        inject_it, clear_it = _on_server(name, server) if server != "ours" else (do, undo)
         action = actions.get(spec.simulates, ActionKind.NOTIFY)
         expected = EXPECTED_ACTION[name] if name in EXPECTED_ACTION else action if action.changes_model else None
         out.append(Fault(name, spec.domain, expected, inject_it, clear_it, spec.simulates))
@@ -385,8 +394,8 @@ def run_bench(fast: bool, repeat: int, names: list[str] | None, progress: Callab
         demo.stop()
     harm = {f.name: h for f in faults if (h := harm_seconds(f.name, server)) is not None}
     report = BenchReport(runs, control_incidents, control_actions, extra, harm).summary()
-    report["server"] = server
-    if server != "ours":
+    if server != "ours":   # on our own server the object stays exactly the documented one
+        report["server"] = server
         report["not_applicable"] = NOT_ON_SERVER[server]
     if compound:
         report.update(compound_summary(pair_results))

@@ -269,7 +269,7 @@ class Settings(BaseSettings):
     database_migrate: bool | None = None
     retention_days: float = Field(90.0, gt=0)
     replica_id: str | None = None           # a name for this replica's leases (default host:pid)
-    lease_seconds: float | None = Field(None, gt=0)   # default 1.5 detection intervals
+    lease_seconds: float | None = Field(None, gt=0)   # default one detection interval, renewed every third
     discovery: DiscoverySettings | None = None
     scrape_targets: list[str] = Field(default_factory=list)
     scrape_interval_seconds: float = Field(10.0, gt=0)

@@ -116,7 +116,6 @@ class Fault:
     expected_root_cause: str | None = None
 
 
-MLSERVER_MEMORY_LIMIT = 2**30
 DRIFT_FEATURES = [19, 20, 21, 26, 27, 28, 35, 36, 43, 44]
 
 
@@ -136,12 +135,19 @@ def _faults(server: str = "ours") -> list[Fault]:
         # A deploy is a new version's settings put in the repository and a reload; the starvation lives in
         # the model instance (the runtime's fault hook), so unloading and loading the model ends it.
         return [
-            Fault("bad_version_deploy", "model", ActionKind.ROLLBACK, lambda d: d.mlserver.deploy("v2"), noop,
+            Fault("bad_version_deploy", "model", ActionKind.ROLLBACK, lambda d: d.stack.deploy("v2"), noop,
                   "model.bad_version"),
             drift,
             Fault("cpu_starvation", "hardware", ActionKind.RESTART,
-                  lambda d: d.mlserver.inject("starvation", {"threads": 3, "seconds": 300}),
-                  lambda d: d.mlserver.clear(), "hardware.cpu_contention"),
+                  lambda d: d.stack.inject("starvation", {"threads": 3, "seconds": 300}),
+                  lambda d: d.stack.clear(), "hardware.cpu_contention"),
+        ]
+    if server == "torchserve":
+        # A deploy is set-default to v2, which TorchServe keeps registered beside v1.
+        return [
+            Fault("bad_version_deploy", "model", ActionKind.ROLLBACK, lambda d: d.stack.deploy("v2"), noop,
+                  "model.bad_version"),
+            drift,
         ]
     return [
         Fault("nonfinite_weights", "model", ActionKind.CLAMP,
@@ -157,10 +163,16 @@ def _faults(server: str = "ours") -> list[Fault]:
 
 
 # Servers the demo runs on -> demo faults that do not apply there, and why (README "Watch your own model server").
+_NO_WEIGHTS = ("clamping needs the PyTorch checkpoint; {server} serves its own copy of the weights and exposes "
+               "no weight-health signal")
 SERVERS: dict[str, dict[str, str]] = {
     "ours": {},
-    "mlserver": {"nonfinite_weights": "clamping needs the PyTorch checkpoint; MLServer serves its own copy of "
-                                      "the weights and exposes no weight-health signal"},
+    "mlserver": {"nonfinite_weights": _NO_WEIGHTS.format(server="MLServer")},
+    "torchserve": {
+        "nonfinite_weights": _NO_WEIGHTS.format(server="TorchServe"),
+        "cpu_starvation": "TorchServe's metrics carry no CPU or memory of its worker processes, so a starved "
+                          "worker cannot be told from a slow dependency: the restart it needs would be a guess",
+    },
 }
 
 
@@ -183,7 +195,7 @@ class Demo:
         self.model_port, self.sidecar_port, self.service_port = _free_port(), _free_port(), _free_port()
         self.proxy_port = _free_port()
         self.proxy_url = f"http://127.0.0.1:{self.proxy_port}"
-        self.mlserver: Any = None
+        self.stack: Any = None      # the third-party server, when the demo runs on one
         self.model_url = f"http://127.0.0.1:{self.model_port}"
         self.sidecar_url = f"http://127.0.0.1:{self.sidecar_port}"
         self.service_url = f"http://127.0.0.1:{self.service_port}"
@@ -289,17 +301,18 @@ class Demo:
     def start(self) -> None:
         registry_dir = self._registry()
         self.gpu_state.write_text("{}")
-        if self.server == "mlserver":
-            self._start_mlserver(registry_dir)
+        if self.server != "ours":
+            self._start_thirdparty(registry_dir)
         else:
             self._start_ours(registry_dir)
         from incidentd.model_server.traffic import TrafficDriver
 
         delay = 1.0 if self.fast else 3.0
-        if self.server == "mlserver":
+        if self.stack is not None:
             # Through the sidecar's proxy, as a user's clients would be pointed at it; labels to its /feedback.
             self.traffic = TrafficDriver(self.proxy_url, rate_per_second=20.0, label_delay_seconds=delay,
-                                         batch_size=2, seed=7, timeout_seconds=2.0, protocol="oip",
+                                         batch_size=2, seed=7, timeout_seconds=2.0,
+                                         protocol=self.stack.traffic_protocol,
                                          feedback_url=self.sidecar_url + "/feedback").start()
         else:
             self.traffic = TrafficDriver(self.model_url, rate_per_second=20.0, label_delay_seconds=delay,
@@ -328,41 +341,43 @@ class Demo:
         self._wait_http(self.sidecar_url + "/metrics", 60, side)
         self.say(f"sidecar {self.sidecar_url}")
 
-    def _start_mlserver(self, registry_dir: Path) -> None:
+    def _start_thirdparty(self, registry_dir: Path) -> None:
         from incidentd.demo_servers.mlserver import MLServerStack
+        from incidentd.demo_servers.torchserve import TorchServeStack
         from remediation.registry import ModelRegistry
 
-        stack = MLServerStack(self.workdir, ModelRegistry(registry_dir))
-        self.mlserver = stack
-        self.say("starting MLServer (its own venv) with digits v1 in its model repository")
+        kind = {"mlserver": MLServerStack, "torchserve": TorchServeStack}[self.server]
+        stack = kind(self.workdir, ModelRegistry(registry_dir))
+        self.stack = stack
+        self.say(f"starting {self.server} (its own venv) with digits v1 serving")
         stack.start()
         assert stack.proc is not None
-        self.procs.append(("mlserver", stack.proc))
+        self.procs.append((self.server, stack.proc))
         self.model_url = stack.url
-        self.say(f"MLServer {stack.url} (metrics {stack.metrics_url}), log {stack.log}")
-        executor = {"kind": "mlserver", "url": stack.url, "model": "digits",
-                    "repository_dir": str(stack.repository), "known_good": "v1", "ready_timeout_seconds": 60}
+        self.say(f"{self.server} {stack.url} (metrics {stack.metrics_url}), log {stack.log}")
         cfg = self._service_config()
-        cfg["remediation"] = {**cfg["remediation"], "executor": executor}
-        # MLServer exports no memory limit; a container would set one (1 GiB here), and a leak is judged
-        # against it.
-        cfg["models"] = {"digits": {"memory_limit_bytes": MLSERVER_MEMORY_LIMIT}}
-        self.say("starting the service (it acts on MLServer through its model repository API)")
+        cfg["remediation"] = {**cfg["remediation"], "executor": stack.executor()}
+        limit = stack.memory_limit_bytes()
+        if limit is not None:
+            cfg["models"] = {"digits": {"memory_limit_bytes": limit}}
+        self.say(f"starting the service (it acts on {self.server} through the server's own control API)")
         self._start_service(cfg)
-        side = self._spawn("sidecar", ["sidecar", "--server-kind", "mlserver", "--target", stack.url,
+        infer = "/v2/models/digits/ready" if stack.traffic_protocol == "oip" else "/ping"
+        side = self._spawn("sidecar", ["sidecar", "--server-kind", self.server, "--target", stack.url,
                                        "--metrics-url", stack.metrics_url, "--proxy-listen",
                                        f"127.0.0.1:{self.proxy_port}", "--reference", str(stack.reference),
                                        "--process-source", "scrape", "--disk-path", str(stack.root),
                                        *self._sidecar_args()])
         self._wait_http(self.sidecar_url + "/metrics", 60, side)
-        self._wait_http(self.proxy_url + "/v2/models/digits/ready", 30, side)
+        self._wait_http(self.proxy_url + infer, 30, side)
         self.say(f"sidecar {self.sidecar_url}, its proxy {self.proxy_url} (traffic goes through it)")
 
     def stop(self) -> None:
         if self.traffic is not None:
             self.traffic.stop()
-        if self.mlserver is not None:
-            self.mlserver.clear()
+        if self.stack is not None:
+            self.stack.clear()
+            self.stack.stop()
         for _name, p in reversed(self.procs):
             if p.poll() is None:
                 try:

@@ -1,13 +1,12 @@
 """Several ``incidentd serve`` on one PostgreSQL: each model owned by one replica through database leases.
 
-Every detection cycle a replica heartbeats, lists the live replicas (heartbeat within the lease time),
-and wants the models that rendezvous hashing (highest random weight) gives it among them; it releases
-leases on models it no longer wants and takes or renews the leases of the ones it wants. A model whose
-owner stops renewing (killed) is free once its lease expires, and the replica it hashes to among the
-survivors takes it over in its first cycle after the lease expired (within two cycles, allowing for a
-late one). With the default lease of 1.5 detection intervals that is at most 2.5 intervals after the death.
-Each cycle is logged at DEBUG (cycle number, time, live replicas, models owned), so a takeover can be
-traced cycle by cycle.
+Every detection cycle a replica lists the live replicas (heartbeat within the lease time) and wants the
+models that rendezvous hashing (highest random weight) gives it among them; it releases leases on models
+it no longer wants and takes the ones it wants. Between cycles it heartbeats and renews the leases it
+holds every third of a lease (``renew``), so a lease can be as short as one detection interval (the
+default) without a live replica ever losing one to a slow cycle. A killed replica stops renewing: its
+heartbeat and leases are stale one lease later, and the survivor its models hash to takes them in its
+first cycle after that, which is its first or second cycle after the death.
 
 Actions: before one runs, the replica checks it still holds the model's lease and claims the action
 row atomically (``claimed_by`` set once), so no action runs twice. When a replica takes over a model,
@@ -24,6 +23,7 @@ import hashlib
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 
@@ -58,9 +58,30 @@ class Replicas:
         self.owned: set[str] = set()
         self.live: list[str] = [replica_id]
         self.cycles = 0
+        # assign (the detection job) and renew (its own job) both write the leases: one at a time, so a
+        # renewal never takes back a lease assign has just handed over
+        self._lock = threading.Lock()
+
+    @property
+    def renew_every(self) -> float:
+        """How often ``renew`` runs: three renewals per lease leave two for a late one."""
+        return self.lease_seconds / 3
+
+    def renew(self, now: float) -> None:
+        """Between cycles: heartbeat and renew the leases held (a lease lost meanwhile stays lost)."""
+        with self._lock:
+            self.store.heartbeat(self.id, now)
+            if self.owned:
+                self.owned = self.store.claim(self.id, sorted(self.owned), now, self.lease_seconds)
+            log.debug("replica %s renewed: owns %d models", self.id, len(self.owned),
+                      extra={"replica": self.id, "renewed_at": now, "owned": sorted(self.owned)})
 
     def assign(self, models: list[str], now: float) -> list[str]:
         """The models this replica works on this cycle (leases taken or renewed in the database)."""
+        with self._lock:
+            return self._assign(models, now)
+
+    def _assign(self, models: list[str], now: float) -> list[str]:
         self.store.heartbeat(self.id, now)
         live = self.store.live_replicas(now, self.lease_seconds)
         if self.id not in live:

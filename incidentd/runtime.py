@@ -144,7 +144,7 @@ class Runtime:
         self.replicas: Replicas | None = None
         if not self.store.is_sqlite:
             self.replicas = Replicas(self.store, settings.replica_id or default_replica_id(),
-                                     settings.lease_seconds or 1.5 * settings.detect_interval_seconds)
+                                     settings.lease_seconds or settings.detect_interval_seconds)
         self.remediator = ActionRunner(self.store, policy, ctx,
                                        on_outcome=lambda k, o: self.metrics.actions.labels(k, o).inc(),
                                        approval_rules=ApprovalRules(rs.approval_timeout_seconds,
@@ -247,6 +247,13 @@ class Runtime:
             self.metrics.errors.labels("expire").inc()
             log.exception("expiry of the embedded store failed")
 
+    def renew_job(self) -> None:
+        assert self.replicas is not None
+        try:
+            self.replicas.renew(time.time())
+        except Exception:   # boundary: log and go on; the next renewal or cycle tries again
+            log.exception("could not renew this replica's leases")
+
     def prune_job(self) -> None:
         try:
             report = self.store.prune(time.time(), self.settings.retention_days * 86400.0)
@@ -305,6 +312,8 @@ class Runtime:
                                    id="expire")
         self.scheduler.add_job(self.detect_job, "interval", seconds=s.detect_interval_seconds, id="detect")
         self.scheduler.add_job(self.prune_job, "interval", seconds=3600.0, id="prune")
+        if self.replicas is not None:
+            self.scheduler.add_job(self.renew_job, "interval", seconds=self.replicas.renew_every, id="renew")
         self.scheduler.start()
         self.started = True
 

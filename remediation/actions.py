@@ -138,9 +138,12 @@ class Rollback:
             raise ActionFailed(f"{model} has no known-good version to roll back to", retryable=False)
         if ctx.rollout is not None:
             running, image = ctx.rollout.current(), ctx.release(good)
+            server = getattr(ctx.rollout, "server", None)    # a third-party server's control API, by name
+            what = (f"roll {model} back on {server} from {running} to known-good {image}" if server
+                    else f"set the image of {model} from {running} to known-good {image}")
             return Plan(ActionKind.ROLLBACK, getattr(ctx.rollout, "target", "rollout"),
-                        {"from": running, "to": image, "version": good, "via": "rollout"},
-                        f"set the image of {model} from {running} to known-good {image}", noop=running == image)
+                        {"from": running, "to": image, "version": good, "via": "rollout"}, what,
+                        noop=running == image)
         return Plan(ActionKind.ROLLBACK, ctx.admin.base_url, {"from": current, "to": good},
                     f"roll {model} back from {current} to known-good {good}", noop=current == good)
 

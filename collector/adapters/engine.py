@@ -155,7 +155,8 @@ _UNSET = frozenset({"", "None", "none", "null"})  # MLServer writes version="Non
 
 def _key(labels: dict[str, str], m: MetricMap) -> ModelKey:
     model = next((labels[k] for k in m.labels.model if labels.get(k, "") not in _UNSET), "")
-    version = next((labels[k] for k in m.labels.version if labels.get(k, "") not in _UNSET), "")
+    version = next((labels[k] for k in m.labels.version
+                    if labels.get(k, "") not in _UNSET and labels[k] not in m.labels.unversioned), "")
     return model, (version if model else "")
 
 

@@ -166,8 +166,11 @@ class LabelMap(BaseModel):
 
     model: tuple[str, ...] = ()
     version: tuple[str, ...] = ()
+    # version values that name no version (TorchServe labels requests to the default version "default"):
+    # the version then comes from the payloads, as for a server whose metrics carry none
+    unversioned: tuple[str, ...] = ()
 
-    @field_validator("model", "version", mode="before")
+    @field_validator("model", "version", "unversioned", mode="before")
     @classmethod
     def _listify(cls, v: Any) -> Any:
         return (v,) if isinstance(v, str) else v

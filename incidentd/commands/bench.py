@@ -16,7 +16,7 @@ def faults(
     compound: bool = typer.Option(False, "--compound", help="Run pairs of faults from different domains at once "
                                   "(model+data, model+hardware, data+hardware; two pairs each) instead of the "
                                   "single faults; adds compound_accuracy and per-pair results."),
-    server: str = typer.Option("ours", "--server", help="The model server the faults hit: ours or mlserver "
+    server: str = typer.Option("ours", "--server", help="The model server the faults hit: ours, mlserver or torchserve "
                                "(every fault of the taxonomy that applies there; the JSON lists the others)."),
 ) -> None:
     """Inject every fault of the taxonomy REPEAT times with healthy controls; report accuracy, MTTD, MTTR."""

@@ -13,8 +13,9 @@ def demo(
                                            help="Keep registry, database, logs and plots here (default: temp)."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Do not render incident plots."),
     server: str = typer.Option("ours", "--server", help="The model server the faults hit: ours (incidentd's "
-                               "demo server) or mlserver (a real Seldon MLServer in its own venv, watched "
-                               "through the sidecar's proxy and acted on through its model repository API)."),
+                               "demo server), mlserver or torchserve (a real MLServer or TorchServe in its own "
+                               "venv, watched through the sidecar's proxy and acted on through the server's "
+                               "own control API)."),
 ) -> None:
     """Run model server, sidecar and service; inject faults one at a time; report detection and recovery."""
     import sys

@@ -6,9 +6,10 @@
     >>> d.stats()
     >>> d.stop()
 
-The same traffic reaches a third-party server speaking the Open Inference Protocol (``protocol="oip"``):
-``POST /v2/models/{model}/infer`` with a request ``id``, labels to the sidecar's ``/feedback`` keyed by
-the row ids the sidecar gives a request (the id itself, or ``id/i`` for row i of a batch).
+The same traffic reaches a third-party server speaking the Open Inference Protocol (``protocol="oip"``:
+``POST /v2/models/{model}/infer`` with a request ``id``) or TorchServe's (``protocol="v1"``:
+``POST /predictions/{model}`` with ``{"instances": ...}`` and an ``X-Request-Id``), labels to the sidecar's
+``/feedback`` keyed by the row ids the sidecar gives a request (the id itself, or ``id/i`` for row i).
 """
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ class TrafficDriver:
 
     def __init__(self, base_url: str, rate_per_second: float = 10.0, label_delay_seconds: float = 5.0,
                  batch_size: int = 1, seed: int = 0, label_fraction: float = 1.0,
-                 timeout_seconds: float = 2.0, protocol: Literal["demo", "oip"] = "demo", model: str = "digits",
+                 timeout_seconds: float = 2.0, protocol: Literal["demo", "oip", "v1"] = "demo", model: str = "digits",
                  feedback_url: str | None = None) -> None:
         if rate_per_second <= 0:
             raise ValueError("rate_per_second must be > 0")
@@ -67,8 +68,8 @@ class TrafficDriver:
             raise ValueError("batch_size must be in 1..256")
         if not 0.0 <= label_fraction <= 1.0:
             raise ValueError("label_fraction must be in [0, 1]")
-        if protocol == "oip" and not feedback_url:
-            raise ValueError("protocol 'oip' needs feedback_url (the sidecar's /feedback)")
+        if protocol != "demo" and not feedback_url:
+            raise ValueError(f"protocol {protocol!r} needs feedback_url (the sidecar's /feedback)")
         from incidentd.model_server.model import load_digits_split
 
         split = load_digits_split()
@@ -87,6 +88,7 @@ class TrafficDriver:
         self._drift = DriftConfig()
         self._label_stall = False
         self._concept = (0.0, 0)
+        self._nulls = 0.0
         self._classes = int(self._y.max()) + 1
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -111,6 +113,12 @@ class TrafficDriver:
         self.set_drift(fraction, features)
         with self._lock:
             self._drift = DriftConfig(self._drift.fraction, self._drift.features, codes=(int(low), int(high)))
+
+    def set_nulls(self, fraction: float) -> None:
+        """A ``fraction`` of input values are sent as missing (``null`` in KServe v1 bodies)."""
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError("fraction must be in [0, 1]")
+        self._nulls = float(fraction)
 
     def set_concept_drift(self, fraction: float, shift: int = 1) -> None:
         """Labels of a ``fraction`` of rows become ``(y + shift) mod classes``: the world changed, not the
@@ -161,6 +169,8 @@ class TrafficDriver:
                 x[np.ix_(rows, cols)] = self._rng.integers(d.codes[0], d.codes[1] + 1, size=(int(rows.sum()), len(cols)))
             else:
                 x[np.ix_(rows, cols)] = x[np.ix_(rows, cols)] * d.scale + d.shift
+        if self._nulls > 0:
+            x[self._rng.random(x.shape) < self._nulls] = np.nan
         return x, y
 
     def _run(self) -> None:
@@ -194,6 +204,14 @@ class TrafficDriver:
                 body = {"id": rid, "inputs": [{"name": "pixels", "shape": list(x.shape), "datatype": "FP32",
                                                "data": x.ravel().tolist()}]}
                 r = client.post(f"/v2/models/{self.model}/infer", json=body)
+                ids = [rid] if len(x) == 1 else [f"{rid}/{i}" for i in range(len(x))]
+            elif self.protocol == "v1":
+                # TorchServe-style: /predictions/{model} with KServe v1 bodies, missing values as null, the
+                # request id in X-Request-Id (the proxy keeps it)
+                rid = uuid.uuid4().hex
+                rows = [[None if v != v else v for v in row] for row in x.tolist()]
+                r = client.post(f"/predictions/{self.model}", json={"instances": rows},
+                                headers={"X-Request-Id": rid})
                 ids = [rid] if len(x) == 1 else [f"{rid}/{i}" for i in range(len(x))]
             else:
                 r = client.post("/predict", json={"inputs": x.tolist()})

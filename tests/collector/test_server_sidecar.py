@@ -130,3 +130,30 @@ def test_default_metrics_url_uses_the_maps_port():
     assert default_metrics_url("http://10.0.0.5:8080", maps["mlserver"]) == "http://10.0.0.5:8082/metrics"
     assert default_metrics_url("http://h:8000/", maps["triton"]) == "http://h:8002/metrics"
     assert default_metrics_url("http://h:3000", maps["bentoml"]) == "http://h:3000/metrics"
+
+
+def test_the_version_watched_is_the_one_serving_now_not_the_one_with_most_requests_ever():
+    """TorchServe and Triton keep an old version registered after a new default: its cumulative counter
+    stays the larger for a long time, but the traffic goes to the new one."""
+    totals = {"1.0": 1000.0, "2.0": 0.0}
+
+    async def metrics(request: Request) -> Response:
+        lines = ["# TYPE ts_inference_requests_total counter"] + [
+            f'ts_inference_requests_total{{model_name="m",model_version="{v}"}} {n}' for v, n in totals.items()]
+        return Response("\n".join(lines) + "\n", media_type="text/plain")
+
+    up = Served(Starlette(routes=[Route("/metrics", metrics)]))
+    sc = ServerSidecar(up.url, interval=1.0, gpu_source=NoGPUSource(), registry=CollectorRegistry(),
+                       server=ServerOptions(kind="torchserve", maps=builtin_maps(), metrics_url=up.url + "/metrics"))
+    try:
+        assert sc.run_once().version == "1.0"
+        totals["1.0"] += 20                      # still the default
+        assert sc.run_once().version == "1.0"
+        totals["2.0"] += 20                      # set-default 2.0: the traffic moved
+        assert sc.run_once().version == "2.0"
+        assert sc.run_once().version == "2.0"    # an idle scrape keeps the version it watched
+        totals["1.0"] += 20                      # rolled back
+        assert sc.run_once().version == "1.0"
+    finally:
+        sc.close()
+        up.stop()

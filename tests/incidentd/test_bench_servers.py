@@ -2,6 +2,7 @@
 refusal for the ones that do not apply (the bench itself on MLServer is run by hand; README figures)."""
 from __future__ import annotations
 
+import pytest
 from typer.testing import CliRunner
 
 from diagnosis.types import ActionKind
@@ -11,34 +12,40 @@ from incidentd.demo import SERVERS, _faults
 from incidentd.injection import FAULTS
 
 
-def test_every_fault_either_runs_on_mlserver_or_says_why_not():
-    runs = set(applicable("mlserver"))
-    skipped = set(NOT_ON_SERVER["mlserver"])
+@pytest.mark.parametrize("server", ["mlserver", "torchserve"])
+def test_every_fault_either_runs_on_the_server_or_says_why_not(server):
+    runs = set(applicable(server))
+    skipped = set(NOT_ON_SERVER[server])
     assert runs.isdisjoint(skipped)
     assert runs | skipped == set(applicable("ours"))
     assert skipped <= set(FAULTS)
-    assert all(why.strip() for why in NOT_ON_SERVER["mlserver"].values())
-    # the faults a user meets most: a bad deploy, drift, a starved server, stalled labels, GPU health
-    assert {"bad_version", "covariate_drift", "concept_drift", "label_stall", "cpu_contention", "gpu_thermal",
-            "gpu_errors"} <= runs
+    assert all(why.strip() for why in NOT_ON_SERVER[server].values())
+    # the faults a user meets most: a bad deploy, drift, stalled labels, GPU health
+    assert {"bad_version", "covariate_drift", "concept_drift", "label_stall", "gpu_thermal", "gpu_errors"} <= runs
+    assert {f.name for f in taxonomy(server=server)} == runs      # each has an injector there
 
 
-def test_on_mlserver_the_bench_expects_the_same_actions_as_on_ours():
+def test_mlserver_runs_the_faults_that_need_a_restart():
+    assert {"cpu_contention", "memory_pressure", "memory_leak"} <= set(applicable("mlserver"))
+
+
+@pytest.mark.parametrize("server", ["mlserver", "torchserve"])
+def test_on_a_server_the_bench_expects_the_same_actions_as_on_ours(server):
     ours = {f.name: f for f in taxonomy()}
-    for f in taxonomy(server="mlserver"):
+    for f in taxonomy(server=server):
         assert (f.expected_domain, f.expected_action, f.expected_root_cause) == (
             ours[f.name].expected_domain, ours[f.name].expected_action, ours[f.name].expected_root_cause)
         assert f.inject is not ours[f.name].inject       # through MLServer's traffic/hook, not /admin
-    by_name = {f.name: f for f in taxonomy(server="mlserver")}
+    by_name = {f.name: f for f in taxonomy(server=server)}
     assert by_name["bad_version"].expected_action is ActionKind.ROLLBACK
-    assert by_name["cpu_contention"].expected_action is ActionKind.RESTART
     assert by_name["covariate_drift"].expected_action is None
 
 
-def test_the_demo_on_mlserver_runs_every_demo_fault_that_applies():
+@pytest.mark.parametrize("server", ["mlserver", "torchserve"])
+def test_the_demo_on_a_server_runs_every_demo_fault_that_applies(server):
     ours = {f.name for f in _faults("ours")}
-    on_mlserver = {f.name for f in _faults("mlserver")}
-    assert on_mlserver | set(SERVERS["mlserver"]) == ours
+    on_server = {f.name for f in _faults(server)}
+    assert on_server | set(SERVERS[server]) == ours and on_server.isdisjoint(SERVERS[server])
 
 
 def test_a_fault_that_does_not_apply_is_refused_with_the_reason():
