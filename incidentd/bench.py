@@ -14,7 +14,7 @@ from typing import Any
 
 from diagnosis.rules import DEFAULT_PACK, RuleEngine
 from diagnosis.types import ActionKind
-from incidentd.demo import Demo, Fault, FaultResult
+from incidentd.demo import NOT_ON_SERVER, Demo, Fault, FaultResult
 from remediation.types import ActionStatus
 
 # Parameters that make each fault unambiguous on the demo model within a fast cycle.
@@ -122,40 +122,16 @@ def _on_server(name: str, server: str) -> tuple[Callable[[Demo], None], Callable
         kind = in_instance[name]
         return (lambda d: d.stack.inject(kind, params)), (lambda d: d.stack.clear())
     if name in GPU_FAULTS:
-        from incidentd.injection import FAULTS, parse_params
+        from incidentd.injection import inject
 
-        def gpu(d: Demo) -> None:
-            params = parse_params(FAULTS[name], [f"gpu_state={d.gpu_state}"])
-            update_gpu_state(d.gpu_state, params)   # type: ignore[arg-type]
+        def heat(d: Demo) -> None:   # the catalogue's own injection: it writes the GPU file, no server call
+            inject(name, [f"gpu_state={d.gpu_state}"], d.model_url)
 
-        def cool(d: Demo) -> None:
+        def cool(d: Demo) -> None:   # the GPU file only: `incidentd inject clear` would call our /admin API
             update_gpu_state(d.gpu_state, None)
 
-        return gpu, cool
+        return heat, cool
     raise ValueError(f"fault {name} does not apply on {server}: {NOT_ON_SERVER[server].get(name, 'no injector')}")
-
-
-# Faults of the taxonomy that do not apply on a third-party server, and why (README, fault bench).
-_NO_WEIGHTS = "incidentd reads weight health from its own instrumentation; {} serves its own copy of the weights"
-_NO_PROCESS = ("incidentd does not supervise a third-party server's process: its restart reloads the model, which "
-               "cannot bring back a dead or blocked server")
-_NO_WORKER = ("TorchServe's metrics carry no CPU or memory of its worker processes, so a starved or leaking worker "
-              "cannot be told from a slow dependency: the restart it needs would be a guess")
-NOT_ON_SERVER: dict[str, dict[str, str]] = {
-    "ours": {},
-    "mlserver": {
-        "nonfinite_weights": _NO_WEIGHTS.format("MLServer"), "exploding_weights": _NO_WEIGHTS.format("MLServer"),
-        "null_features": "the Open Inference Protocol's JSON has no null in a numeric tensor: MLServer refuses "
-                         "the request (an error, not a missing feature)",
-        "crash": _NO_PROCESS, "hang": _NO_PROCESS,
-    },
-    "torchserve": {
-        "nonfinite_weights": _NO_WEIGHTS.format("TorchServe"), "exploding_weights": _NO_WEIGHTS.format("TorchServe"),
-        "crash": _NO_PROCESS, "hang": _NO_PROCESS,
-        "memory_pressure": _NO_WORKER, "cpu_contention": _NO_WORKER, "memory_leak": _NO_WORKER,
-        "latency_creep": _NO_WORKER,
-    },
-}
 
 
 def applicable(server: str) -> list[str]:

@@ -119,6 +119,40 @@ class Fault:
 DRIFT_FEATURES = [19, 20, 21, 26, 27, 28, 35, 36, 43, 44]
 
 
+# Faults of the taxonomy that do not apply on a third-party server, and why (README, fault bench).
+_NO_WEIGHTS = ("incidentd reads weight health from its own instrumentation and clamps through the PyTorch "
+               "checkpoint; {} serves its own copy of the weights")
+_NO_PROCESS = ("incidentd does not supervise a third-party server's process: its restart reloads the model, which "
+               "cannot bring back a dead or blocked server")
+_NO_WORKER = ("TorchServe's metrics carry no CPU or memory of its worker processes, so a starved or leaking worker "
+              "cannot be told from a slow dependency: the restart it needs would be a guess")
+NOT_ON_SERVER: dict[str, dict[str, str]] = {
+    "ours": {},
+    "mlserver": {
+        "nonfinite_weights": _NO_WEIGHTS.format("MLServer"), "exploding_weights": _NO_WEIGHTS.format("MLServer"),
+        "null_features": "the Open Inference Protocol's JSON has no null in a numeric tensor: MLServer refuses "
+                         "the request (an error, not a missing feature)",
+        "crash": _NO_PROCESS, "hang": _NO_PROCESS,
+    },
+    "torchserve": {
+        "nonfinite_weights": _NO_WEIGHTS.format("TorchServe"), "exploding_weights": _NO_WEIGHTS.format("TorchServe"),
+        "crash": _NO_PROCESS, "hang": _NO_PROCESS,
+        "memory_pressure": _NO_WORKER, "cpu_contention": _NO_WORKER, "memory_leak": _NO_WORKER,
+        "latency_creep": _NO_WORKER,
+    },
+}
+
+
+# The demo's faults, by their name in the taxonomy (what decides whether they run on a server).
+DEMO_FAULT_TAXONOMY = {"nonfinite_weights": "nonfinite_weights", "bad_version_deploy": "bad_version",
+                       "input_drift": "covariate_drift", "cpu_starvation": "cpu_contention"}
+# Servers the demo runs on -> demo faults that do not apply there, and why (README "Watch your own model server").
+SERVERS: dict[str, dict[str, str]] = {
+    server: {demo: why[taxonomy] for demo, taxonomy in DEMO_FAULT_TAXONOMY.items() if taxonomy in why}
+    for server, why in NOT_ON_SERVER.items()
+}
+
+
 def _faults(server: str = "ours") -> list[Fault]:
     def post(path: str, body: dict) -> Callable[[Demo], None]:
         def go(d: Demo) -> None:
@@ -131,10 +165,11 @@ def _faults(server: str = "ours") -> list[Fault]:
     drift = Fault("input_drift", "data", None,
                   lambda d: d.traffic.set_drift(0.6, DRIFT_FEATURES, scale=1.0, shift=7.0),
                   lambda d: d.traffic.set_drift(0.0), "data.covariate_drift")
-    if server == "mlserver":
-        # A deploy is a new version's settings put in the repository and a reload; the starvation lives in
-        # the model instance (the runtime's fault hook), so unloading and loading the model ends it.
-        return [
+    if server != "ours":
+        # A deploy is what a user does on that server (MLServer: v2's settings and a reload; TorchServe:
+        # set-default); the starvation lives in the model instance (the fault hook), so the server's own
+        # reload, incidentd's restart there, ends it.
+        on_server = [
             Fault("bad_version_deploy", "model", ActionKind.ROLLBACK, lambda d: d.stack.deploy("v2"), noop,
                   "model.bad_version"),
             drift,
@@ -142,13 +177,7 @@ def _faults(server: str = "ours") -> list[Fault]:
                   lambda d: d.stack.inject("starvation", {"threads": 3, "seconds": 300}),
                   lambda d: d.stack.clear(), "hardware.cpu_contention"),
         ]
-    if server == "torchserve":
-        # A deploy is set-default to v2, which TorchServe keeps registered beside v1.
-        return [
-            Fault("bad_version_deploy", "model", ActionKind.ROLLBACK, lambda d: d.stack.deploy("v2"), noop,
-                  "model.bad_version"),
-            drift,
-        ]
+        return [f for f in on_server if f.name not in SERVERS[server]]
     return [
         Fault("nonfinite_weights", "model", ActionKind.CLAMP,
               post("/admin/faults", {"fault": "nonfinite_weights", "params": {"count": 12, "value": "nan"}}), noop,
@@ -160,20 +189,6 @@ def _faults(server: str = "ours") -> list[Fault]:
               post("/admin/faults", {"fault": "starvation", "params": {"threads": 3, "seconds": 300}}), noop,
               "hardware.cpu_contention"),
     ]
-
-
-# Servers the demo runs on -> demo faults that do not apply there, and why (README "Watch your own model server").
-_NO_WEIGHTS = ("clamping needs the PyTorch checkpoint; {server} serves its own copy of the weights and exposes "
-               "no weight-health signal")
-SERVERS: dict[str, dict[str, str]] = {
-    "ours": {},
-    "mlserver": {"nonfinite_weights": _NO_WEIGHTS.format(server="MLServer")},
-    "torchserve": {
-        "nonfinite_weights": _NO_WEIGHTS.format(server="TorchServe"),
-        "cpu_starvation": "TorchServe's metrics carry no CPU or memory of its worker processes, so a starved "
-                          "worker cannot be told from a slow dependency: the restart it needs would be a guess",
-    },
-}
 
 
 class Demo:

@@ -21,26 +21,13 @@ from typing import Any
 
 import httpx
 
-from incidentd.demo_servers.stack import (
-    HOOK,
-    MODEL,
-    ServerStack,
-    ServerUnavailable,
-    export_weights,
-    free_port,
-)
-from incidentd.demo_servers.stack import find_venv as _find_venv
+from incidentd.demo_servers.stack import HOOK, MODEL, ServerStack, export_weights, find_venv, free_port
 
 RUNTIME = Path(__file__).with_name("mlserver_digits.py")
 SETTINGS = "model-settings.json"
 DISABLED = SETTINGS + ".disabled"
 # MLServer exports no memory limit; a container would set one, and a leak is judged against it.
 MEMORY_LIMIT = 2**30
-MLServerUnavailable = ServerUnavailable
-
-
-def find_venv() -> Path:
-    return _find_venv("mlserver", "mlserver")
 
 
 class MLServerStack(ServerStack):
@@ -56,6 +43,7 @@ class MLServerStack(ServerStack):
         self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
         self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        self.venv = find_venv("mlserver", "mlserver")
 
     def executor(self) -> dict[str, Any]:
         return {"kind": "mlserver", "url": self.url, "model": MODEL, "repository_dir": str(self.repository),
@@ -85,7 +73,7 @@ class MLServerStack(ServerStack):
             "debug": False}))
 
     def command(self) -> tuple[list[str], dict[str, str]]:
-        return [str(find_venv() / "bin/mlserver"), "start", str(self.repository)], {}
+        return [str(self.venv / "bin/mlserver"), "start", str(self.repository)], {}
 
     def ready(self) -> bool:
         return httpx.get(f"{self.url}/v2/models/{MODEL}/ready", timeout=2.0).status_code == 200

@@ -101,7 +101,7 @@ class ServerStack(ABC):
 
     @abstractmethod
     def prepare(self) -> None:
-        """Write the server's model repository or archives, and the drift references."""
+        """Write the server's model repository or archives (``start`` writes the drift references)."""
 
     @abstractmethod
     def command(self) -> tuple[list[str], dict[str, str]]:

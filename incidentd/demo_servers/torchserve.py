@@ -104,13 +104,12 @@ class TorchServeStack(ServerStack):
             return False
         described = r.json()
         loaded = {d.get("modelVersion"): d for d in described}
-        if not all(v in loaded and any(w.get("status") == "READY" for w in loaded[v].get("workers") or [])
-                   for v in self.versions):
-            return False
-        if self.serving not in [d.get("modelVersion") for d in httpx.get(
-                f"{self.management_url}/models/{MODEL}", timeout=2.0).json()]:
-            self.deploy(self.serving)
-        return True
+        return all(v in loaded and any(w.get("status") == "READY" for w in loaded[v].get("workers") or [])
+                   for v in self.versions)
+
+    def start(self) -> None:
+        super().start()
+        self.deploy(self.serving)    # whichever version registered first is the default: make it v1
 
     def deploy(self, version: str) -> None:
         """``set-default``: unversioned requests go to ``version`` from now on."""

@@ -199,23 +199,23 @@ class TrafficDriver:
 
         x, y = self._batch()
         try:
-            if self.protocol == "oip":
-                rid = uuid.uuid4().hex
-                body = {"id": rid, "inputs": [{"name": "pixels", "shape": list(x.shape), "datatype": "FP32",
-                                               "data": x.ravel().tolist()}]}
-                r = client.post(f"/v2/models/{self.model}/infer", json=body)
-                ids = [rid] if len(x) == 1 else [f"{rid}/{i}" for i in range(len(x))]
-            elif self.protocol == "v1":
-                # TorchServe-style: /predictions/{model} with KServe v1 bodies, missing values as null, the
-                # request id in X-Request-Id (the proxy keeps it)
-                rid = uuid.uuid4().hex
-                rows = [[None if v != v else v for v in row] for row in x.tolist()]
-                r = client.post(f"/predictions/{self.model}", json={"instances": rows},
-                                headers={"X-Request-Id": rid})
-                ids = [rid] if len(x) == 1 else [f"{rid}/{i}" for i in range(len(x))]
-            else:
+            if self.protocol == "demo":
                 r = client.post("/predict", json={"inputs": x.tolist()})
                 ids = r.json().get("request_ids", []) if r.status_code == 200 else []
+            else:
+                from collector.adapters.payloads import row_ids
+
+                rid = uuid.uuid4().hex
+                if self.protocol == "oip":
+                    r = client.post(f"/v2/models/{self.model}/infer", json={"id": rid, "inputs": [
+                        {"name": "pixels", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]})
+                else:
+                    # TorchServe-style: /predictions/{model} with KServe v1 bodies, missing values as null,
+                    # the request id in X-Request-Id (the proxy keeps it)
+                    rows = [[None if v != v else v for v in row] for row in x.tolist()]
+                    r = client.post(f"/predictions/{self.model}", json={"instances": rows},
+                                    headers={"X-Request-Id": rid})
+                ids = row_ids(rid, len(x))   # the ids the sidecar gives the rows: labels are joined on them
         except (httpx.HTTPError, ValueError):
             with self._lock:
                 self._failed += 1

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from incidentd.demo_servers.fault_hook import DigitsMLP, FaultState
-from incidentd.demo_servers.mlserver import export_weights
+from incidentd.demo_servers.stack import export_weights
 from incidentd.model_server.model import load_digits_split, model_from_checkpoint, predict_logits
 from remediation.registry import ModelRegistry
 from tests.model_server.conftest import template_registry  # noqa: F401  (session fixture)

@@ -1,10 +1,12 @@
 """TrafficDriver against a real uvicorn server (in a thread) and against a dead port."""
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -15,24 +17,27 @@ from incidentd.model_server.traffic import TrafficDriver
 from .conftest import free_port
 
 
-@pytest.fixture()
-def threaded_server(registry_dir: Path) -> Iterator[str]:
+@contextlib.contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """``app`` on a free loopback port, run by uvicorn in a thread; yields its URL."""
     import uvicorn
 
-    from incidentd.model_server.app import ModelServerSettings, create_app
-
-    app = create_app(ModelServerSettings(registry_dir=registry_dir, device="cpu"))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     th = threading.Thread(target=server.run, daemon=True)
     th.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield url
+    assert _wait(lambda: server.started, 20)
+    yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     th.join(10)
+
+
+@pytest.fixture()
+def threaded_server(registry_dir: Path) -> Iterator[str]:
+    from incidentd.model_server.app import ModelServerSettings, create_app
+
+    with serving(create_app(ModelServerSettings(registry_dir=registry_dir, device="cpu"))) as url:
+        yield url
 
 
 def _wait(pred, timeout: float = 15.0) -> bool:
@@ -92,7 +97,6 @@ def test_survives_a_dead_server() -> None:
 @pytest.fixture()
 def oip_recorder() -> Iterator[tuple[str, list[dict], list[dict]]]:
     """A minimal OIP v2 endpoint and a /feedback sink in one uvicorn app (what the driver talks to)."""
-    import uvicorn
     from fastapi import FastAPI
 
     app = FastAPI()
@@ -111,16 +115,8 @@ def oip_recorder() -> Iterator[tuple[str, list[dict], list[dict]]]:
         labels.append(body)
         return {"accepted": 1}
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    th = threading.Thread(target=server.run, daemon=True)
-    th.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", infers, labels
-    server.should_exit = True
-    th.join(10)
+    with serving(app) as url:
+        yield url, infers, labels
 
 
 def test_oip_traffic_labels_each_row_by_the_id_the_sidecar_gives_it(oip_recorder) -> None:
