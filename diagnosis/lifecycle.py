@@ -137,6 +137,17 @@ def fix_one(inc: Incident, now: float, fixed: str, message: str,
                           {"fixed": fixed, "remaining": [h.root_cause for h in remaining]}))
 
 
+def fix_with_symptoms_left(inc: Incident, now: float, fixed: str, message: str,
+                           symptoms: Sequence[str]) -> tuple[Incident, TimelineEntry]:
+    """A cause's fix verified on what it can change while its symptoms stay below their baseline and no other
+    known cause explains them yet: the incident says so and stays open (never mitigated on half a recovery)."""
+    return (replace(inc, updated_at=now),
+            TimelineEntry(now, TimelineKind.CAUSE_FIXED,
+                          f"{message}: {fixed} is fixed; {', '.join(symptoms)} still below its baseline with no "
+                          "other cause found yet: the incident stays open",
+                          {"fixed": fixed, "remaining": [], "symptoms_left": list(symptoms)}))
+
+
 def escalate(inc: Incident, now: float, message: str) -> tuple[Incident, TimelineEntry]:
     return (replace(inc, escalated=True, severity=Severity.CRITICAL, updated_at=now),
             TimelineEntry(now, TimelineKind.ESCALATED, message))
@@ -222,6 +233,11 @@ def fading(inc: Incident, top: Hypothesis | None, onsets: Mapping[str, float],
             or top.confidence >= current.confidence:
         return False
     if not support:
+        return False
+    # A hypothesis on symptoms none of the incident's diagnoses explains or moves is no leftover of them: it
+    # is a second fault (a memory balloon beside repaired weights) and joins as a cause of its own.
+    explained = {s for h in inc.hypotheses for s in (*h.explains, *h.affects)}
+    if top.explains and not explained & set(top.explains):
         return False
     # While any evidence of the current diagnosis was still there, or up to when the last of it ended.
     supported_until = max(e.ended_at if e.ended_at is not None else float("inf") for e in support)

@@ -76,6 +76,8 @@ class TimelineKind(enum.StrEnum):
     ACTION_APPROVAL_RECORDED = "action_approval_recorded"   # first of two approvals (issue 12)
     ACTION_APPROVAL_REFUSED = "action_approval_refused"     # approval refused on re-check (issue 12)
     ACTION_EXPIRED = "action_expired"                       # plan unanswered past the timeout (issue 12)
+    # no data to verify on while another cause holds it back: verification waits longer (issue 15)
+    ACTION_VERIFICATION_EXTENDED = "action_verification_extended"
     REOPENED = "reopened"             # a mitigated incident's fault came back after its fix was verified
 
 

@@ -69,7 +69,7 @@ def default_actions() -> dict[str, ActionKind]:
 # from a step. On MLServer the leak grows as slowly relative to its size (1 MB/s) toward the memory limit the
 # demo gives it (1 GiB, as a container limit would): harm at 800 MB leaked.
 SERVER_PARAMS: dict[str, dict[str, list[str]]] = {
-    "ours": {}, "mlserver": {"memory_leak": ["rate=1", "limit_megabytes=800"]}, "torchserve": {},
+    "ours": {}, "mlserver": {"memory_leak": ["rate=1", "limit_megabytes=800"]}, "torchserve": {}, "triton": {},
 }
 
 
@@ -342,11 +342,13 @@ def compound_summary(pairs: list[PairResult]) -> dict[str, Any]:
 
 
 def run_bench(fast: bool, repeat: int, names: list[str] | None, progress: Callable[[str], None],
-              workdir: Any = None, compound: bool = False, server: str = "ours") -> dict[str, Any]:
-    """The single-fault taxonomy, or with ``compound`` the compound pairs instead (each with controls);
-    ``server`` names the model server the faults hit (the faults that apply there)."""
+              workdir: Any = None, compound: bool = False, server: str = "ours",
+              pair_names: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+    """The single-fault taxonomy, or with ``compound`` the compound pairs instead (each with controls;
+    ``pair_names`` picks some of them); ``server`` names the model server the faults hit (the faults that
+    apply there)."""
     faults = [] if compound else taxonomy(names, server)
-    pairs = compound_pairs() if compound else []
+    pairs = compound_pairs(pair_names) if compound else []
     demo = Demo(fast=fast, workdir=workdir, progress=progress, plots=False, remediation=BENCH_POLICY,
                 server=server)
     runs: list[FaultResult] = []

@@ -124,8 +124,8 @@ _NO_WEIGHTS = ("incidentd reads weight health from its own instrumentation and c
                "checkpoint; {} serves its own copy of the weights")
 _NO_PROCESS = ("incidentd does not supervise a third-party server's process: its restart reloads the model, which "
                "cannot bring back a dead or blocked server")
-_NO_WORKER = ("TorchServe's metrics carry no CPU or memory of its worker processes, so a starved or leaking worker "
-              "cannot be told from a slow dependency: the restart it needs would be a guess")
+_NO_WORKER = ("{}'s metrics carry no CPU or memory of its {} processes, so a starved or leaking one cannot be "
+              "told from a slow dependency: the restart it needs would be a guess")
 NOT_ON_SERVER: dict[str, dict[str, str]] = {
     "ours": {},
     "mlserver": {
@@ -137,8 +137,17 @@ NOT_ON_SERVER: dict[str, dict[str, str]] = {
     "torchserve": {
         "nonfinite_weights": _NO_WEIGHTS.format("TorchServe"), "exploding_weights": _NO_WEIGHTS.format("TorchServe"),
         "crash": _NO_PROCESS, "hang": _NO_PROCESS,
-        "memory_pressure": _NO_WORKER, "cpu_contention": _NO_WORKER, "memory_leak": _NO_WORKER,
-        "latency_creep": _NO_WORKER,
+        **dict.fromkeys(("memory_pressure", "cpu_contention", "memory_leak", "latency_creep"),
+                        _NO_WORKER.format("TorchServe", "worker")),
+    },
+    "triton": {
+        "nonfinite_weights": _NO_WEIGHTS.format("Triton"), "exploding_weights": _NO_WEIGHTS.format("Triton"),
+        "null_features": "the Open Inference Protocol's JSON has no null in a numeric tensor: Triton refuses "
+                         "the request (an error, not a missing feature)",
+        "crash": _NO_PROCESS, "hang": _NO_PROCESS,
+        **dict.fromkeys(("memory_pressure", "cpu_contention", "memory_leak", "latency_creep"),
+                        _NO_WORKER.format("Triton", "Python-backend model")
+                        + " (its nv_cpu_* metrics are the host's)"),
     },
 }
 
@@ -359,9 +368,10 @@ class Demo:
     def _start_thirdparty(self, registry_dir: Path) -> None:
         from incidentd.demo_servers.mlserver import MLServerStack
         from incidentd.demo_servers.torchserve import TorchServeStack
+        from incidentd.demo_servers.triton import TritonStack
         from remediation.registry import ModelRegistry
 
-        kind = {"mlserver": MLServerStack, "torchserve": TorchServeStack}[self.server]
+        kind = {"mlserver": MLServerStack, "torchserve": TorchServeStack, "triton": TritonStack}[self.server]
         stack = kind(self.workdir, ModelRegistry(registry_dir))
         self.stack = stack
         self.say(f"starting {self.server} (its own venv) with digits v1 serving")

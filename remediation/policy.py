@@ -53,7 +53,7 @@ class Policy:
             return Decision(False, mode, "incident escalated after a failed remediation: a person decides now")
         if confidence < self.min_confidence:
             return Decision(False, mode, f"confidence {confidence:.2f} below {self.min_confidence:.2f}")
-        if any(a.status.in_flight for a in model_actions):
+        if any(a.blocks(root_cause) for a in model_actions):
             return Decision(False, mode, "another action on this model is still in flight")
         executed = [a for a in incident_actions
                     if a.status not in (ActionStatus.DENIED, ActionStatus.DRY_RUN, ActionStatus.EXPIRED)]

@@ -43,7 +43,7 @@ from remediation.types import (
     NotAwaitingApproval,
     Readback,
 )
-from remediation.verify import Outcome, Recovered, judge, regroup
+from remediation.verify import BY_VERSION, Outcome, Recovered, Verdict, judge, regroup
 
 log = logging.getLogger(__name__)
 
@@ -391,6 +391,7 @@ class ActionRunner:
             return recovered
 
         records = self.records(incident_id=inc.id)
+        model_records = self.records(model=inc.model)
         for rec in records:
             if rec.status is ActionStatus.FAILED and not _retryable_failure(rec) and not inc.escalated:
                 # Retrying cannot fix it (corrupt or missing checkpoint, refused, permission): say so at once.
@@ -406,8 +407,13 @@ class ActionRunner:
             # the action started) are that cause's, not this action's.
             attributed = {n for h in inc.causes if h.root_cause != rec.root_cause for n in (*h.explains, *h.affects)}
             judged = regroup(rec, attributed)
-            v = judge(judged, judged_by(judged), set(specs), active or {}, now, grace, self.policy.verify_seconds,
-                      self.policy.revert_on_worse, attributed=attributed)
+            v = judge(judged, judged_by(judged), set(specs), before_later_actions(rec, model_records, active or {}),
+                      now, grace, self.policy.verify_seconds, self.policy.revert_on_worse, attributed=attributed)
+            left: tuple[str, ...] = ()    # symptoms still below their baseline that the version no longer explains
+            if v.outcome is Outcome.NOT_RECOVERED and (by_version := self._by_version(judged, v, specs, version, now)):
+                left = tuple(by_version)
+                judged = replace(judged, shared_signals=tuple(sorted(set(judged.shared_signals) | set(left))))
+                v = Verdict(Outcome.VERIFIED, {**v.signals, **by_version})
             if v.outcome is Outcome.WORSE:
                 inc, entry = self._revert(inc, rec, list(v.worse), now)
                 entries.append(entry)
@@ -425,10 +431,24 @@ class ActionRunner:
                 if remaining:
                     inc, entry = lifecycle.fix_one(inc, now, rec.root_cause, f"{message}: {rec.root_cause} is fixed",
                                                    remaining)
+                elif left:
+                    inc, entry = lifecycle.fix_with_symptoms_left(inc, now, rec.root_cause, message, left)
                 else:
                     inc, entry = lifecycle.mitigate(inc, now, message)
                 entries.append(entry)
                 self.on_outcome(rec.kind.value, "verified")
+            elif v.outcome is Outcome.NOT_RECOVERED and (wait := self._wait_longer(inc, rec, records, v, now)):
+                later, holders = wait
+                rec = replace(rec, verify_deadline=later)
+                self._save(rec.logged(self.clock(), "verification_extended", until=later, causes=holders,
+                                      signals=dict(v.signals)))
+                entries.append(TimelineEntry(now, TimelineKind.ACTION_VERIFICATION_EXTENDED,
+                                             f"{rec.kind.value} not verified yet: no fresh data for "
+                                             f"{', '.join(v.signals)} since the action, and {', '.join(holders)} "
+                                             f"may be holding it back; verification waits {later - now:.0f}s "
+                                             "more (missing data is never recovery)", {"action_id": rec.id}))
+            elif v.outcome is Outcome.PENDING:
+                self._note_waiting(rec, v, now, grace)
             elif v.outcome is Outcome.NOT_RECOVERED:
                 rec = replace(rec, status=ActionStatus.NOT_RECOVERED)
                 self._save(rec.logged(self.clock(), "not_recovered", signals=dict(v.signals)))
@@ -444,6 +464,60 @@ class ActionRunner:
                 entries.append(entry)
                 self.on_outcome(rec.kind.value, "not_recovered")
         return inc, entries
+
+    def _by_version(self, rec: ActionRecord, v: Verdict, specs: Mapping[str, SignalSpec], version: str | None,
+                    now: float) -> dict[str, bool]:
+        """A rollback whose window ended with rates still below their baseline, judged on what is attributable
+        to the version: the restored version's rate against the one it replaced. A data shift not diagnosed
+        yet (its drift test needs rows) holds accuracy down whatever version serves; the rollback did its
+        part when the restored version clearly beats the bad one. The signals so judged, all True, or {}
+        (not recovered: judged as it stands)."""
+        previous = rec.result.data.get("from") if rec.result is not None else None
+        failed = [n for n, ok in v.signals.items() if ok is False]
+        if (rec.kind is not ActionKind.ROLLBACK or rec.executed_at is None or version is None
+                or not isinstance(previous, str) or not failed
+                or any(ok is not True for n, ok in v.signals.items() if n not in failed)
+                or any(n not in BY_VERSION or not isinstance(specs.get(n), ProportionSpec) for n in failed)):
+            return {}
+        out: dict[str, bool] = {}
+        for name in failed:
+            spec = specs[name]
+            assert isinstance(spec, ProportionSpec)
+            if spec.recovered_by_version(rec.model, rec.executed_at, now, version, previous) is not True:
+                return {}
+            out[name] = True
+        return out
+
+    def _wait_longer(self, inc: Incident, rec: ActionRecord, records: Sequence[ActionRecord], v: Verdict,
+                     now: float) -> tuple[float, list[str]] | None:
+        """A new verification deadline for an action that had no fresh data at all to be judged on, when
+        another simultaneous cause of the incident may be what holds the data back (a starved server answers
+        few requests, so few labels come): one more window after that cause's fix, up to three windows in
+        all; with the causes that may hold the data back. None: judge it now."""
+        if not v.signals or any(ok is not None for ok in v.signals.values()) or rec.executed_at is None:
+            return None
+        window = self.policy.verify_seconds
+        others = {h.root_cause for h in inc.causes
+                  if h.root_cause != rec.root_cause and h.recommended_action.changes_model}
+        fixes = [r.executed_at for r in records if r.root_cause in others and r.executed_at is not None
+                 and r.executed_at > rec.executed_at and r.status.executed]
+        unfixed = others - {r.root_cause for r in records if r.status.executed}
+        if not fixes and not unfixed:
+            return None
+        # a cause not fixed yet: wait a window from now; all fixed: a window after the last of those fixes
+        later = min(rec.executed_at + 3 * window, (now if unfixed else max(fixes)) + window)
+        return (later, sorted(others)) if later > now else None
+
+    def _note_waiting(self, rec: ActionRecord, v: Verdict, now: float, grace: float) -> None:
+        """Keep ``awaiting_data_since`` true to the verdict: set once its signals have had no fresh data for a
+        quarter of the window (then it stops holding back another cause's fix), cleared when data comes."""
+        assert rec.executed_at is not None
+        settled = rec.executed_at + max(grace, self.policy.verify_seconds / 4)
+        waiting = bool(v.signals) and all(ok is None for ok in v.signals.values()) and now > settled
+        if waiting == (rec.awaiting_data_since is not None):
+            return
+        rec = replace(rec, awaiting_data_since=now if waiting else None)
+        self._save(rec.logged(self.clock(), "awaiting_data" if waiting else "data_back", signals=dict(v.signals)))
 
     def _revert(self, inc: Incident, rec: ActionRecord, worse: list[str],
                 now: float) -> tuple[Incident, TimelineEntry]:
@@ -469,6 +543,21 @@ class ActionRunner:
         return lifecycle.escalate(inc, now, f"{', '.join(worse)} started after the {rec.kind.value} "
                                             f"{now - (rec.executed_at or now):.1f}s ago: the action made things "
                                             f"worse; {what}; incidentd stops acting on this incident")
+
+
+def before_later_actions(rec: ActionRecord, model_actions: Sequence[ActionRecord],
+                         active: Mapping[str, float]) -> dict[str, float]:
+    """The active signals (name -> onset) that ``rec`` may answer for: those that started before any later
+    action on the same model began. A restart's own downtime (the target down, requests stalled while the
+    server comes back) is that restart's to answer for, never the rollback verifying beside it."""
+    assert rec.executed_at is not None
+    later = [a.created_at for a in model_actions
+             if a.id != rec.id and a.created_at > rec.executed_at
+             and a.status.executed and a.status is not ActionStatus.NOOP]
+    if not later:
+        return dict(active)
+    first = min(later)
+    return {name: onset for name, onset in active.items() if onset < first}
 
 
 def _describe(result: Mapping[str, Any]) -> str:

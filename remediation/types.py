@@ -179,7 +179,18 @@ class ActionRecord:
     # verify signals another simultaneous cause also moves: a rollback judges them by version (what the
     # version lost), never against a baseline the other cause (a data shift) still holds down
     shared_signals: tuple[str, ...] = ()
+    # since when verification has had no fresh data for any of its signals (None: it has data, or has not
+    # looked yet). Such an action does not hold back another cause's fix: that fix may bring the data back.
+    awaiting_data_since: float | None = None
     audit: tuple[AuditEvent, ...] = ()
+
+    def blocks(self, root_cause: str | None) -> bool:
+        """Whether this action keeps an action for ``root_cause`` on the same model from starting: while it is
+        in flight, unless it is only waiting for data to verify on and the other action is for another cause."""
+        if not self.status.in_flight:
+            return False
+        waiting = self.status is ActionStatus.VERIFYING and self.awaiting_data_since is not None
+        return not (waiting and root_cause is not None and root_cause not in ("", self.root_cause))
 
     @property
     def target(self) -> str:
@@ -197,7 +208,8 @@ class ActionRecord:
                 "executed_at": self.executed_at, "verify_deadline": self.verify_deadline,
                 "verified_at": self.verified_at, "result": self.result.to_dict() if self.result else {},
                 "verify_signals": list(self.verify_signals), "root_cause": self.root_cause,
-                "shared_signals": list(self.shared_signals), "audit": [a.to_dict() for a in self.audit]}
+                "shared_signals": list(self.shared_signals), "awaiting_data_since": self.awaiting_data_since,
+                "audit": [a.to_dict() for a in self.audit]}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ActionRecord:
@@ -210,4 +222,5 @@ class ActionRecord:
                    result=ActionResult.from_dict(d["result"]) if d.get("result") else None,
                    verify_signals=tuple(d.get("verify_signals") or ()), root_cause=d.get("root_cause", ""),
                    shared_signals=tuple(d.get("shared_signals") or ()),
+                   awaiting_data_since=d.get("awaiting_data_since"),
                    audit=tuple(AuditEvent.from_dict(a) for a in d.get("audit") or ()))

@@ -5,14 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=$(bash scripts/bootstrap.sh)
-# `--server mlserver|torchserve` runs the faults against a real MLServer or TorchServe, in a venv of its own
-# (their pins clash with ours).
+# `--server mlserver|torchserve|triton` runs the faults against a real MLServer, TorchServe or Triton (the
+# server PyTriton ships), in a venv of its own (their pins clash with ours).
 prev=""
 for arg in "$@"; do
   kind=""
   [[ "$prev" == "--server" ]] && kind=$arg
   [[ "$arg" == --server=* ]] && kind=${arg#--server=}
-  if [[ "$kind" == mlserver || "$kind" == torchserve ]]; then
+  [[ "$kind" == triton ]] && kind=pytriton
+  if [[ "$kind" == mlserver || "$kind" == torchserve || "$kind" == pytriton ]]; then
     INCIDENTD_VENV="$VENV" INCIDENTD_MODEL_SERVERS_STRICT=1 bash scripts/servers/install_model_servers.sh "$kind" >&2
   fi
   prev=$arg

@@ -16,7 +16,9 @@ def faults(
     compound: bool = typer.Option(False, "--compound", help="Run pairs of faults from different domains at once "
                                   "(model+data, model+hardware, data+hardware; two pairs each) instead of the "
                                   "single faults; adds compound_accuracy and per-pair results."),
-    server: str = typer.Option("ours", "--server", help="The model server the faults hit: ours, mlserver or torchserve "
+    pair: list[str] = typer.Option([], "--pair", help="With --compound: only this pair, as FAULT+FAULT "
+                                   "(repeatable); default: the six built-in pairs."),
+    server: str = typer.Option("ours", "--server", help="The model server the faults hit: ours, mlserver, torchserve or triton "
                                "(every fault of the taxonomy that applies there; the JSON lists the others)."),
 ) -> None:
     """Inject every fault of the taxonomy REPEAT times with healthy controls; report accuracy, MTTD, MTTR."""
@@ -42,10 +44,14 @@ def faults(
         typer.echo("error: --compound runs on our demo server only", err=True)
         raise typer.Exit(2)
     if compound and only:
-        typer.echo("error: --compound runs its own pairs; it does not take --fault", err=True)
+        typer.echo("error: --compound runs pairs; pick them with --pair FAULT+FAULT, not --fault", err=True)
         raise typer.Exit(2)
+    if pair and not compound:
+        typer.echo("error: --pair needs --compound", err=True)
+        raise typer.Exit(2)
+    pairs = [_pair(p) for p in pair]
     report = run_bench(fast, repeat, list(only) or None, lambda m: print(m, file=sys.stderr, flush=True),
-                       compound=compound, server=server)
+                       compound=compound, server=server, pair_names=pairs or None)
     if plot and not compound:
         from incidentd.plots import render_bench
 
@@ -71,6 +77,27 @@ def faults(
                    + margin)
     for name, why in report.get("not_applicable", {}).items():
         typer.echo(f"  not run on {server}: {name} ({why})")
+
+
+def _pair(text: str) -> tuple[str, str]:
+    """``FAULT+FAULT`` -> the two fault names, each known, from different domains."""
+    from incidentd.bench import compound_pairs
+    from incidentd.injection import FAULTS
+
+    names = text.split("+")
+    if len(names) != 2 or not all(names):
+        typer.echo(f"error: --pair {text!r}: expected FAULT+FAULT, for example bad_version+cpu_contention", err=True)
+        raise typer.Exit(2)
+    unknown = [n for n in names if n not in FAULTS]
+    if unknown:
+        typer.echo(f"error: --pair {text!r}: unknown fault(s) {unknown}; known: {sorted(FAULTS)}", err=True)
+        raise typer.Exit(2)
+    try:
+        compound_pairs([(names[0], names[1])])
+    except ValueError as e:
+        typer.echo(f"error: --pair {text!r}: {e}", err=True)
+        raise typer.Exit(2) from None
+    return names[0], names[1]
 
 
 def register(app: typer.Typer) -> None:

@@ -13,7 +13,7 @@ def demo(
                                            help="Keep registry, database, logs and plots here (default: temp)."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Do not render incident plots."),
     server: str = typer.Option("ours", "--server", help="The model server the faults hit: ours (incidentd's "
-                               "demo server), mlserver or torchserve (a real MLServer or TorchServe in its own "
+                               "demo server), mlserver, torchserve or triton (a real MLServer, TorchServe or Triton in its own "
                                "venv, watched through the sidecar's proxy and acted on through the server's "
                                "own control API)."),
 ) -> None:

@@ -34,18 +34,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def venv_setting(var: str) -> str:
+    """``var`` from the environment, else from the env file install_model_servers.sh writes ("" if neither)."""
+    given = os.environ.get(var)
+    if given:
+        return given
+    root = Path(os.environ.get("INCIDENTD_MODEL_SERVERS_DIR", Path.home() / ".cache/incidentd/model-servers"))
+    env_file = root / "model-servers.env"
+    if env_file.is_file():
+        for line in env_file.read_text().splitlines():
+            key, sep, value = line.partition("=")
+            if sep and key.strip() == var:
+                return value.strip()
+    return ""
+
+
 def find_venv(kind: str, executable: str) -> Path:
     """The server's venv: $INCIDENTD_<KIND>_VENV, else the one install_model_servers.sh recorded."""
     var = f"INCIDENTD_{kind.upper()}_VENV"
-    given = os.environ.get(var)
-    if not given:
-        root = Path(os.environ.get("INCIDENTD_MODEL_SERVERS_DIR", Path.home() / ".cache/incidentd/model-servers"))
-        env_file = root / "model-servers.env"
-        if env_file.is_file():
-            for line in env_file.read_text().splitlines():
-                key, sep, value = line.partition("=")
-                if sep and key.strip() == var:
-                    given = value.strip()
+    given = venv_setting(var)
     if not given or not (Path(given) / "bin" / executable).exists():
         raise ServerUnavailable(f"{kind} is not installed (looked for {var} and ~/.cache/incidentd/model-servers/"
                                 f"model-servers.env): run scripts/servers/install_model_servers.sh {kind}")
@@ -92,6 +99,10 @@ class ServerStack(ABC):
     @abstractmethod
     def executor(self) -> dict[str, Any]:
         """incidentd's remediation.executor settings for this server."""
+
+    def server_version(self, version: str) -> str:
+        """The registry's version as the server names it (its metrics' version label, reference file names)."""
+        return version
 
     def memory_limit_bytes(self) -> float | None:
         """A memory limit the service should judge leaks against, when the server exports none."""
@@ -161,7 +172,7 @@ class ServerStack(ABC):
             cols = [f"{self.feature_prefix}{i}" for i in range(ref.inputs.shape[1])]
             table = np.column_stack([ref.inputs, ref.predictions]) if len(ref.predictions) else ref.inputs
             header = ",".join(cols + (["prediction"] if len(ref.predictions) else []))
-            np.savetxt(self.reference / MODEL / f"{v}.csv", table, delimiter=",", header=header, comments="",
+            np.savetxt(self.reference / MODEL / f"{self.server_version(v)}.csv", table, delimiter=",", header=header, comments="",
                        fmt="%.6g")
 
     # ------------------------------------------------------------------ what a user (or a fault) does

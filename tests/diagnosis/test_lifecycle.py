@@ -92,6 +92,21 @@ def test_a_weaker_hypothesis_on_evidence_from_while_the_diagnosis_held_is_fading
     assert not lifecycle.fading(inc, None, {}, support)
 
 
+def test_a_weaker_hypothesis_on_symptoms_the_diagnosis_does_not_explain_is_a_second_fault_not_a_leftover():
+    memory = Hypothesis(FaultDomain.HARDWARE, "hardware.memory_pressure", 0.8, ActionKind.RESTART, "memory",
+                        evidence_ids=("ev-mem",), explains=("process_memory",))
+    drift = dataclasses.replace(DRIFT, explains=("input_drift", "accuracy"))
+    concept = dataclasses.replace(CONCEPT, explains=("accuracy",))
+    inc = opened((drift,))
+    # the drift's accuracy drop still lingers (its support has not ended) when the memory balloon starts
+    support = [Evidence("ev-acc", EvidenceKind.ANOMALY, "digits", "accuracy", 100.0, "accuracy")]
+    assert lifecycle.fading(inc, concept, {"ev-acc": 120.0}, support), "a leftover of the diagnosis"
+    assert not lifecycle.fading(inc, memory, {"ev-mem": 120.0}, support)
+    # and once the incident acted, it joins as a cause of its own
+    upd = lifecycle.update_incident(inc.with_action("act-1"), [memory, concept], ["ev-mem", "ev-acc"], 130.0)
+    assert [h.root_cause for h in upd.incident.causes] == ["data.covariate_drift", "hardware.memory_pressure"]
+
+
 def test_a_mitigated_incident_is_superseded_only_by_a_confident_new_fault_after_the_fix():
     inc, _ = lifecycle.mitigate(opened(), 150.0, "fixed")
     assert lifecycle.superseded(inc, NAN, {"ev-nan": 160.0}, min_confidence=0.6)

@@ -1,9 +1,9 @@
-"""The whole loop on real third-party servers: `incidentd demo --server mlserver|torchserve --fast --json`.
+"""The whole loop on real third-party servers: `incidentd demo --server mlserver|torchserve|triton --fast --json`.
 
 Each server runs from its own venv (scripts/servers/install_model_servers.sh, which the test setup runs;
 TorchServe needs Java 17+). The sidecar watches it through its metrics and its proxy, and the service acts
-on it through the server's own control API only (MLServer's model repository API, TorchServe's management
-API). With CI=true a missing server fails; elsewhere it skips with the reason.
+on it through the server's own control API only (MLServer's and Triton's model repository API, TorchServe's
+management API). With CI=true a missing server fails; elsewhere it skips with the reason.
 """
 from __future__ import annotations
 
@@ -26,7 +26,14 @@ EXPECTED = {
         "bad_version_deploy": ("model", "model.bad_version", "rollback"),
         "input_drift": ("data", "data.covariate_drift", None),
     },
+    "triton": {
+        "bad_version_deploy": ("model", "model.bad_version", "rollback"),
+        "input_drift": ("data", "data.covariate_drift", None),
+    },
 }
+# the venv install_model_servers.sh makes for each server, and a program it holds
+VENV = {"mlserver": ("mlserver", "mlserver"), "torchserve": ("torchserve", "torchserve"),
+        "triton": ("pytriton", "python")}
 
 
 @pytest.fixture(scope="module", params=sorted(EXPECTED))
@@ -35,7 +42,7 @@ def demo_on(request, tmp_path_factory):
 
     server = request.param
     try:
-        find_venv(server, server)
+        find_venv(*VENV[server])
     except ServerUnavailable as e:
         if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
             pytest.fail(str(e), pytrace=False)
@@ -71,7 +78,7 @@ def test_after_the_rollback_the_known_good_version_serves(demo_on):
         assert enabled == ["v1"], proc.stderr[-3000:]          # v2's settings set aside, never deleted
         assert (versions / "v2" / "model-settings.json.disabled").exists()
     else:
-        # the service's audit trail: a rollback to v1 through TorchServe's management API, verified
+        # the service's audit trail: a rollback to the known-good version through the server's own API, verified
         from incidentd.store import Store
 
         store = Store(workdir / "incidentd.db")
@@ -81,5 +88,6 @@ def test_after_the_rollback_the_known_good_version_serves(demo_on):
             store.close()
         assert rollbacks and all(a.status.value == "verified" for a in rollbacks), proc.stderr[-3000:]
         planned = [e.to_dict() for a in rollbacks for e in a.audit if e.event == "planned"]
-        assert planned and all(p["plan"]["target"].startswith("torchserve ") and p["plan"]["params"]["to"] == "v1"
-                               and "on TorchServe" in p["plan"]["description"] for p in planned)
+        name, good = {"torchserve": ("TorchServe", "v1"), "triton": ("Triton", "1")}[server]
+        assert planned and all(p["plan"]["target"].startswith(f"{server} ") and p["plan"]["params"]["to"] == good
+                               and f"on {name}" in p["plan"]["description"] for p in planned), planned

@@ -3,8 +3,10 @@ ranked, every action taken was verified on its own cause, and no harmful action 
 from __future__ import annotations
 
 import pytest
+from typer.testing import CliRunner
 
 from incidentd.bench import COMPOUND_PAIRS, PairResult, compound_pairs, compound_summary, taxonomy
+from incidentd.cli import build_app
 
 EXPECTED = {"model.bad_version": "rollback", "data.covariate_drift": None}
 
@@ -55,3 +57,18 @@ def test_the_pairs_cover_every_pair_of_domains_twice_with_the_actions_of_the_def
 def test_a_pair_within_one_domain_is_refused() -> None:
     with pytest.raises(ValueError, match="both faults are in the data domain"):
         compound_pairs([("covariate_drift", "unit_change")])
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--pair", "bad_version"], "expected FAULT+FAULT"),
+    (["--pair", "bad_version+no_such_fault"], "unknown fault(s) ['no_such_fault']"),
+    (["--pair", "covariate_drift+unit_change"], "both faults are in the data domain"),
+])
+def test_a_bad_pair_on_the_command_line_is_refused_with_what_is_wrong(args: list[str], says: str) -> None:
+    r = CliRunner().invoke(build_app(), ["bench", "faults", "--compound", *args])
+    assert r.exit_code == 2 and says in r.output
+
+
+def test_a_pair_without_compound_is_refused() -> None:
+    r = CliRunner().invoke(build_app(), ["bench", "faults", "--pair", "bad_version+cpu_contention"])
+    assert r.exit_code == 2 and "--pair needs --compound" in r.output

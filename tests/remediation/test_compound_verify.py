@@ -1,8 +1,12 @@
 """Each fix is verified on its own symptoms when several causes are at once (remediation.verify, issue 15)."""
 from __future__ import annotations
 
+import contextlib
+import time
 from dataclasses import dataclass
 from typing import cast
+
+import pytest
 
 from diagnosis.signals import ProportionSpec, SourceLike
 from diagnosis.types import ActionKind, FaultDomain, Hypothesis
@@ -141,8 +145,6 @@ class AccuracyHeldDown(ProportionSpec):
 
 def test_a_rollback_during_drift_is_verified_by_version_and_the_incident_stays_open_on_the_drift(
         tmp_path, registry_dir) -> None:  # type: ignore[no-untyped-def]
-    import time
-
     import httpx
 
     from diagnosis.lifecycle import open_incident
@@ -183,3 +185,185 @@ def test_a_rollback_during_drift_is_verified_by_version_and_the_incident_stays_o
         store.close()
     finally:
         server.stop()
+
+
+class NoFreshLabels(ProportionSpec):
+    """Accuracy with no labeled rows since the action (a starved server answers few requests), until
+    ``labels_back`` says they came back, healthy."""
+
+    def __init__(self) -> None:
+        super().__init__("accuracy", "correct", "labeled", direction="drop")
+        self.labels_back = False
+
+    def recovered(self, source, model, since, now, version=None):  # type: ignore[no-untyped-def]
+        return True if self.labels_back else None
+
+    def recovered_by_version(self, model, since, now, version, previous):  # type: ignore[no-untyped-def]
+        return self.recovered(None, model, since, now)
+
+
+@contextlib.contextmanager
+def rolled_back(tmp_path, registry_dir, causes):  # type: ignore[no-untyped-def]
+    """A real model server serving v2, an incident with ``causes``, and its rollback (verified on accuracy
+    over 30 s) executed and in verification."""
+    import httpx
+
+    from diagnosis.lifecycle import open_incident
+    from incidentd.store import Store
+    from remediation.actions import ActionContext
+    from remediation.executors import ModelServerAdmin
+    from remediation.policy import Policy
+    from remediation.runner import ActionRunner
+    from tests.integration.conftest import wait_until
+    from tests.model_server.conftest import start_server
+
+    server = start_server(registry_dir)
+    store = Store(tmp_path / "db.sqlite")
+    rem = ActionRunner(store, Policy(verify_seconds=30.0, cooldown_seconds=0),
+                       ActionContext(ModelServerAdmin(server.url)))
+    try:
+        httpx.post(server.url + "/admin/load", json={"version": "v2"}).raise_for_status()
+        inc, entries = open_incident("digits", causes, [e for h in causes for e in h.evidence_ids], time.time(), [])
+        store.save_incident(inc, entries)
+        inc, rec = rem.consider(inc, RELEASE, ["accuracy"], time.time())
+        assert rec is not None
+        assert wait_until(lambda: rem.records()[0].status is ActionStatus.VERIFYING, 30), "the rollback never ran"
+        yield rem, store, inc
+    finally:
+        rem.close()
+        store.close()
+        server.stop()
+
+
+NO_SOURCE = cast(SourceLike, None)   # the specs here answer without reading a metric source
+
+
+def test_a_rollback_without_labels_while_the_server_starves_waits_for_the_restart_then_is_verified(
+        tmp_path, registry_dir) -> None:  # type: ignore[no-untyped-def]
+    from diagnosis.types import TimelineKind
+
+    with rolled_back(tmp_path, registry_dir, [RELEASE, CPU]) as (rem, store, inc):
+        t0 = rem.records()[0].executed_at
+        spec = NoFreshLabels()
+        specs = {"accuracy": spec}
+        # a quarter of the window on and no label since: the rollback waits for data, and no longer holds
+        # back the restart the starvation needs (which is what brings the labels back)
+        inc, entries = rem.verify(inc, specs, NO_SOURCE, t0 + 10, "v1", grace=0.0)
+        assert entries == [] and rem.records()[0].awaiting_data_since == t0 + 10
+        decide = rem.policy.decide(ActionKind.RESTART, CPU.confidence, rem.records(incident_id=inc.id),
+                                   rem.records(model="digits"), False, t0 + 10, root_cause=CPU.root_cause)
+        assert decide.allowed, decide.reason
+        # the window ends before the restart ran: verification waits a window more, nobody is paged
+        inc, entries = rem.verify(inc, specs, NO_SOURCE, t0 + 31, "v1", grace=0.0)
+        rb = rem.records()[0]
+        assert rb.status is ActionStatus.VERIFYING and not inc.escalated
+        assert rb.verify_deadline == pytest.approx(t0 + 61)
+        assert [e.kind for e in entries] == [TimelineKind.ACTION_VERIFICATION_EXTENDED]
+        assert "no fresh data for accuracy" in entries[0].message
+        assert "hardware.cpu_contention may be holding it back" in entries[0].message
+        # the restart ran at t0+40: the rollback gets one window after it
+        store.save_action(ActionRecord(id="act-restart", incident_id=inc.id, model="digits",
+                                       kind=ActionKind.RESTART, mode=ActionMode.AUTO, status=ActionStatus.VERIFIED,
+                                       reason="", idempotency_key="k2", created_at=t0 + 40, executed_at=t0 + 40,
+                                       root_cause=CPU.root_cause))
+        inc, entries = rem.verify(inc, specs, NO_SOURCE, t0 + 62, "v1", grace=0.0)
+        assert rem.records()[0].verify_deadline == pytest.approx(t0 + 70)
+        # the labels come back: judged on them, verified
+        spec.labels_back = True
+        inc, entries = rem.verify(inc, specs, NO_SOURCE, t0 + 65, "v1", grace=0.0)
+        rb = rem.records()[0]
+        assert rb.status is ActionStatus.VERIFIED and not inc.escalated
+        assert [e["event"] for e in rb.to_dict()["audit"]][-4:] == [
+            "awaiting_data", "verification_extended", "verification_extended", "verified"]
+
+
+def test_a_rollback_that_never_gets_data_is_not_recovered_by_three_windows_and_never_read_as_healthy(
+        tmp_path, registry_dir) -> None:  # type: ignore[no-untyped-def]
+    with rolled_back(tmp_path, registry_dir, [RELEASE, CPU]) as (rem, _store, inc):
+        t0 = rem.records()[0].executed_at
+        specs = {"accuracy": NoFreshLabels()}
+        for now in (t0 + 31, t0 + 62):          # the restart never runs: waiting, a window at a time
+            inc, _ = rem.verify(inc, specs, NO_SOURCE, now, "v1", grace=0.0)
+        assert rem.records()[0].verify_deadline == pytest.approx(t0 + 90), "three windows at most"
+        inc, entries = rem.verify(inc, specs, NO_SOURCE, t0 + 91, "v1", grace=0.0)
+        assert rem.records()[0].status is ActionStatus.NOT_RECOVERED and inc.escalated
+        assert "no fresh data for accuracy" in entries[-1].message
+
+
+def test_with_one_cause_a_rollback_without_data_is_not_recovered_when_its_window_ends(
+        tmp_path, registry_dir) -> None:  # type: ignore[no-untyped-def]
+    with rolled_back(tmp_path, registry_dir, [RELEASE]) as (rem, _store, inc):
+        t0 = rem.records()[0].executed_at
+        inc, entries = rem.verify(inc, {"accuracy": NoFreshLabels()}, NO_SOURCE, t0 + 31, "v1", grace=0.0)
+        assert rem.records()[0].status is ActionStatus.NOT_RECOVERED and inc.escalated
+
+
+class StillDown(ProportionSpec):
+    """A harm signal (the target down) that has not recovered."""
+
+    def __init__(self) -> None:
+        super().__init__("target_down", "down", "scrapes", direction="rise")
+
+    def recovered(self, source, model, since, now, version=None):  # type: ignore[no-untyped-def]
+        return False
+
+
+def test_a_restart_for_another_cause_answers_for_its_own_downtime_not_the_rollback_beside_it(
+        tmp_path, registry_dir) -> None:  # type: ignore[no-untyped-def]
+    with rolled_back(tmp_path, registry_dir, [RELEASE, CPU]) as (rem, store, inc):
+        t0 = rem.records()[0].executed_at
+        specs = {"accuracy": NoFreshLabels(), "target_down": StillDown()}
+        inc, _ = rem.verify(inc, specs, NO_SOURCE, t0 + 12, "v1", grace=0.0)
+        # the restart for the starvation starts at t0+26; the server is down while it comes back
+        store.save_action(ActionRecord(id="act-restart", incident_id=inc.id, model="digits",
+                                       kind=ActionKind.RESTART, mode=ActionMode.AUTO, status=ActionStatus.EXECUTING,
+                                       reason="", idempotency_key="k2", created_at=t0 + 26,
+                                       root_cause=CPU.root_cause))
+        inc, entries = rem.verify(inc, specs, NO_SOURCE, t0 + 30, "v1", grace=0.0,
+                                  active={"target_down": t0 + 27})
+        assert rem.records()[0].status is ActionStatus.VERIFYING and not inc.escalated, entries
+
+
+def test_a_new_symptom_after_a_rollback_with_no_later_action_still_makes_it_worse(
+        tmp_path, registry_dir) -> None:  # type: ignore[no-untyped-def]
+    with rolled_back(tmp_path, registry_dir, [RELEASE, CPU]) as (rem, _store, inc):
+        t0 = rem.records()[0].executed_at
+        specs = {"accuracy": NoFreshLabels(), "target_down": StillDown()}
+        inc, entries = rem.verify(inc, specs, NO_SOURCE, t0 + 30, "v1", grace=0.0,
+                                  active={"target_down": t0 + 27})
+        assert rem.records()[0].status is ActionStatus.REVERTED and inc.escalated
+        assert "target_down started after the rollback" in entries[-1].message
+
+
+class NoBetter(AccuracyHeldDown):
+    """The restored version does no better than the one it replaced."""
+
+    def recovered_by_version(self, model, since, now, version, previous):  # type: ignore[no-untyped-def]
+        return False
+
+
+def test_a_rollback_whose_window_ends_below_baseline_is_judged_by_version_before_a_shift_is_diagnosed(
+        tmp_path, registry_dir) -> None:  # type: ignore[no-untyped-def]
+    from diagnosis.types import IncidentStatus, TimelineKind
+
+    # the data shift that holds accuracy down has not been diagnosed when the window ends: only the release
+    with rolled_back(tmp_path, registry_dir, [RELEASE]) as (rem, _store, inc):
+        t0 = rem.records()[0].executed_at
+        spec = AccuracyHeldDown()
+        inc, entries = rem.verify(inc, {"accuracy": spec}, NO_SOURCE, t0 + 31, "v1", grace=0.0)
+        rb = rem.records()[0]
+        assert rb.status is ActionStatus.VERIFIED and rb.shared_signals == ("accuracy",)
+        assert spec.asked == [("v1", "v2")]
+        # half a recovery is never a mitigation: the incident stays open and says what is left
+        assert inc.status is IncidentStatus.OPEN and not inc.escalated
+        assert [e.kind for e in entries] == [TimelineKind.CAUSE_FIXED]
+        assert "judged by version: accuracy" in entries[0].message
+        assert "accuracy still below its baseline with no other cause found yet" in entries[0].message
+
+
+def test_a_rollback_to_a_version_no_better_than_the_bad_one_is_not_recovered(
+        tmp_path, registry_dir) -> None:  # type: ignore[no-untyped-def]
+    with rolled_back(tmp_path, registry_dir, [RELEASE]) as (rem, _store, inc):
+        t0 = rem.records()[0].executed_at
+        inc, _ = rem.verify(inc, {"accuracy": NoBetter()}, NO_SOURCE, t0 + 31, "v1", grace=0.0)
+        assert rem.records()[0].status is ActionStatus.NOT_RECOVERED and inc.escalated

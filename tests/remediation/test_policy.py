@@ -53,6 +53,24 @@ def test_cap_per_incident_and_one_action_in_flight():
     assert not d.allowed and "in flight" in d.reason
 
 
+def test_an_action_waiting_for_data_lets_another_causes_fix_run_but_not_a_second_fix_of_its_own():
+    from dataclasses import replace
+
+    p = Policy(cooldown_seconds=0)
+    rollback = rec(ActionKind.ROLLBACK, status=ActionStatus.VERIFYING, root_cause="model.bad_version")
+    waiting = replace(rollback, awaiting_data_since=130.0)
+    # the starved server answers too few requests to verify the rollback: the restart that ends the
+    # starvation may start; while the rollback has data to be judged on, it may not
+    assert p.decide(ActionKind.RESTART, 0.9, [waiting], [waiting], False, 1000.0,
+                    root_cause="hardware.cpu_contention").allowed
+    assert not p.decide(ActionKind.RESTART, 0.9, [rollback], [rollback], False, 1000.0,
+                        root_cause="hardware.cpu_contention").allowed
+    # the same cause, or an action that names no cause, still waits for the verdict
+    assert not p.decide(ActionKind.CLAMP, 0.9, [waiting], [waiting], False, 1000.0,
+                        root_cause="model.bad_version").allowed
+    assert not p.decide(ActionKind.RESTART, 0.9, [waiting], [waiting], False, 1000.0).allowed
+
+
 def test_escalated_incident_stops_acting():
     d = Policy().decide(ActionKind.RESTART, 0.99, [], [], escalated=True, now=0.0)
     assert not d.allowed and "escalated" in d.reason
