@@ -367,12 +367,14 @@ class Demo:
 
     def _start_thirdparty(self, registry_dir: Path) -> None:
         from incidentd.demo_servers.mlserver import MLServerStack
+        from incidentd.demo_servers.stack import ServerStack
         from incidentd.demo_servers.torchserve import TorchServeStack
         from incidentd.demo_servers.triton import TritonStack
         from remediation.registry import ModelRegistry
 
-        kind = {"mlserver": MLServerStack, "torchserve": TorchServeStack, "triton": TritonStack}[self.server]
-        stack = kind(self.workdir, ModelRegistry(registry_dir))
+        stacks: dict[str, Callable[[Path, ModelRegistry], ServerStack]] = {
+            "mlserver": MLServerStack, "torchserve": TorchServeStack, "triton": TritonStack}
+        stack = stacks[self.server](self.workdir, ModelRegistry(registry_dir))
         self.stack = stack
         self.say(f"starting {self.server} (its own venv) with digits v1 serving")
         stack.start()
