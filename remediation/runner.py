@@ -390,8 +390,8 @@ class ActionRunner:
                 return spec.recovered(source, inc.model, since, now, version=version)
             return recovered
 
-        records = self.records(incident_id=inc.id)
         model_records = self.records(model=inc.model)
+        records = [r for r in model_records if r.incident_id == inc.id]
         for rec in records:
             if rec.status is ActionStatus.FAILED and not _retryable_failure(rec) and not inc.escalated:
                 # Retrying cannot fix it (corrupt or missing checkpoint, refused, permission): say so at once.
@@ -410,7 +410,7 @@ class ActionRunner:
             v = judge(judged, judged_by(judged), set(specs), before_later_actions(rec, model_records, active or {}),
                       now, grace, self.policy.verify_seconds, self.policy.revert_on_worse, attributed=attributed)
             left: tuple[str, ...] = ()    # symptoms still below their baseline that the version no longer explains
-            if v.outcome is Outcome.NOT_RECOVERED and (by_version := self._by_version(judged, v, specs, version, now)):
+            if v.outcome is Outcome.NOT_RECOVERED and (by_version := _by_version(judged, v, judged_by)):
                 left = tuple(by_version)
                 judged = replace(judged, shared_signals=tuple(sorted(set(judged.shared_signals) | set(left))))
                 v = Verdict(Outcome.VERIFIED, {**v.signals, **by_version})
@@ -452,10 +452,9 @@ class ActionRunner:
             elif v.outcome is Outcome.NOT_RECOVERED:
                 rec = replace(rec, status=ActionStatus.NOT_RECOVERED)
                 self._save(rec.logged(self.clock(), "not_recovered", signals=dict(v.signals)))
-                blind = sorted(n for n, ok in v.signals.items() if ok is None)
-                what = (f"could not be verified: no fresh data for {', '.join(blind)} within "
+                what = (f"could not be verified: no fresh data for {', '.join(v.signals)} within "
                         f"{self.policy.verify_seconds:g}s (missing data is never recovery)"
-                        if blind and len(blind) == len(v.signals) else
+                        if v.no_data else
                         f"did not bring {', '.join(v.signals) or 'the signals'} back within "
                         f"{self.policy.verify_seconds:g}s")
                 inc, entry = lifecycle.escalate(
@@ -465,36 +464,13 @@ class ActionRunner:
                 self.on_outcome(rec.kind.value, "not_recovered")
         return inc, entries
 
-    def _by_version(self, rec: ActionRecord, v: Verdict, specs: Mapping[str, SignalSpec], version: str | None,
-                    now: float) -> dict[str, bool]:
-        """A rollback whose window ended with rates still below their baseline, judged on what is attributable
-        to the version: the restored version's rate against the one it replaced. A data shift not diagnosed
-        yet (its drift test needs rows) holds accuracy down whatever version serves; the rollback did its
-        part when the restored version clearly beats the bad one. The signals so judged, all True, or {}
-        (not recovered: judged as it stands)."""
-        previous = rec.result.data.get("from") if rec.result is not None else None
-        failed = [n for n, ok in v.signals.items() if ok is False]
-        if (rec.kind is not ActionKind.ROLLBACK or rec.executed_at is None or version is None
-                or not isinstance(previous, str) or not failed
-                or any(ok is not True for n, ok in v.signals.items() if n not in failed)
-                or any(n not in BY_VERSION or not isinstance(specs.get(n), ProportionSpec) for n in failed)):
-            return {}
-        out: dict[str, bool] = {}
-        for name in failed:
-            spec = specs[name]
-            assert isinstance(spec, ProportionSpec)
-            if spec.recovered_by_version(rec.model, rec.executed_at, now, version, previous) is not True:
-                return {}
-            out[name] = True
-        return out
-
     def _wait_longer(self, inc: Incident, rec: ActionRecord, records: Sequence[ActionRecord], v: Verdict,
                      now: float) -> tuple[float, list[str]] | None:
         """A new verification deadline for an action that had no fresh data at all to be judged on, when
         another simultaneous cause of the incident may be what holds the data back (a starved server answers
         few requests, so few labels come): one more window after that cause's fix, up to three windows in
         all; with the causes that may hold the data back. None: judge it now."""
-        if not v.signals or any(ok is not None for ok in v.signals.values()) or rec.executed_at is None:
+        if not v.no_data or rec.executed_at is None:
             return None
         window = self.policy.verify_seconds
         others = {h.root_cause for h in inc.causes
@@ -513,7 +489,7 @@ class ActionRunner:
         quarter of the window (then it stops holding back another cause's fix), cleared when data comes."""
         assert rec.executed_at is not None
         settled = rec.executed_at + max(grace, self.policy.verify_seconds / 4)
-        waiting = bool(v.signals) and all(ok is None for ok in v.signals.values()) and now > settled
+        waiting = v.no_data and now > settled
         if waiting == (rec.awaiting_data_since is not None):
             return
         rec = replace(rec, awaiting_data_since=now if waiting else None)
@@ -543,6 +519,23 @@ class ActionRunner:
         return lifecycle.escalate(inc, now, f"{', '.join(worse)} started after the {rec.kind.value} "
                                             f"{now - (rec.executed_at or now):.1f}s ago: the action made things "
                                             f"worse; {what}; incidentd stops acting on this incident")
+
+
+def _by_version(rec: ActionRecord, v: Verdict, judged_by: Callable[[ActionRecord], Recovered]) -> dict[str, bool]:
+    """A rollback whose window ended with rates still below their baseline, judged on what is attributable to
+    the version, through the same judge as the rates another cause shares (``judged_by`` with them shared):
+    the restored version's rate against the one it replaced. A data shift not diagnosed yet (its drift test
+    needs rows) holds accuracy down whatever version serves; the rollback did its part when the restored
+    version clearly beats the bad one. The signals so judged, all True, or {} (judged as it stands)."""
+    failed = [n for n, ok in v.signals.items() if ok is False]
+    if (rec.kind is not ActionKind.ROLLBACK or rec.executed_at is None or not failed
+            or any(ok is not True for n, ok in v.signals.items() if n not in failed)
+            or not set(failed) <= BY_VERSION):
+        return {}
+    recovered = judged_by(replace(rec, shared_signals=tuple(sorted(set(rec.shared_signals) | set(failed)))))
+    if all(recovered(name, rec.executed_at) is True for name in failed):
+        return dict.fromkeys(failed, True)
+    return {}
 
 
 def before_later_actions(rec: ActionRecord, model_actions: Sequence[ActionRecord],

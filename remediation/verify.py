@@ -97,6 +97,11 @@ class Verdict:
     signals: Mapping[str, bool | None] = field(default_factory=dict)   # the verified signals' answers
     worse: tuple[str, ...] = ()                                         # new harm signals (WORSE only)
 
+    @property
+    def no_data(self) -> bool:
+        """No signal it is verified on had fresh data to answer with (missing data is never recovery)."""
+        return bool(self.signals) and all(ok is None for ok in self.signals.values())
+
 
 def judge(rec: ActionRecord, recovered: Recovered, known: frozenset[str] | set[str],
           active: Mapping[str, float], now: float, grace: float, verify_seconds: float,

@@ -131,6 +131,13 @@ class FaultState:
             return min(float(params.get("max_seconds", 1.0)), grown)
         return 0.0
 
+    def pause(self) -> None:
+        """For a synchronous handler: re-read the fault file and wait the latency the fault adds, if any."""
+        self.refresh()
+        delay = self.added_latency()
+        if delay > 0:
+            time.sleep(delay)
+
     def stop(self) -> None:
         self._stop.set()
         for t in self._spinners:

@@ -31,10 +31,7 @@ class DigitsHandler:
         self.initialized = True
 
     def handle(self, data: list[dict[str, Any]], context: Any) -> list[dict[str, Any]]:
-        self.faults.refresh()
-        delay = self.faults.added_latency()
-        if delay > 0:
-            time.sleep(delay)
+        self.faults.pause()
         out = []
         for row in data:
             body = row.get("body") or row.get("data")
